@@ -1,0 +1,769 @@
+//! The command line: `plan`, `train`, `coord-check` and `bench`.
+//!
+//! Every user error (bad option, out-of-range value, missing file) ends with a one-line message
+//! on stderr and exit code 2; clap's own usage errors use the same code.
+
+use crate::bench::{BenchOptions, run_bench};
+use crate::coord::{CoordAxis, CoordOptions, run_coord_check};
+use crate::data::DataSource;
+use crate::model::{Activation, Positions};
+use crate::param::{
+    AttentionScale, BaseHparams, BaseShape, ParamPlan, Parameterization, PlanRequest, plan,
+};
+use crate::train::{
+    DeviceChoice, Flow, RunConfig, RunStatus, Schedule, TrainEvent, Trainer, train_with,
+};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Train GPT proxies under SP, muP, depth-muP and CompleteP, and measure how they scale.
+#[derive(Parser, Debug)]
+#[command(name = "shapewise", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print the per-group hyperparameters a parameterization prescribes for a shape.
+    Plan(PlanArgs),
+    /// Train one proxy model.
+    Train(Box<TrainArgs>),
+    /// Run a coordinate check: activation sizes over depth or width during the first steps.
+    CoordCheck(CoordArgs),
+    /// Measure training throughput on three fixed shapes.
+    Bench(BenchArgs),
+}
+
+#[derive(Args, Debug)]
+struct PlanArgs {
+    /// Parameterization: sp, mup, depth-mup, completep, alpha.
+    #[arg(long = "param")]
+    parameterization: Parameterization,
+    /// Depth exponent for `--param alpha`, in [0.5, 1].
+    #[arg(long, allow_negative_numbers = true)]
+    alpha: Option<f64>,
+    /// Target width N (d_model).
+    #[arg(long)]
+    width: usize,
+    /// Target depth L (blocks).
+    #[arg(long)]
+    depth: usize,
+    /// Base width N_base.
+    #[arg(long, default_value_t = 256)]
+    base_width: usize,
+    /// Base depth L_base.
+    #[arg(long, default_value_t = 2)]
+    base_depth: usize,
+    /// Base learning rate eta.
+    #[arg(long, allow_negative_numbers = true, default_value_t = BaseHparams::default().lr)]
+    lr: f64,
+    /// Base init standard deviation sigma.
+    #[arg(long, allow_negative_numbers = true, default_value_t = BaseHparams::default().init_std)]
+    init_std: f64,
+    /// Base AdamW epsilon.
+    #[arg(long, allow_negative_numbers = true, default_value_t = BaseHparams::default().eps)]
+    eps: f64,
+    /// Base coupled weight decay lambda.
+    #[arg(long, allow_negative_numbers = true, default_value_t = BaseHparams::default().weight_decay)]
+    weight_decay: f64,
+    /// Head dimension.
+    #[arg(long, default_value_t = 64)]
+    d_head: usize,
+    /// Attention logit scale: d_head (1/d_head), sqrt_d_head (1/sqrt(d_head)) or width (1/N).
+    #[arg(long)]
+    attention_scale: Option<AttentionScale>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Options of a training run. Each overrides the `--config` file, which overrides the defaults.
+#[derive(Args, Debug, Default)]
+struct RunArgs {
+    /// A TOML file with any fields of the run config (see README).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Parameterization: sp, mup, depth-mup, completep (default), alpha.
+    #[arg(long = "param")]
+    parameterization: Option<Parameterization>,
+    /// Depth exponent for `--param alpha`, in [0.5, 1].
+    #[arg(long, allow_negative_numbers = true)]
+    alpha: Option<f64>,
+    /// Width N [default: 128].
+    #[arg(long)]
+    width: Option<usize>,
+    /// Depth L [default: 4].
+    #[arg(long)]
+    depth: Option<usize>,
+    /// Head dimension [default: 64].
+    #[arg(long)]
+    d_head: Option<usize>,
+    /// Context length [default: 128].
+    #[arg(long)]
+    context: Option<usize>,
+    /// Model vocabulary [default: the corpus's].
+    #[arg(long)]
+    vocab: Option<usize>,
+    /// Base width N_base [default: 256].
+    #[arg(long)]
+    base_width: Option<usize>,
+    /// Base depth L_base [default: 2].
+    #[arg(long)]
+    base_depth: Option<usize>,
+    /// Base peak learning rate eta [default: 2^-8].
+    #[arg(long, allow_negative_numbers = true)]
+    lr: Option<f64>,
+    /// Base init std sigma [default: 0.02].
+    #[arg(long, allow_negative_numbers = true)]
+    init_std: Option<f64>,
+    /// Base AdamW epsilon [default: 1e-16].
+    #[arg(long, allow_negative_numbers = true)]
+    eps: Option<f64>,
+    /// Base coupled weight decay [default: 0].
+    #[arg(long, allow_negative_numbers = true)]
+    weight_decay: Option<f64>,
+    /// Attention logit scale: d_head, sqrt_d_head, width [default: Table 1's].
+    #[arg(long)]
+    attention_scale: Option<AttentionScale>,
+    /// Positions: alibi (default) or learned.
+    #[arg(long)]
+    positions: Option<PositionsArg>,
+    /// MLP activation: relu2 (default) or gelu.
+    #[arg(long)]
+    activation: Option<ActivationArg>,
+    /// Tie the unembedding to the token embedding.
+    #[arg(long)]
+    tied_embeddings: bool,
+    /// No biases on the linear layers.
+    #[arg(long)]
+    no_biases: bool,
+    /// Sequences per step [default: 16].
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Training tokens (overrides --tokens-per-param).
+    #[arg(long)]
+    tokens: Option<u64>,
+    /// Training tokens per non-embedding parameter [default: 20].
+    #[arg(long, allow_negative_numbers = true)]
+    tokens_per_param: Option<f64>,
+    /// Seed of init and batches [default: 0].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// LR schedule after warmup: linear (default), cosine, constant.
+    #[arg(long)]
+    schedule: Option<ScheduleArg>,
+    /// Warmup fraction of the steps [default: 0.1].
+    #[arg(long, allow_negative_numbers = true)]
+    warmup_fraction: Option<f64>,
+    /// Clip the global gradient norm.
+    #[arg(long, allow_negative_numbers = true)]
+    grad_clip: Option<f64>,
+    /// AdamW beta1 [default: 0.9].
+    #[arg(long, allow_negative_numbers = true)]
+    beta1: Option<f64>,
+    /// AdamW beta2 [default: 0.95].
+    #[arg(long, allow_negative_numbers = true)]
+    beta2: Option<f64>,
+    /// Metric row every K steps [default: about 100 rows].
+    #[arg(long)]
+    log_every: Option<u64>,
+    /// Validation loss every K steps [default: about 10 times].
+    #[arg(long)]
+    eval_every: Option<u64>,
+    /// Validation sequences [default: 32].
+    #[arg(long)]
+    val_sequences: Option<usize>,
+    /// Training device: cpu (default) or gpu (needs the `vulkan` build feature).
+    #[arg(long)]
+    device: Option<DeviceArg>,
+    /// Train on a UTF-8 text file or folder (byte tokens).
+    #[arg(long, conflicts_with = "nanogpt")]
+    text: Option<PathBuf>,
+    /// Train on nanoGPT train.bin/val.bin in this folder (needs --data-vocab).
+    #[arg(long)]
+    nanogpt: Option<PathBuf>,
+    /// Vocabulary of the built-in corpus [default: 256] or of the nanoGPT data.
+    #[arg(long)]
+    data_vocab: Option<usize>,
+    /// Seed of the built-in corpus's content [default: 0].
+    #[arg(long)]
+    corpus_seed: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+struct TrainArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// End with one JSON line summarising the run.
+    #[arg(long)]
+    json: bool,
+    /// Write every metric row to this file as JSON lines.
+    #[arg(long)]
+    metrics_out: Option<PathBuf>,
+    /// After training, print this many sampled tokens (from the first validation sequence).
+    #[arg(long, default_value_t = 0)]
+    sample: usize,
+}
+
+#[derive(Args, Debug)]
+struct CoordArgs {
+    /// Vary depth (width fixed) or width (depth fixed).
+    #[arg(long)]
+    over: CoordAxisArg,
+    /// Parameterizations to compare.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "sp,mup,depth-mup,completep"
+    )]
+    params: Vec<Parameterization>,
+    /// Depths to try (with --over depth).
+    #[arg(long, value_delimiter = ',', default_value = "2,4,8,16,32,64")]
+    depths: Vec<usize>,
+    /// Widths to try (with --over width).
+    #[arg(long, value_delimiter = ',', default_value = "64,128,256,512")]
+    widths: Vec<usize>,
+    /// Width when varying depth.
+    #[arg(long, default_value_t = 128)]
+    width: usize,
+    /// Depth when varying width.
+    #[arg(long, default_value_t = 2)]
+    depth: usize,
+    /// Training steps per model.
+    #[arg(long, default_value_t = 10)]
+    steps: u64,
+    /// Seeds per point (averaged).
+    #[arg(long, default_value_t = 3)]
+    seeds: u64,
+    /// Constant learning rate.
+    #[arg(long, allow_negative_numbers = true, default_value_t = 1e-2)]
+    lr: f64,
+    /// Sequences per step.
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// Context length.
+    #[arg(long, default_value_t = 64)]
+    context: usize,
+    /// Head dimension.
+    #[arg(long, default_value_t = 32)]
+    d_head: usize,
+    /// Attention scale, equal across parameterizations.
+    #[arg(long, default_value = "d_head")]
+    attention_scale: AttentionScale,
+    /// Folder for coord_check.csv, coord_check.json and coord_check.svg.
+    #[arg(long, default_value = "coord-check")]
+    out: PathBuf,
+    /// Print the table as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct BenchArgs {
+    /// Shapes WIDTHxDEPTH.
+    #[arg(long, value_delimiter = ',', default_value = "128x4,256x4,128x16")]
+    shapes: Vec<String>,
+    /// Timed steps per shape.
+    #[arg(long, default_value_t = 20)]
+    steps: u64,
+    /// Untimed warmup steps per shape.
+    #[arg(long, default_value_t = 3)]
+    warmup: u64,
+    /// Sequences per step.
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    /// Context length.
+    #[arg(long, default_value_t = 128)]
+    context: usize,
+    /// Vocabulary.
+    #[arg(long, default_value_t = 256)]
+    vocab: usize,
+    /// MLP activation.
+    #[arg(long, default_value = "relu2")]
+    activation: ActivationArg,
+    /// Positions.
+    #[arg(long, default_value = "alibi")]
+    positions: PositionsArg,
+    /// Training device.
+    #[arg(long, default_value = "cpu")]
+    device: DeviceArg,
+    /// One JSON object per shape per line.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum PositionsArg {
+    Alibi,
+    Learned,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ActivationArg {
+    Relu2,
+    Gelu,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ScheduleArg {
+    Linear,
+    Cosine,
+    Constant,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum DeviceArg {
+    Cpu,
+    Gpu,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum CoordAxisArg {
+    Depth,
+    Width,
+}
+
+impl From<PositionsArg> for Positions {
+    fn from(p: PositionsArg) -> Self {
+        match p {
+            PositionsArg::Alibi => Positions::Alibi,
+            PositionsArg::Learned => Positions::Learned,
+        }
+    }
+}
+
+impl From<ActivationArg> for Activation {
+    fn from(a: ActivationArg) -> Self {
+        match a {
+            ActivationArg::Relu2 => Activation::Relu2,
+            ActivationArg::Gelu => Activation::Gelu,
+        }
+    }
+}
+
+impl From<DeviceArg> for DeviceChoice {
+    fn from(d: DeviceArg) -> Self {
+        match d {
+            DeviceArg::Cpu => DeviceChoice::Cpu,
+            DeviceArg::Gpu => DeviceChoice::Gpu,
+        }
+    }
+}
+
+impl From<ScheduleArg> for Schedule {
+    fn from(s: ScheduleArg) -> Self {
+        match s {
+            ScheduleArg::Linear => Schedule::Linear,
+            ScheduleArg::Cosine => Schedule::Cosine,
+            ScheduleArg::Constant => Schedule::Constant,
+        }
+    }
+}
+
+/// A user error: printed as one line, exit code 2.
+#[derive(Debug)]
+struct UsageError(String);
+
+impl<E: std::error::Error> From<E> for UsageError {
+    fn from(e: E) -> Self {
+        UsageError(e.to_string())
+    }
+}
+
+/// Parses the command line and runs the command; returns the process exit code.
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Plan(args) => plan_command(args),
+        Command::Train(args) => train_command(*args),
+        Command::CoordCheck(args) => coord_command(args),
+        Command::Bench(args) => bench_command(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(UsageError(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn plan_command(args: PlanArgs) -> Result<ExitCode, UsageError> {
+    let plan = plan(&PlanRequest {
+        parameterization: args.parameterization,
+        alpha: args.alpha,
+        width: args.width,
+        depth: args.depth,
+        d_head: args.d_head,
+        base: BaseShape {
+            width: args.base_width,
+            depth: args.base_depth,
+        },
+        hparams: BaseHparams {
+            lr: args.lr,
+            init_std: args.init_std,
+            eps: args.eps,
+            weight_decay: args.weight_decay,
+        },
+        attention_scale: args.attention_scale,
+    })?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&plan).map_err(|e| UsageError(e.to_string()))?
+        );
+    } else {
+        print!("{}", plan_table(&plan));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The plan as an aligned text table.
+pub fn plan_table(plan: &ParamPlan) -> String {
+    let alpha = plan.alpha.map_or("-".to_string(), |a| a.to_string());
+    let mut out = format!(
+        "parameterization {}  alpha {}  m_N {}  m_L {}\nresidual multiplier {:.6}  logits multiplier {:.6}  attention scale {:.6} ({})\n\n",
+        plan.parameterization,
+        alpha,
+        plan.m_n,
+        plan.m_l,
+        plan.residual_multiplier,
+        plan.logits_multiplier,
+        plan.attention_scale,
+        plan.attention_scale_rule.name(),
+    );
+    out.push_str(&format!(
+        "{:<16} {:>12} {:>12} {:>12} {:>12}\n",
+        "group", "init_std", "lr", "weight_decay", "eps"
+    ));
+    let g = &plan.groups;
+    for (name, rule) in [
+        ("embedding", g.embedding),
+        ("hidden_weights", g.hidden_weights),
+        ("hidden_biases", g.hidden_biases),
+        ("block_norms", g.block_norms),
+        ("final_norm", g.final_norm),
+        ("unembedding", g.unembedding),
+    ] {
+        let init = rule
+            .init_std
+            .map_or("1, 0 (LN)".to_string(), |s| format!("{s:.6e}"));
+        out.push_str(&format!(
+            "{:<16} {:>12} {:>12.6e} {:>12.6e} {:>12.6e}\n",
+            name, init, rule.lr, rule.weight_decay, rule.eps
+        ));
+    }
+    out
+}
+
+fn run_config(args: &RunArgs) -> Result<RunConfig, UsageError> {
+    let mut config = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| UsageError(format!("cannot read config {}: {e}", path.display())))?;
+            toml::from_str::<RunConfig>(&text).map_err(|e| {
+                UsageError(format!(
+                    "invalid config {}: {}",
+                    path.display(),
+                    e.message()
+                ))
+            })?
+        }
+        None => RunConfig::default(),
+    };
+    macro_rules! set {
+        ($($field:ident),*) => {
+            $(if let Some(value) = args.$field.clone() {
+                config.$field = value.into();
+            })*
+        };
+    }
+    macro_rules! set_optional {
+        ($($field:ident),*) => {
+            $(if args.$field.is_some() {
+                config.$field = args.$field;
+            })*
+        };
+    }
+    if args.tokens_per_param.is_some() {
+        config.tokens = None;
+    }
+    set!(
+        parameterization,
+        width,
+        depth,
+        d_head,
+        context,
+        base_width,
+        base_depth,
+        lr,
+        init_std,
+        eps,
+        weight_decay,
+        positions,
+        activation,
+        batch,
+        tokens_per_param,
+        seed,
+        schedule,
+        warmup_fraction,
+        beta1,
+        beta2,
+        val_sequences,
+        device
+    );
+    set_optional!(
+        alpha,
+        vocab,
+        attention_scale,
+        tokens,
+        grad_clip,
+        log_every,
+        eval_every
+    );
+    config.tied_embeddings |= args.tied_embeddings;
+    config.biases &= !args.no_biases;
+    if let Some(path) = &args.text {
+        config.data = DataSource::Text { path: path.clone() };
+    } else if let Some(dir) = &args.nanogpt {
+        let vocab = args.data_vocab.ok_or_else(|| {
+            UsageError(
+                "--nanogpt needs --data-vocab V, the vocabulary the data was tokenized with".into(),
+            )
+        })?;
+        config.data = DataSource::NanoGpt {
+            dir: dir.clone(),
+            vocab,
+        };
+    } else if args.data_vocab.is_some() || args.corpus_seed.is_some() {
+        let (seed, vocab) = match config.data {
+            DataSource::Builtin { seed, vocab } => (seed, vocab),
+            _ => (0, 256),
+        };
+        config.data = DataSource::Builtin {
+            seed: args.corpus_seed.unwrap_or(seed),
+            vocab: args.data_vocab.unwrap_or(vocab),
+        };
+    }
+    Ok(config)
+}
+
+fn train_command(args: TrainArgs) -> Result<ExitCode, UsageError> {
+    let config = run_config(&args.run)?;
+    let mut metrics_file = match &args.metrics_out {
+        Some(path) => Some(std::io::BufWriter::new(
+            std::fs::File::create(path).map_err(|e| {
+                UsageError(format!(
+                    "cannot create metrics file {}: {e}",
+                    path.display()
+                ))
+            })?,
+        )),
+        None => None,
+    };
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} steps  eta {eta}  {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut write_error = None;
+    let mut last_val = None;
+    let mut trainer = Trainer::new(&config)?;
+    let summary = train_with(&mut trainer, &mut |event| {
+        match event {
+            TrainEvent::Started {
+                total_steps,
+                params_non_embedding,
+                plan,
+                corpus,
+                entropy_floor,
+            } => {
+                bar.set_length(total_steps);
+                let floor = entropy_floor
+                    .map(|f| format!(", entropy floor {:.4} nats/token", f.nats_per_token))
+                    .unwrap_or_default();
+                bar.println(format!(
+                    "{} {}x{} ({} non-embedding params), {} steps of {} tokens on {corpus}{floor}",
+                    plan.parameterization,
+                    config.width,
+                    config.depth,
+                    params_non_embedding,
+                    total_steps,
+                    config.tokens_per_step()
+                ));
+            }
+            TrainEvent::Step {
+                step, train_loss, ..
+            } => {
+                bar.set_position(step);
+                let val = last_val
+                    .map(|v: f64| format!("  val {v:.4}"))
+                    .unwrap_or_default();
+                bar.set_message(format!("loss {train_loss:.4}{val}"));
+            }
+            TrainEvent::Metric(row) => {
+                if row.val_loss.is_some() {
+                    last_val = row.val_loss;
+                }
+                if let Some(file) = metrics_file.as_mut() {
+                    let line = serde_json::to_string(row).unwrap_or_default();
+                    if let Err(e) = writeln!(file, "{line}") {
+                        write_error = Some(e);
+                        return Flow::Stop;
+                    }
+                }
+            }
+        }
+        Flow::Continue
+    });
+    bar.finish_and_clear();
+    if let Some(e) = write_error {
+        return Err(UsageError(format!("cannot write metrics: {e}")));
+    }
+    if let Some(file) = metrics_file.as_mut() {
+        file.flush()?;
+    }
+    let val = summary
+        .final_val_loss
+        .map_or("-".to_string(), |v| format!("{v:.4}"));
+    eprintln!(
+        "{:?}: {} steps, train loss {:.4}, val loss {val}, {:.3e} FLOPs, {:.0} tokens/s, {:.1} s",
+        summary.status,
+        summary.steps,
+        summary.final_train_loss,
+        summary.flops,
+        summary.tokens_per_sec,
+        summary.wall_secs
+    );
+    if args.sample > 0 && summary.status == RunStatus::Succeeded {
+        eprintln!("sample: {}", sample_text(&trainer, args.sample));
+    }
+    if args.json {
+        let json = serde_json::json!({
+            "status": summary.status,
+            "final_train_loss": summary.final_train_loss,
+            "final_val_loss": summary.final_val_loss,
+            "tokens": summary.tokens,
+            "flops": summary.flops,
+            "flops_breakdown": summary.flops_breakdown,
+            "params_non_embedding": summary.params_non_embedding,
+            "tokens_per_sec": summary.tokens_per_sec,
+            "wall_secs": summary.wall_secs,
+            "steps": summary.steps,
+            "entropy_floor": summary.entropy_floor,
+        });
+        println!("{json}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Greedy-free sampling (temperature 1) after the first 16 tokens of the first validation
+/// sequence; byte corpora print as text, others as token ids.
+fn sample_text(trainer: &Trainer, count: usize) -> String {
+    let (validation, _) = trainer.corpus().validation_set(1);
+    let prompt = &validation[..validation.len().min(16)];
+    let tokens = trainer.model().generate(prompt, count, 1.0, 0);
+    if trainer.corpus().vocab_size() == 256
+        && matches!(trainer.config().data, DataSource::Text { .. })
+    {
+        let bytes: Vec<u8> = prompt.iter().chain(&tokens).map(|&t| t as u8).collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    } else {
+        let ids: Vec<String> = tokens.iter().map(u32::to_string).collect();
+        ids.join(" ")
+    }
+}
+
+fn coord_command(args: CoordArgs) -> Result<ExitCode, UsageError> {
+    let options = CoordOptions {
+        axis: match args.over {
+            CoordAxisArg::Depth => CoordAxis::Depth,
+            CoordAxisArg::Width => CoordAxis::Width,
+        },
+        parameterizations: args.params,
+        depths: args.depths,
+        widths: args.widths,
+        width: args.width,
+        depth: args.depth,
+        steps: args.steps,
+        seeds: args.seeds,
+        lr: args.lr,
+        batch: args.batch,
+        context: args.context,
+        d_head: args.d_head,
+        attention_scale: args.attention_scale,
+    };
+    let bar = ProgressBar::new(options.model_count());
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} models  {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let table = run_coord_check(&options, &mut |label| {
+        bar.set_message(label.to_string());
+        bar.inc(1);
+    })?;
+    bar.finish_and_clear();
+    std::fs::create_dir_all(&args.out)
+        .map_err(|e| UsageError(format!("cannot create {}: {e}", args.out.display())))?;
+    let write = |name: &str, contents: String| {
+        let path = args.out.join(name);
+        std::fs::write(&path, contents)
+            .map_err(|e| UsageError(format!("cannot write {}: {e}", path.display())))
+    };
+    write("coord_check.csv", table.to_csv())?;
+    write("coord_check.json", serde_json::to_string_pretty(&table)?)?;
+    write("coord_check.svg", crate::plot::coord_check_svg(&table)?)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&table)?);
+    } else {
+        print!("{}", table.summary());
+        println!("wrote {}/coord_check.{{csv,json,svg}}", args.out.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench_command(args: BenchArgs) -> Result<ExitCode, UsageError> {
+    let shapes = args
+        .shapes
+        .iter()
+        .map(|s| {
+            s.split_once('x')
+                .and_then(|(w, d)| Some((w.parse().ok()?, d.parse().ok()?)))
+                .ok_or_else(|| UsageError(format!("shape '{s}' is not WIDTHxDEPTH, e.g. 128x4")))
+        })
+        .collect::<Result<Vec<(usize, usize)>, _>>()?;
+    let options = BenchOptions {
+        shapes,
+        steps: args.steps,
+        warmup: args.warmup,
+        batch: args.batch,
+        context: args.context,
+        vocab: args.vocab,
+        activation: args.activation.into(),
+        positions: args.positions.into(),
+        device: args.device.into(),
+    };
+    let results = run_bench(&options, &mut |result| {
+        if args.json {
+            println!("{}", serde_json::to_string(result).unwrap_or_default());
+        } else {
+            println!(
+                "{:>8}  {:>10.0} tokens/s  {:>8.2} GFLOP/s  median step {:.4} s",
+                result.shape, result.tokens_per_sec, result.gflops_per_sec, result.median_step_secs
+            );
+        }
+    })?;
+    if results.is_empty() {
+        return Err(UsageError("no shapes to benchmark".into()));
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,26 @@
+//! shapewise: width/depth planning for language models with CompleteP.
+//!
+//! The library trains small GPT proxies under SP, muP, depth-muP and CompleteP
+//! (Dey et al. 2025, arXiv 2505.01618) and measures them. Modules by domain:
+//!
+//! - [`param`]: Table 1, the per-group scaling rules (pure arithmetic);
+//! - [`flops`]: parameter and FLOP counts (pure arithmetic);
+//! - [`data`]: the built-in corpus, text and nanoGPT corpora, batches and the validation set;
+//! - [`model`]: the GPT in burn with the plan's multipliers;
+//! - [`train`]: the training loop, per-group AdamW, schedules, metrics, divergence;
+//! - [`coord`]: coordinate checks over depth and width;
+//! - [`bench`]: training throughput benchmark;
+//! - [`plot`]: SVG figures;
+//! - [`cli`]: the command line.
+#![forbid(unsafe_code)]
+
+pub mod bench;
+pub mod cli;
+pub mod coord;
+pub mod data;
+pub mod flops;
+pub mod model;
+pub mod param;
+pub mod plot;
+pub mod rng;
+pub mod train;

@@ -1,0 +1,29 @@
+//! Integration tests: real (tiny) burn training on the built-in corpus, and the real binary.
+
+mod cli;
+mod coord;
+mod training;
+
+use shapewise::data::DataSource;
+use shapewise::param::Parameterization;
+use shapewise::train::{RunConfig, Schedule};
+
+/// A model small enough to train in well under a second per step in a debug build.
+pub fn tiny_run(parameterization: Parameterization) -> RunConfig {
+    RunConfig {
+        parameterization,
+        width: 64,
+        depth: 2,
+        d_head: 32,
+        context: 32,
+        batch: 8,
+        base_width: 64,
+        base_depth: 2,
+        lr: 1e-2,
+        tokens: Some(8 * 32 * 20),
+        schedule: Schedule::Linear,
+        val_sequences: 16,
+        data: DataSource::Builtin { seed: 0, vocab: 64 },
+        ..RunConfig::default()
+    }
+}
