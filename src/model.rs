@@ -302,7 +302,7 @@ impl Gpt {
             if let Some(s) = scales.as_deref_mut() {
                 s.attention_branch = mean_abs(&attn);
             }
-            h = h + attn.mul_scalar(r);
+            h = h + scaled(attn, r);
             let mlp_in = block.ln2.forward(h.clone());
             let mlp = block
                 .fc_out
@@ -310,7 +310,7 @@ impl Gpt {
             if let Some(s) = scales.as_deref_mut() {
                 s.mlp_branch = mean_abs(&mlp);
             }
-            h = h + mlp.mul_scalar(r);
+            h = h + scaled(mlp, r);
         }
         if let Some(s) = scales {
             s.residual = mean_abs(&h);
@@ -320,7 +320,7 @@ impl Gpt {
             Some(u) => h.matmul(u.val().unsqueeze_dim::<3>(0)),
             None => h.matmul(self.token_embedding.val().transpose().unsqueeze_dim::<3>(0)),
         };
-        logits.mul_scalar(self.multipliers.logits)
+        scaled(logits, self.multipliers.logits)
     }
 
     /// Causal multi-head attention on the normalised stream `x: [B, T, N]`.
@@ -334,11 +334,10 @@ impl Gpt {
                 .reshape([batch, time, heads, dh])
                 .swap_dims(1, 2)
         };
-        let (q, k, v) = (split(0), split(1), split(2));
-        let scores = q
-            .matmul(k.swap_dims(2, 3))
-            .mul_scalar(self.multipliers.attention_scale)
-            + bias;
+        // Scaling q ([B, H, T, d_head]) is cheaper than scaling the scores ([B, H, T, T]).
+        let q = split(0).mul_scalar(self.multipliers.attention_scale);
+        let (k, v) = (split(1), split(2));
+        let scores = q.matmul(k.swap_dims(2, 3)) + bias;
         let y = softmax(scores, 3).matmul(v);
         block
             .proj
@@ -347,7 +346,7 @@ impl Gpt {
 
     fn activation(&self, x: Tensor<3>) -> Tensor<3> {
         match self.config.activation {
-            Activation::Relu2 => relu(x).powi_scalar(2),
+            Activation::Relu2 => relu(x).square(),
             Activation::Gelu => gelu(x),
         }
     }
@@ -401,16 +400,26 @@ fn sample_token(logits: &[f32], temperature: f64, rng: &mut SplitMix64) -> u32 {
     argmax()
 }
 
+/// `x * factor`, skipping the pass over `x` when the factor is 1 (SP, and any base shape).
+fn scaled<const D: usize>(x: Tensor<D>, factor: f64) -> Tensor<D> {
+    if factor == 1.0 {
+        x
+    } else {
+        x.mul_scalar(factor)
+    }
+}
+
 /// Mean absolute value of a tensor, read back to the host.
 fn mean_abs<const D: usize>(x: &Tensor<D>) -> f64 {
     x.clone().abs().mean().into_scalar::<f32>() as f64
 }
 
-/// The additive attention bias `[1, H, T, T]`: a large negative number above the diagonal (causal
-/// mask) plus, with ALiBi, `-slope_h (i - j)` below it. A finite mask value keeps softmax and its
-/// gradient free of `inf - inf`.
+/// The additive attention bias `[1, H, T, T]`: `-inf` above the diagonal (causal mask) plus, with
+/// ALiBi, `-slope_h (i - j)` on and below it. Every row keeps its finite diagonal, so softmax never
+/// sees `-inf - (-inf)`; and `exp(-inf)` is a fast path in libm, whereas a large finite mask value
+/// takes the slow underflow path for half of all scores (measured: 8% of a training step).
 fn attention_bias(config: &ModelConfig, time: usize, device: &Device) -> Tensor<4> {
-    const MASKED: f32 = -1e9;
+    const MASKED: f32 = f32::NEG_INFINITY;
     let heads = config.heads();
     let mut values = vec![0f32; heads * time * time];
     for h in 0..heads {
