@@ -178,7 +178,8 @@ struct RunArgs {
     /// Validation sequences [default: 32].
     #[arg(long)]
     val_sequences: Option<usize>,
-    /// Training device: cpu (default) or gpu (needs the `vulkan` build feature).
+    /// Training device: cpu (burn-flex, default), gpu (needs the `vulkan` build feature) or
+    /// cpu-ndarray (needs the `ndarray` build feature).
     #[arg(long)]
     device: Option<DeviceArg>,
     /// Train on a UTF-8 text file or folder (byte tokens).
@@ -240,8 +241,8 @@ struct CoordArgs {
     /// Seeds per point (averaged).
     #[arg(long, default_value_t = 3)]
     seeds: u64,
-    /// Constant learning rate.
-    #[arg(long, allow_negative_numbers = true, default_value_t = 1e-2)]
+    /// Constant base learning rate (the paper's base eta, 2^-8, by default).
+    #[arg(long, allow_negative_numbers = true, default_value_t = BaseHparams::default().lr)]
     lr: f64,
     /// Sequences per step.
     #[arg(long, default_value_t = 8)]
@@ -320,6 +321,7 @@ enum ScheduleArg {
 enum DeviceArg {
     Cpu,
     Gpu,
+    CpuNdarray,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -351,6 +353,7 @@ impl From<DeviceArg> for DeviceChoice {
         match d {
             DeviceArg::Cpu => DeviceChoice::Cpu,
             DeviceArg::Gpu => DeviceChoice::Gpu,
+            DeviceArg::CpuNdarray => DeviceChoice::CpuNdarray,
         }
     }
 }

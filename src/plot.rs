@@ -40,8 +40,11 @@ fn draw_coord_check(
 ) -> Result<(), Box<dyn std::error::Error>> {
     let params = table.parameterizations();
     let last = table.last_step();
+    // Sizes are powers of two in practice: plot log2(size) on a linear axis labelled 2^x.
     let (x_lo, x_hi) = log_range(table.rows.iter().map(|r| table.size(r) as f64), 1.2)
+        .map(|(lo, hi)| (lo.log2(), hi.log2()))
         .ok_or("no sizes to plot")?;
+    let octaves = (x_hi - x_lo).ceil() as usize + 1;
     let (y_lo, y_hi) = log_range(table.rows.iter().map(|r| r.residual), 1.5)
         .ok_or("no positive values to plot")?;
     let x_desc = match table.axis {
@@ -62,33 +65,39 @@ fn draw_coord_check(
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(60)
-            .build_cartesian_2d((x_lo..x_hi).log_scale(), (y_lo..y_hi).log_scale())?;
+            .build_cartesian_2d(x_lo..x_hi, (y_lo..y_hi).log_scale())?;
         chart
             .configure_mesh()
             .x_desc(x_desc)
             .y_desc("mean |final residual|")
-            .x_label_formatter(&|x| format!("{x:.0}"))
-            .y_label_formatter(&|y| format!("{y:.2e}"))
+            .x_labels(octaves)
+            .x_label_formatter(&|x| format!("{:.0}", x.exp2()))
+            .y_label_formatter(&|y| format!("{y:.0e}"))
             .draw()?;
         for step in 1..=last {
             let color = ramp((step - 1) as f64 / (last.max(2) - 1) as f64);
-            let points = table.series(*p, step, |r| r.residual);
-            chart
-                .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
-                .label(format!("step {step}"))
-                .legend(move |(x, y)| {
+            let points: Vec<(f64, f64)> = table
+                .series(*p, step, |r| r.residual)
+                .into_iter()
+                .map(|(size, value)| (size.log2(), value))
+                .collect();
+            let line = chart.draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?;
+            // The colour ramp is ordered, so the first and last steps suffice as legend.
+            if step == 1 || step == last {
+                line.label(format!("step {step}")).legend(move |(x, y)| {
                     PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
                 });
+            }
             chart.draw_series(
                 points
                     .into_iter()
                     .map(|pt| Circle::new(pt, 3, color.filled())),
             )?;
         }
-        if index == 0 {
+        if index + 1 == params.len() {
             chart
                 .configure_series_labels()
-                .position(SeriesLabelPosition::UpperLeft)
+                .position(SeriesLabelPosition::UpperRight)
                 .background_style(WHITE.mix(0.8))
                 .border_style(BLACK)
                 .draw()?;

@@ -44,6 +44,9 @@ pub enum DeviceChoice {
     Cpu,
     /// burn's wgpu backend on Vulkan (needs the `vulkan` cargo feature).
     Gpu,
+    /// burn-ndarray on the CPU (needs the `ndarray` cargo feature; deprecated by burn 0.22 and
+    /// kept to compare CPU backends).
+    CpuNdarray,
 }
 
 /// Everything that defines a training run. Every field has a default; TOML files and the CLI
@@ -302,6 +305,13 @@ pub fn training_device(choice: DeviceChoice) -> Result<Device, TrainError> {
         #[cfg(not(feature = "vulkan"))]
         DeviceChoice::Gpu => Err(config_error(
             "this build has no GPU backend: rebuild with `cargo build --release --features vulkan`, or use --device cpu",
+        )),
+        #[cfg(feature = "ndarray")]
+        #[allow(deprecated)]
+        DeviceChoice::CpuNdarray => Ok(Device::ndarray().autodiff()),
+        #[cfg(not(feature = "ndarray"))]
+        DeviceChoice::CpuNdarray => Err(config_error(
+            "this build has no ndarray backend: rebuild with `--features ndarray`, or use --device cpu",
         )),
     }
 }
