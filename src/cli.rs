@@ -637,8 +637,8 @@ fn train_command(args: TrainArgs) -> Result<ExitCode, UsageError> {
         .final_val_loss
         .map_or("-".to_string(), |v| format!("{v:.4}"));
     eprintln!(
-        "{:?}: {} steps, train loss {:.4}, val loss {val}, {:.3e} FLOPs, {:.0} tokens/s, {:.1} s",
-        summary.status,
+        "{}: {} steps, train loss {:.4}, val loss {val}, {:.3e} FLOPs, {:.0} tokens/s, {:.1} s",
+        summary.status.name(),
         summary.steps,
         summary.final_train_loss,
         summary.flops,

@@ -385,6 +385,17 @@ pub enum RunStatus {
     Cancelled,
 }
 
+impl RunStatus {
+    /// The lowercase name used in JSON and messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Diverged => "diverged",
+            RunStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
 /// One row of training metrics.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MetricRow {
