@@ -13,6 +13,7 @@ use crate::param::{
 use crate::train::{
     DeviceChoice, Flow, RunConfig, RunStatus, Schedule, TrainEvent, Trainer, train_with,
 };
+use crate::web::ServeConfig;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::Write;
@@ -20,15 +21,25 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Train GPT proxies under SP, muP, depth-muP and CompleteP, and measure how they scale.
+/// Without a command, serves the API (as `shapewise serve`).
 #[derive(Parser, Debug)]
-#[command(name = "shapewise", version, about)]
+#[command(
+    name = "shapewise",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeConfig,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Serve the REST API with background training jobs (the default command).
+    Serve(ServeConfig),
     /// Print the per-group hyperparameters a parameterization prescribes for a shape.
     Plan(PlanArgs),
     /// Train one proxy model.
@@ -381,7 +392,8 @@ impl<E: std::error::Error> From<E> for UsageError {
 /// Parses the command line and runs the command; returns the process exit code.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
+    let result = match cli.command.unwrap_or(Command::Serve(cli.serve)) {
+        Command::Serve(config) => serve_command(config),
         Command::Plan(args) => plan_command(args),
         Command::Train(args) => train_command(*args),
         Command::CoordCheck(args) => coord_command(args),
@@ -394,6 +406,18 @@ pub fn run() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn serve_command(config: ServeConfig) -> Result<ExitCode, UsageError> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(crate::web::serve(config))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn plan_command(args: PlanArgs) -> Result<ExitCode, UsageError> {

@@ -11,6 +11,9 @@
 //! - [`coord`]: coordinate checks over depth and width;
 //! - [`bench`]: training throughput benchmark;
 //! - [`plot`]: SVG figures;
+//! - [`store`]: SQLite storage of runs, metrics and jobs;
+//! - [`jobs`]: the background training queue;
+//! - [`web`]: the HTTP API;
 //! - [`cli`]: the command line.
 #![forbid(unsafe_code)]
 
@@ -19,8 +22,11 @@ pub mod cli;
 pub mod coord;
 pub mod data;
 pub mod flops;
+pub mod jobs;
 pub mod model;
 pub mod param;
 pub mod plot;
 pub mod rng;
+pub mod store;
 pub mod train;
+pub mod web;

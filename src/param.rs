@@ -76,12 +76,20 @@ impl Parameterization {
     /// which have no depth rules at all (they are not "alpha = 0" of the general column: the
     /// general column's eps and LR rules would still differ).
     ///
-    /// `alpha` is only read for [`Parameterization::Alpha`].
+    /// `alpha` is read for [`Parameterization::Alpha`]; the others refuse an alpha other than
+    /// their own rather than silently ignore it.
     pub fn depth_alpha(self, alpha: Option<f64>) -> Result<Option<f64>, ParamError> {
+        let fixed = |own: Option<f64>| match alpha {
+            Some(a) if Some(a) != own => Err(ParamError::AlphaNotAdjustable {
+                parameterization: self.name(),
+                alpha: a,
+            }),
+            _ => Ok(own),
+        };
         match self {
-            Parameterization::Sp | Parameterization::Mup => Ok(None),
-            Parameterization::DepthMup => Ok(Some(0.5)),
-            Parameterization::CompleteP => Ok(Some(1.0)),
+            Parameterization::Sp | Parameterization::Mup => fixed(None),
+            Parameterization::DepthMup => fixed(Some(0.5)),
+            Parameterization::CompleteP => fixed(Some(1.0)),
             Parameterization::Alpha => match alpha {
                 None => Err(ParamError::MissingAlpha),
                 Some(a) if (0.5..=1.0).contains(&a) => Ok(Some(a)),
@@ -298,6 +306,13 @@ pub enum ParamError {
     MissingAlpha,
     #[error("alpha must be in [0.5, 1], got {0}")]
     AlphaOutOfRange(f64),
+    #[error(
+        "alpha {alpha} does not apply to {parameterization}: use parameterization 'alpha' to choose alpha"
+    )]
+    AlphaNotAdjustable {
+        parameterization: &'static str,
+        alpha: f64,
+    },
     #[error("{name} must be a positive integer, got {value}")]
     NonPositive { name: &'static str, value: usize },
     #[error(
@@ -649,6 +664,8 @@ mod tests {
         assert!(bad(request(Parameterization::Alpha, Some(1.2), 256, 2)).contains("[0.5, 1]"));
         assert!(bad(request(Parameterization::Alpha, None, 256, 2)).contains("--alpha"));
         assert!(bad(request(Parameterization::Sp, None, 256, 0)).contains("depth"));
+        assert!(bad(request(Parameterization::CompleteP, Some(0.7), 256, 2)).contains("'alpha'"));
+        assert!(plan(&request(Parameterization::CompleteP, Some(1.0), 256, 2)).is_ok());
         let mut r = request(Parameterization::Sp, None, 256, 2);
         r.hparams.lr = -1.0;
         assert!(bad(r).contains("lr must be positive"));

@@ -273,6 +273,16 @@ impl RunConfig {
         Ok(plan)
     }
 
+    /// Everything [`Trainer::new`] checks, without building the model: the config, the corpus
+    /// (opened and validated), the vocabulary and the device.
+    pub fn check(&self) -> Result<(), TrainError> {
+        self.validate()?;
+        let corpus = Corpus::open(&self.data, self.context)?;
+        self.model_config(corpus.vocab_size())?;
+        training_device(self.device)?;
+        Ok(())
+    }
+
     fn model_config(&self, corpus_vocab: usize) -> Result<ModelConfig, TrainError> {
         let vocab = self.vocab.unwrap_or(corpus_vocab);
         if vocab < corpus_vocab {

@@ -1,5 +1,6 @@
 //! Integration tests: real (tiny) burn training on the built-in corpus, and the real binary.
 
+mod api;
 mod cli;
 mod coord;
 mod training;

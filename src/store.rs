@@ -1,0 +1,732 @@
+//! SQLite storage of runs, metric series and the job queue, through sqlx.
+//!
+//! The database is opened in WAL mode (readers never block the writer) with a busy timeout, and
+//! the migrations in `migrations/` are embedded in the binary and applied at start. The pool has
+//! one connection per concurrent reader but SQLite allows a single writer: write transactions
+//! are short (a run row, or a batch of metric rows) so the busy timeout absorbs contention.
+
+use crate::train::{MetricRow, RunConfig, RunStatus, RunSummary};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use std::path::Path;
+use std::time::Duration;
+
+/// A storage failure. `NotFound` and `Invalid` are the caller's fault; the rest are internal.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("run {0} not found")]
+    NotFound(i64),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// Where a run came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunSource {
+    /// Trained by this server.
+    Local,
+    /// Trained elsewhere and imported.
+    Imported,
+}
+
+/// The lifecycle of a stored run: the trainer's outcomes plus the queue's states.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoredStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Diverged,
+    Cancelled,
+    /// Was running when the server stopped; its job is queued again.
+    Interrupted,
+}
+
+impl StoredStatus {
+    /// The value in the `status` column.
+    pub fn name(self) -> &'static str {
+        match self {
+            StoredStatus::Queued => "queued",
+            StoredStatus::Running => "running",
+            StoredStatus::Succeeded => "succeeded",
+            StoredStatus::Failed => "failed",
+            StoredStatus::Diverged => "diverged",
+            StoredStatus::Cancelled => "cancelled",
+            StoredStatus::Interrupted => "interrupted",
+        }
+    }
+
+    fn parse(name: &str) -> StoredStatus {
+        match name {
+            "queued" => StoredStatus::Queued,
+            "running" => StoredStatus::Running,
+            "succeeded" => StoredStatus::Succeeded,
+            "diverged" => StoredStatus::Diverged,
+            "cancelled" => StoredStatus::Cancelled,
+            "interrupted" => StoredStatus::Interrupted,
+            _ => StoredStatus::Failed,
+        }
+    }
+
+    /// Whether the run has ended (nothing will change it any more).
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            StoredStatus::Succeeded
+                | StoredStatus::Failed
+                | StoredStatus::Diverged
+                | StoredStatus::Cancelled
+        )
+    }
+}
+
+impl From<RunStatus> for StoredStatus {
+    fn from(status: RunStatus) -> Self {
+        match status {
+            RunStatus::Succeeded => StoredStatus::Succeeded,
+            RunStatus::Diverged => StoredStatus::Diverged,
+            RunStatus::Cancelled => StoredStatus::Cancelled,
+        }
+    }
+}
+
+/// A run as stored.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RunRecord {
+    pub id: i64,
+    pub name: Option<String>,
+    pub source: RunSource,
+    pub status: StoredStatus,
+    /// The full run config (for local runs) as JSON.
+    pub config: Value,
+    pub parameterization: String,
+    pub alpha: Option<f64>,
+    pub width: Option<i64>,
+    pub depth: Option<i64>,
+    pub d_head: Option<i64>,
+    pub context: Option<i64>,
+    pub vocab: Option<i64>,
+    pub lr: Option<f64>,
+    pub init_std: Option<f64>,
+    pub eps: Option<f64>,
+    pub weight_decay: Option<f64>,
+    pub batch: Option<i64>,
+    pub tokens: Option<i64>,
+    pub seed: Option<i64>,
+    pub dataset: Option<String>,
+    pub sweep_id: Option<i64>,
+    pub tags: Vec<String>,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub final_train_loss: Option<f64>,
+    pub final_val_loss: Option<f64>,
+    pub params_non_embedding: Option<i64>,
+    pub flops: Option<f64>,
+    pub flops_dense: Option<f64>,
+    pub flops_unembedding: Option<f64>,
+    pub flops_attention: Option<f64>,
+    pub tokens_per_sec: Option<f64>,
+    pub error: Option<String>,
+    /// Jobs ahead of this one in the queue (queued runs only).
+    pub queue_position: Option<i64>,
+}
+
+/// One stored metric point.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MetricPoint {
+    pub step: i64,
+    pub tokens: i64,
+    pub flops: f64,
+    pub train_loss: Option<f64>,
+    pub val_loss: Option<f64>,
+    pub lr: Option<f64>,
+    pub wall_secs: Option<f64>,
+}
+
+impl From<&MetricRow> for MetricPoint {
+    fn from(row: &MetricRow) -> Self {
+        MetricPoint {
+            step: row.step as i64,
+            tokens: row.tokens as i64,
+            flops: row.flops,
+            train_loss: Some(row.train_loss).filter(|l| l.is_finite()),
+            val_loss: row.val_loss,
+            lr: Some(row.lr),
+            wall_secs: Some(row.wall_secs),
+        }
+    }
+}
+
+/// Columns a runs listing may filter and sort on (a whitelist: names never come from users
+/// into SQL unchecked).
+pub const FILTER_COLUMNS: [&str; 26] = [
+    "id",
+    "name",
+    "source",
+    "status",
+    "parameterization",
+    "alpha",
+    "width",
+    "depth",
+    "d_head",
+    "context",
+    "vocab",
+    "lr",
+    "init_std",
+    "eps",
+    "weight_decay",
+    "batch",
+    "tokens",
+    "seed",
+    "dataset",
+    "sweep_id",
+    "created_at",
+    "final_train_loss",
+    "final_val_loss",
+    "params_non_embedding",
+    "flops",
+    "tokens_per_sec",
+];
+
+/// A comparison in a runs filter.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Comparison {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    In,
+}
+
+/// A value compared against a column.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FilterValue {
+    Int(i64),
+    Real(f64),
+    Text(String),
+}
+
+/// One condition `column op value(s)`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Condition {
+    pub column: &'static str,
+    pub comparison: Comparison,
+    pub values: Vec<FilterValue>,
+}
+
+/// A runs query: conditions (ANDed), required tags, order and page.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunQuery {
+    pub conditions: Vec<Condition>,
+    pub tags: Vec<String>,
+    pub sort: &'static str,
+    pub descending: bool,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+impl Default for RunQuery {
+    fn default() -> Self {
+        RunQuery {
+            conditions: Vec::new(),
+            tags: Vec::new(),
+            sort: "id",
+            descending: true,
+            limit: 100,
+            offset: 0,
+        }
+    }
+}
+
+/// A run to create.
+#[derive(Clone, Debug)]
+pub struct NewRun {
+    pub name: Option<String>,
+    pub tags: Vec<String>,
+    pub config: RunConfig,
+    pub sweep_id: Option<i64>,
+}
+
+/// A claimed job: the run to train.
+#[derive(Clone, Debug)]
+pub struct ClaimedJob {
+    pub job_id: i64,
+    pub run_id: i64,
+    pub config: RunConfig,
+}
+
+const RUN_COLUMNS: &str = "runs.*, \
+    (SELECT json_group_array(tag) FROM run_tags WHERE run_tags.run_id = runs.id) AS tag_list, \
+    (SELECT COUNT(*) FROM jobs AS ahead WHERE ahead.state = 'queued' AND ahead.id < \
+        (SELECT id FROM jobs WHERE jobs.run_id = runs.id AND jobs.state = 'queued')) AS queue_ahead";
+
+fn run_from_row(row: &SqliteRow) -> Result<RunRecord, sqlx::Error> {
+    let config: String = row.try_get("config")?;
+    let tags: Option<String> = row.try_get("tag_list")?;
+    let status: String = row.try_get("status")?;
+    let source: String = row.try_get("source")?;
+    let status = StoredStatus::parse(&status);
+    Ok(RunRecord {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        source: if source == "imported" {
+            RunSource::Imported
+        } else {
+            RunSource::Local
+        },
+        status,
+        config: serde_json::from_str(&config).unwrap_or(Value::Null),
+        parameterization: row.try_get("parameterization")?,
+        alpha: row.try_get("alpha")?,
+        width: row.try_get("width")?,
+        depth: row.try_get("depth")?,
+        d_head: row.try_get("d_head")?,
+        context: row.try_get("context")?,
+        vocab: row.try_get("vocab")?,
+        lr: row.try_get("lr")?,
+        init_std: row.try_get("init_std")?,
+        eps: row.try_get("eps")?,
+        weight_decay: row.try_get("weight_decay")?,
+        batch: row.try_get("batch")?,
+        tokens: row.try_get("tokens")?,
+        seed: row.try_get("seed")?,
+        dataset: row.try_get("dataset")?,
+        sweep_id: row.try_get("sweep_id")?,
+        tags: tags
+            .and_then(|t| serde_json::from_str::<Vec<String>>(&t).ok())
+            .unwrap_or_default(),
+        created_at: row.try_get("created_at")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+        final_train_loss: row.try_get("final_train_loss")?,
+        final_val_loss: row.try_get("final_val_loss")?,
+        params_non_embedding: row.try_get("params_non_embedding")?,
+        flops: row.try_get("flops")?,
+        flops_dense: row.try_get("flops_dense")?,
+        flops_unembedding: row.try_get("flops_unembedding")?,
+        flops_attention: row.try_get("flops_attention")?,
+        tokens_per_sec: row.try_get("tokens_per_sec")?,
+        error: row.try_get("error")?,
+        queue_position: (status == StoredStatus::Queued || status == StoredStatus::Interrupted)
+            .then(|| row.try_get("queue_ahead"))
+            .transpose()?,
+    })
+}
+
+fn dataset_name(config: &RunConfig) -> String {
+    match &config.data {
+        crate::data::DataSource::Builtin { seed, vocab } => format!("builtin:{seed}:{vocab}"),
+        crate::data::DataSource::Text { path } => format!("text:{}", path.display()),
+        crate::data::DataSource::NanoGpt { dir, vocab } => {
+            format!("nanogpt:{}:{vocab}", dir.display())
+        }
+    }
+}
+
+/// The database.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+impl Store {
+    /// Opens (creating if missing) the database at `path` and applies the migrations.
+    pub async fn open(path: &Path) -> Result<Store, StoreError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Store { pool })
+    }
+
+    /// Creates a local run and queues its job, atomically.
+    pub async fn create_run(&self, new: &NewRun) -> Result<i64, StoreError> {
+        let c = &new.config;
+        let config = serde_json::to_string(c).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let vocab = c.vocab.or(match &c.data {
+            crate::data::DataSource::Builtin { vocab, .. }
+            | crate::data::DataSource::NanoGpt { vocab, .. } => Some(*vocab),
+            crate::data::DataSource::Text { .. } => Some(256),
+        });
+        let tokens = c.total_steps().map(|s| s * c.tokens_per_step()).ok();
+        let mut tx = self.pool.begin().await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO runs (name, source, status, config, parameterization, alpha, width, depth, d_head, \
+             context, vocab, lr, init_std, eps, weight_decay, batch, tokens, seed, dataset, sweep_id, \
+             params_non_embedding) \
+             VALUES (?, 'local', 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(&new.name)
+        .bind(config)
+        .bind(c.parameterization.name())
+        .bind(c.parameterization.depth_alpha(c.alpha).ok().flatten())
+        .bind(c.width as i64)
+        .bind(c.depth as i64)
+        .bind(c.d_head as i64)
+        .bind(c.context as i64)
+        .bind(vocab.map(|v| v as i64))
+        .bind(c.lr)
+        .bind(c.init_std)
+        .bind(c.eps)
+        .bind(c.weight_decay)
+        .bind(c.batch as i64)
+        .bind(tokens.map(|t| t as i64))
+        .bind(c.seed as i64)
+        .bind(dataset_name(c))
+        .bind(new.sweep_id)
+        .bind(c.params_non_embedding() as i64)
+        .fetch_one(&mut *tx)
+        .await?;
+        for tag in &new.tags {
+            sqlx::query("INSERT OR IGNORE INTO run_tags (run_id, tag) VALUES (?, ?)")
+                .bind(id)
+                .bind(tag)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query("INSERT INTO jobs (run_id, state) VALUES (?, 'queued')")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// One run.
+    pub async fn run(&self, id: i64) -> Result<RunRecord, StoreError> {
+        let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound(id))?;
+        Ok(run_from_row(&row)?)
+    }
+
+    /// Runs matching a query, and the total number of matches (for pagination).
+    pub async fn runs(&self, query: &RunQuery) -> Result<(Vec<RunRecord>, i64), StoreError> {
+        let mut select = QueryBuilder::<Sqlite>::new(format!("SELECT {RUN_COLUMNS} FROM runs"));
+        push_where(&mut select, query);
+        select.push(format!(
+            " ORDER BY {} {} , id DESC LIMIT ",
+            query.sort,
+            if query.descending { "DESC" } else { "ASC" }
+        ));
+        select
+            .push_bind(query.limit)
+            .push(" OFFSET ")
+            .push_bind(query.offset);
+        let rows = select.build().fetch_all(&self.pool).await?;
+        let runs = rows
+            .iter()
+            .map(run_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut count = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM runs");
+        push_where(&mut count, query);
+        let total: i64 = count.build_query_scalar().fetch_one(&self.pool).await?;
+        Ok((runs, total))
+    }
+
+    /// Deletes a run with its metrics, tags and job. A running job stops at its next step
+    /// (its worker finds the run gone).
+    pub async fn delete_run(&self, id: i64) -> Result<(), StoreError> {
+        let deleted = sqlx::query("DELETE FROM runs WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        if deleted == 0 {
+            return Err(StoreError::NotFound(id));
+        }
+        Ok(())
+    }
+
+    /// Adds and removes tags of a run.
+    pub async fn edit_tags(
+        &self,
+        id: i64,
+        add: &[String],
+        remove: &[String],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM runs WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_none() {
+            return Err(StoreError::NotFound(id));
+        }
+        for tag in add {
+            sqlx::query("INSERT OR IGNORE INTO run_tags (run_id, tag) VALUES (?, ?)")
+                .bind(id)
+                .bind(tag)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for tag in remove {
+            sqlx::query("DELETE FROM run_tags WHERE run_id = ? AND tag = ?")
+                .bind(id)
+                .bind(tag)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Appends metric rows in one transaction (a row at an existing step replaces it, so a
+    /// re-run after an interruption rewrites the same deterministic steps).
+    pub async fn append_metrics(
+        &self,
+        run_id: i64,
+        points: &[MetricPoint],
+    ) -> Result<(), StoreError> {
+        if points.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for chunk in points.chunks(100) {
+            let mut insert = QueryBuilder::<Sqlite>::new(
+                "INSERT OR REPLACE INTO metrics (run_id, step, tokens, flops, train_loss, val_loss, lr, wall_secs) ",
+            );
+            insert.push_values(chunk, |mut b, p| {
+                b.push_bind(run_id)
+                    .push_bind(p.step)
+                    .push_bind(p.tokens)
+                    .push_bind(p.flops)
+                    .push_bind(p.train_loss)
+                    .push_bind(p.val_loss)
+                    .push_bind(p.lr)
+                    .push_bind(p.wall_secs);
+            });
+            insert.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A run's metric series in step order.
+    pub async fn metrics(&self, run_id: i64) -> Result<Vec<MetricPoint>, StoreError> {
+        self.run(run_id).await?;
+        let rows = sqlx::query(
+            "SELECT step, tokens, flops, train_loss, val_loss, lr, wall_secs FROM metrics \
+             WHERE run_id = ? ORDER BY step",
+        )
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(MetricPoint {
+                    step: r.try_get("step")?,
+                    tokens: r.try_get("tokens")?,
+                    flops: r.try_get("flops")?,
+                    train_loss: r.try_get("train_loss")?,
+                    val_loss: r.try_get("val_loss")?,
+                    lr: r.try_get("lr")?,
+                    wall_secs: r.try_get("wall_secs")?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    /// Claims the oldest queued job and marks its run running.
+    pub async fn claim_job(&self) -> Result<Option<ClaimedJob>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let job: Option<(i64, i64, String)> = sqlx::query_as(
+            "UPDATE jobs SET state = 'running', attempts = attempts + 1 \
+             WHERE id = (SELECT id FROM jobs WHERE state = 'queued' ORDER BY id LIMIT 1) \
+             RETURNING id, run_id, (SELECT config FROM runs WHERE runs.id = jobs.run_id)",
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((job_id, run_id, config)) = job else {
+            return Ok(None);
+        };
+        sqlx::query(
+            "UPDATE runs SET status = 'running', started_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?",
+        )
+        .bind(run_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let config =
+            serde_json::from_str(&config).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        Ok(Some(ClaimedJob {
+            job_id,
+            run_id,
+            config,
+        }))
+    }
+
+    /// Records how a job ended.
+    pub async fn finish_job(
+        &self,
+        job: &ClaimedJob,
+        outcome: Result<&RunSummary, &str>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let update = match outcome {
+            Ok(s) => sqlx::query(
+                "UPDATE runs SET status = ?, finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), \
+                 final_train_loss = ?, final_val_loss = ?, tokens = ?, flops = ?, flops_dense = ?, \
+                 flops_unembedding = ?, flops_attention = ?, tokens_per_sec = ?, params_non_embedding = ? \
+                 WHERE id = ?",
+            )
+            .bind(StoredStatus::from(s.status).name())
+            .bind(Some(s.final_train_loss).filter(|l| l.is_finite()))
+            .bind(s.final_val_loss)
+            .bind(s.tokens as i64)
+            .bind(s.flops)
+            .bind(s.flops_breakdown.dense)
+            .bind(s.flops_breakdown.unembedding)
+            .bind(s.flops_breakdown.attention)
+            .bind(s.tokens_per_sec)
+            .bind(s.params_non_embedding as i64)
+            .bind(job.run_id),
+            Err(message) => sqlx::query(
+                "UPDATE runs SET status = 'failed', finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), \
+                 error = ? WHERE id = ?",
+            )
+            .bind(message)
+            .bind(job.run_id),
+        };
+        update.execute(&mut *tx).await?;
+        sqlx::query("UPDATE jobs SET state = 'done' WHERE id = ?")
+            .bind(job.job_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Asks a run's job to stop: a queued job is cancelled at once, a running one at its next
+    /// step. Returns the run's status after the request.
+    pub async fn request_cancel(&self, run_id: i64) -> Result<StoredStatus, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE runs SET status = 'cancelled', finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
+             WHERE id = ? AND status IN ('queued', 'interrupted')",
+        )
+        .bind(run_id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE jobs SET state = 'done' WHERE run_id = ? AND state = 'queued'")
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE jobs SET cancel_requested = 1 WHERE run_id = ? AND state = 'running'")
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(self.run(run_id).await?.status)
+    }
+
+    /// Whether a running job should stop: cancel requested, or its run deleted.
+    pub async fn should_stop(&self, job_id: i64) -> Result<bool, StoreError> {
+        let flag: Option<i64> =
+            sqlx::query_scalar("SELECT cancel_requested FROM jobs WHERE id = ?")
+                .bind(job_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(flag.is_none_or(|f| f != 0))
+    }
+
+    /// At start-up: runs left `running` by a stopped server become `interrupted` and their jobs
+    /// are queued again (they restart from step 0; training is deterministic, so the metrics they
+    /// had committed are rewritten with the same values). Returns how many were re-queued.
+    pub async fn requeue_interrupted(&self) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE runs SET status = 'interrupted' WHERE id IN (SELECT run_id FROM jobs WHERE state = 'running')",
+        )
+        .execute(&mut *tx)
+        .await?;
+        let requeued = sqlx::query(
+            "UPDATE jobs SET state = 'queued' WHERE state = 'running' AND cancel_requested = 0",
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        sqlx::query(
+            "UPDATE runs SET status = 'cancelled' WHERE id IN \
+             (SELECT run_id FROM jobs WHERE state = 'running' AND cancel_requested = 1)",
+        )
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE jobs SET state = 'done' WHERE state = 'running'")
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(requeued)
+    }
+}
+
+fn push_where(builder: &mut QueryBuilder<Sqlite>, query: &RunQuery) {
+    let mut first = true;
+    let mut and = |b: &mut QueryBuilder<Sqlite>| {
+        b.push(if first { " WHERE " } else { " AND " });
+        first = false;
+    };
+    for condition in &query.conditions {
+        and(builder);
+        let op = match condition.comparison {
+            Comparison::Eq => "=",
+            Comparison::Ne => "!=",
+            Comparison::Lt => "<",
+            Comparison::Le => "<=",
+            Comparison::Gt => ">",
+            Comparison::Ge => ">=",
+            Comparison::In => "IN",
+        };
+        builder.push(format!("{} {op} ", condition.column));
+        if condition.comparison == Comparison::In {
+            builder.push("(");
+            let mut values = builder.separated(", ");
+            for v in &condition.values {
+                match v {
+                    FilterValue::Int(i) => values.push_bind(*i),
+                    FilterValue::Real(r) => values.push_bind(*r),
+                    FilterValue::Text(t) => values.push_bind(t.clone()),
+                };
+            }
+            builder.push(")");
+        } else {
+            match &condition.values[0] {
+                FilterValue::Int(i) => builder.push_bind(*i),
+                FilterValue::Real(r) => builder.push_bind(*r),
+                FilterValue::Text(t) => builder.push_bind(t.clone()),
+            };
+        }
+    }
+    for tag in &query.tags {
+        and(builder);
+        builder
+            .push("EXISTS (SELECT 1 FROM run_tags WHERE run_tags.run_id = runs.id AND run_tags.tag = ")
+            .push_bind(tag.clone())
+            .push(")");
+    }
+}
