@@ -20,6 +20,8 @@ use std::time::Duration;
 pub enum StoreError {
     #[error("run {0} not found")]
     NotFound(i64),
+    #[error("sweep {0} not found")]
+    SweepNotFound(i64),
     #[error("{0}")]
     Invalid(String),
     #[error("database error: {0}")]
@@ -260,6 +262,39 @@ pub struct NewRun {
     pub sweep_id: Option<i64>,
 }
 
+/// A run trained elsewhere, validated by the API.
+#[derive(Clone, Debug)]
+pub struct ImportedRun {
+    pub name: Option<String>,
+    pub parameterization: String,
+    pub alpha: Option<f64>,
+    pub width: Option<i64>,
+    pub depth: Option<i64>,
+    pub lr: Option<f64>,
+    /// Non-embedding parameters.
+    pub params: i64,
+    pub tokens: i64,
+    pub flops: f64,
+    /// The `6 P D` part of `flops` when the importer gave tokens only.
+    pub flops_dense: Option<f64>,
+    pub final_loss: f64,
+    pub dataset: Option<String>,
+    pub tags: Vec<String>,
+    pub metrics: Vec<MetricPoint>,
+    /// Any other fields the importer sent, kept as the run's config.
+    pub extra: Value,
+}
+
+/// A stored sweep.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SweepRecord {
+    pub id: i64,
+    pub name: String,
+    /// The grid as it was requested.
+    pub spec: Value,
+    pub created_at: String,
+}
+
 /// A claimed job: the run to train.
 #[derive(Clone, Debug)]
 pub struct ClaimedJob {
@@ -362,55 +397,88 @@ impl Store {
 
     /// Creates a local run and queues its job, atomically.
     pub async fn create_run(&self, new: &NewRun) -> Result<i64, StoreError> {
-        let c = &new.config;
-        let config = serde_json::to_string(c).map_err(|e| StoreError::Invalid(e.to_string()))?;
-        let vocab = c.vocab.or(match &c.data {
-            crate::data::DataSource::Builtin { vocab, .. }
-            | crate::data::DataSource::NanoGpt { vocab, .. } => Some(*vocab),
-            crate::data::DataSource::Text { .. } => Some(256),
-        });
-        let tokens = c.total_steps().map(|s| s * c.tokens_per_step()).ok();
         let mut tx = self.pool.begin().await?;
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO runs (name, source, status, config, parameterization, alpha, width, depth, d_head, \
-             context, vocab, lr, init_std, eps, weight_decay, batch, tokens, seed, dataset, sweep_id, \
-             params_non_embedding) \
-             VALUES (?, 'local', 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-        )
-        .bind(&new.name)
-        .bind(config)
-        .bind(c.parameterization.name())
-        .bind(c.parameterization.depth_alpha(c.alpha).ok().flatten())
-        .bind(c.width as i64)
-        .bind(c.depth as i64)
-        .bind(c.d_head as i64)
-        .bind(c.context as i64)
-        .bind(vocab.map(|v| v as i64))
-        .bind(c.lr)
-        .bind(c.init_std)
-        .bind(c.eps)
-        .bind(c.weight_decay)
-        .bind(c.batch as i64)
-        .bind(tokens.map(|t| t as i64))
-        .bind(c.seed as i64)
-        .bind(dataset_name(c))
-        .bind(new.sweep_id)
-        .bind(c.params_non_embedding() as i64)
-        .fetch_one(&mut *tx)
-        .await?;
-        for tag in &new.tags {
-            sqlx::query("INSERT OR IGNORE INTO run_tags (run_id, tag) VALUES (?, ?)")
-                .bind(id)
-                .bind(tag)
-                .execute(&mut *tx)
-                .await?;
-        }
-        sqlx::query("INSERT INTO jobs (run_id, state) VALUES (?, 'queued')")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        let id = insert_local_run(&mut tx, new).await?;
         tx.commit().await?;
         Ok(id)
+    }
+
+    /// Creates a sweep and all its runs (queued), atomically.
+    pub async fn create_sweep(
+        &self,
+        name: &str,
+        spec: &Value,
+        runs: &[NewRun],
+    ) -> Result<(i64, Vec<i64>), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let sweep_id: i64 =
+            sqlx::query_scalar("INSERT INTO sweeps (name, spec) VALUES (?, ?) RETURNING id")
+                .bind(name)
+                .bind(spec.to_string())
+                .fetch_one(&mut *tx)
+                .await?;
+        let mut ids = Vec::with_capacity(runs.len());
+        for run in runs {
+            let run = NewRun {
+                sweep_id: Some(sweep_id),
+                ..run.clone()
+            };
+            ids.push(insert_local_run(&mut tx, &run).await?);
+        }
+        tx.commit().await?;
+        Ok((sweep_id, ids))
+    }
+
+    /// A sweep's name, grid and creation time.
+    pub async fn sweep(&self, id: i64) -> Result<SweepRecord, StoreError> {
+        let row: Option<(i64, String, String, String)> =
+            sqlx::query_as("SELECT id, name, spec, created_at FROM sweeps WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        let (id, name, spec, created_at) = row.ok_or(StoreError::SweepNotFound(id))?;
+        Ok(SweepRecord {
+            id,
+            name,
+            spec: serde_json::from_str(&spec).unwrap_or(Value::Null),
+            created_at,
+        })
+    }
+
+    /// Stores runs trained elsewhere, with their metric series, atomically.
+    pub async fn import_runs(&self, runs: &[ImportedRun]) -> Result<Vec<i64>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut ids = Vec::with_capacity(runs.len());
+        for run in runs {
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO runs (name, source, status, config, parameterization, alpha, width, depth, lr, \
+                 tokens, params_non_embedding, flops, flops_dense, final_train_loss, final_val_loss, dataset, \
+                 finished_at) \
+                 VALUES (?, 'imported', 'succeeded', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \
+                 strftime('%Y-%m-%dT%H:%M:%fZ', 'now')) RETURNING id",
+            )
+            .bind(&run.name)
+            .bind(run.extra.to_string())
+            .bind(&run.parameterization)
+            .bind(run.alpha)
+            .bind(run.width)
+            .bind(run.depth)
+            .bind(run.lr)
+            .bind(run.tokens)
+            .bind(run.params)
+            .bind(run.flops)
+            .bind(run.flops_dense)
+            .bind(run.final_loss)
+            .bind(run.final_loss)
+            .bind(&run.dataset)
+            .fetch_one(&mut *tx)
+            .await?;
+            insert_tags(&mut tx, id, &run.tags).await?;
+            insert_metrics(&mut tx, id, &run.metrics).await?;
+            ids.push(id);
+        }
+        tx.commit().await?;
+        Ok(ids)
     }
 
     /// One run.
@@ -506,22 +574,7 @@ impl Store {
             return Ok(());
         }
         let mut tx = self.pool.begin().await?;
-        for chunk in points.chunks(100) {
-            let mut insert = QueryBuilder::<Sqlite>::new(
-                "INSERT OR REPLACE INTO metrics (run_id, step, tokens, flops, train_loss, val_loss, lr, wall_secs) ",
-            );
-            insert.push_values(chunk, |mut b, p| {
-                b.push_bind(run_id)
-                    .push_bind(p.step)
-                    .push_bind(p.tokens)
-                    .push_bind(p.flops)
-                    .push_bind(p.train_loss)
-                    .push_bind(p.val_loss)
-                    .push_bind(p.lr)
-                    .push_bind(p.wall_secs);
-            });
-            insert.build().execute(&mut *tx).await?;
-        }
+        insert_metrics(&mut tx, run_id, points).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -683,6 +736,92 @@ impl Store {
         tx.commit().await?;
         Ok(requeued)
     }
+}
+
+type Transaction<'a> = sqlx::Transaction<'a, Sqlite>;
+
+async fn insert_local_run(tx: &mut Transaction<'_>, new: &NewRun) -> Result<i64, StoreError> {
+    let c = &new.config;
+    let config = serde_json::to_string(c).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    let vocab = c.vocab.or(match &c.data {
+        crate::data::DataSource::Builtin { vocab, .. }
+        | crate::data::DataSource::NanoGpt { vocab, .. } => Some(*vocab),
+        crate::data::DataSource::Text { .. } => Some(256),
+    });
+    let tokens = c.total_steps().map(|s| s * c.tokens_per_step()).ok();
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO runs (name, source, status, config, parameterization, alpha, width, depth, d_head, \
+         context, vocab, lr, init_std, eps, weight_decay, batch, tokens, seed, dataset, sweep_id, \
+         params_non_embedding) \
+         VALUES (?, 'local', 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+    )
+    .bind(&new.name)
+    .bind(config)
+    .bind(c.parameterization.name())
+    .bind(c.parameterization.depth_alpha(c.alpha).ok().flatten())
+    .bind(c.width as i64)
+    .bind(c.depth as i64)
+    .bind(c.d_head as i64)
+    .bind(c.context as i64)
+    .bind(vocab.map(|v| v as i64))
+    .bind(c.lr)
+    .bind(c.init_std)
+    .bind(c.eps)
+    .bind(c.weight_decay)
+    .bind(c.batch as i64)
+    .bind(tokens.map(|t| t as i64))
+    .bind(c.seed as i64)
+    .bind(dataset_name(c))
+    .bind(new.sweep_id)
+    .bind(c.params_non_embedding() as i64)
+    .fetch_one(&mut **tx)
+    .await?;
+    insert_tags(tx, id, &new.tags).await?;
+    sqlx::query("INSERT INTO jobs (run_id, state) VALUES (?, 'queued')")
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(id)
+}
+
+async fn insert_tags(
+    tx: &mut Transaction<'_>,
+    run_id: i64,
+    tags: &[String],
+) -> Result<(), StoreError> {
+    for tag in tags {
+        sqlx::query("INSERT OR IGNORE INTO run_tags (run_id, tag) VALUES (?, ?)")
+            .bind(run_id)
+            .bind(tag)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+async fn insert_metrics(
+    tx: &mut Transaction<'_>,
+    run_id: i64,
+    points: &[MetricPoint],
+) -> Result<(), StoreError> {
+    // 8 bound values per row stays under SQLite's 32766-parameter limit at 100 rows per statement.
+    for chunk in points.chunks(100) {
+        let mut insert = QueryBuilder::<Sqlite>::new(
+            "INSERT OR REPLACE INTO metrics (run_id, step, tokens, flops, train_loss, val_loss, lr, wall_secs) ",
+        );
+        insert.push_values(chunk, |mut b, p| {
+            b.push_bind(run_id)
+                .push_bind(p.step)
+                .push_bind(p.tokens)
+                .push_bind(p.flops)
+                .push_bind(p.train_loss)
+                .push_bind(p.val_loss)
+                .push_bind(p.lr)
+                .push_bind(p.wall_secs);
+        });
+        insert.build().execute(&mut **tx).await?;
+    }
+    Ok(())
 }
 
 fn push_where(builder: &mut QueryBuilder<Sqlite>, query: &RunQuery) {

@@ -61,7 +61,9 @@ impl IntoResponse for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            StoreError::NotFound(_) | StoreError::SweepNotFound(_) => {
+                ApiError::NotFound(e.to_string())
+            }
             StoreError::Invalid(m) => ApiError::Unprocessable(m),
             other => ApiError::Internal(other.to_string()),
         }

@@ -2,8 +2,11 @@
 //! and graceful shutdown. [`router`] is the seam tests call without a socket.
 
 mod error;
+mod export;
+mod imports;
 mod plan;
 pub mod runs;
+mod sweeps;
 
 pub use error::ApiError;
 
@@ -55,6 +58,9 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .merge(runs::router())
+        .merge(imports::router())
+        .merge(sweeps::router())
+        .merge(export::router())
         .merge(plan::router())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)

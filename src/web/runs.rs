@@ -26,7 +26,10 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/runs/{id}", get(get_run).delete(delete_run))
         .route("/api/v1/runs/{id}/cancel", post(cancel_run))
         .route("/api/v1/runs/{id}/tags", post(edit_tags))
-        .route("/api/v1/runs/{id}/metrics", get(run_metrics))
+        .route(
+            "/api/v1/runs/{id}/metrics",
+            get(run_metrics).post(super::imports::append_metrics),
+        )
         .route("/api/v1/runs/{id}/events", get(run_events))
 }
 
@@ -40,7 +43,7 @@ fn run_id(path: Result<Path<i64>, PathRejection>) -> Result<i64, ApiError> {
 }
 
 /// Parses a JSON object body, mapping size and syntax problems to 413 and 400.
-pub(super) fn json_object(
+pub(crate) fn json_object(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Map<String, Value>, ApiError> {
     let bytes = body.map_err(|e| match e {
@@ -78,7 +81,7 @@ fn tag_list(value: Option<Value>, field: &str) -> Result<Vec<String>, ApiError> 
 }
 
 /// Splits a create-run body into name, tags and a checked [`RunConfig`].
-pub(super) async fn parse_new_run(mut body: Map<String, Value>) -> Result<NewRun, ApiError> {
+pub(crate) async fn parse_new_run(mut body: Map<String, Value>) -> Result<NewRun, ApiError> {
     let name = match body.remove("name") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if s.len() <= MAX_NAME_LEN => Some(s),

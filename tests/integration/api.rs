@@ -547,3 +547,155 @@ async fn a_restart_requeues_interrupted_runs_and_keeps_their_metrics() {
         .await;
     server.stop().await;
 }
+
+#[tokio::test]
+async fn imported_runs_take_flops_or_tokens_and_accept_streamed_metrics() {
+    let (app, store) = router_app("import").await;
+    let body = json!({"runs": [
+        {"parameterization": "mup", "params": 1_000_000, "flops": 6.0e12, "final_loss": 3.2, "width": 256,
+         "depth": 4, "tags": ["external"], "framework": "pytorch"},
+        {"parameterization": "completep", "params": 2_000_000, "tokens": 4.0e7, "final_loss": 3.0,
+         "metrics": [{"step": 10, "tokens": 1.0e6, "train_loss": 4.0}, {"step": 20, "flops": 2.4e13, "val_loss": 3.5}]}
+    ]});
+    let (status, answer) = call(&app, "POST", "/api/v1/runs/import", Some(&body.to_string())).await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    let ids: Vec<i64> = serde_json::from_value(answer["ids"].clone()).unwrap();
+    let first = store.run(ids[0]).await.unwrap();
+    assert_eq!(first.tokens, Some(1_000_000), "tokens = flops / (6 params)");
+    assert_eq!(first.config["framework"], "pytorch");
+    assert_eq!(first.status.name(), "succeeded");
+    let second = store.run(ids[1]).await.unwrap();
+    assert_eq!(second.flops, Some(6.0 * 2.0e6 * 4.0e7));
+    let series = store.metrics(ids[1]).await.unwrap();
+    assert_eq!(
+        series[1].tokens, 2_000_000,
+        "tokens = flops / (6 params) per point"
+    );
+
+    let append = json!({"points": [{"step": 30, "tokens": 3.0e6, "train_loss": 3.4}]});
+    let uri = format!("/api/v1/runs/{}/metrics", ids[1]);
+    let (status, answer) = call(&app, "POST", &uri, Some(&append.to_string())).await;
+    assert_eq!(
+        (status, answer["appended"].clone()),
+        (StatusCode::OK, json!(1))
+    );
+    assert_eq!(store.metrics(ids[1]).await.unwrap().len(), 3);
+
+    let bad_batches = [
+        json!({"runs": []}),
+        json!({"runs": [{"parameterization": "mup", "flops": 1.0e12, "final_loss": 3.0}]}),
+        json!({"runs": [{"parameterization": "mup", "params": 10, "final_loss": 3.0}]}),
+        json!({"runs": [{"parameterization": "mup", "params": 10, "tokens": 100, "final_loss": -1.0}]}),
+        json!({"runs": [{"parameterization": "xyz", "params": 10, "tokens": 100, "final_loss": 3.0}]}),
+        json!({"runs": [{"parameterization": "mup", "params": 10, "tokens": 100, "final_loss": 3.0},
+                        {"parameterization": "mup", "params": 10, "tokens": 100, "final_loss": 3.0, "metrics": [{"step": 1}]}]}),
+        json!({"rows": []}),
+    ];
+    for bad in bad_batches {
+        let (status, answer) =
+            call(&app, "POST", "/api/v1/runs/import", Some(&bad.to_string())).await;
+        assert!(status.is_client_error(), "{bad}: {status} {answer}");
+    }
+    let (_, total) = store.runs(&Default::default()).await.unwrap();
+    assert_eq!(total, 2, "a refused batch stored nothing");
+    let (status, _) = call(
+        &app,
+        "POST",
+        &uri,
+        Some(r#"{"points": [{"step": 1, "train_loss": 3.0}]}"#),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "a point needs tokens or flops"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_queues_its_grid_reports_progress_and_exports_csv() {
+    let db = temp_db("sweep");
+    let server = TestServer::start(&db).await;
+    let sweep = json!({
+        "name": "depth transfer", "parameterizations": ["mup", "completep"], "widths": [64],
+        "depths": [1, 2], "lrs": [0.01], "tags": ["sweep-test"],
+        "config": {"d_head": 32, "context": 16, "batch": 4, "tokens": 256, "base_width": 64, "base_depth": 1,
+                   "data": {"kind": "builtin", "seed": 0, "vocab": 32}}
+    });
+    let (status, created) = server.request("POST", "/api/v1/sweeps", Some(sweep)).await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["run_ids"].as_array().unwrap().len(), 4);
+    let id = created["sweep"]["id"].as_i64().unwrap();
+    let started = Instant::now();
+    let progress = loop {
+        let (_, sweep) = server
+            .request("GET", &format!("/api/v1/sweeps/{id}"), None)
+            .await;
+        if sweep["progress"]["finished"] == 4 {
+            break sweep;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "sweep stalled: {}",
+            sweep["progress"]
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(progress["progress"]["succeeded"], 4);
+    assert_eq!(progress["progress"]["fraction_done"], 1.0);
+
+    let csv = tokio::task::spawn_blocking({
+        let addr = server.addr;
+        move || raw_get(addr, "/api/v1/runs.csv?tag=sweep-test&sort=id")
+    })
+    .await
+    .unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert!(lines[0].starts_with("id,name,source,status,parameterization"));
+    assert_eq!(lines.len(), 5);
+    assert!(lines[1].contains(",succeeded,mup,"));
+    let run_id = created["run_ids"][0].as_i64().unwrap();
+    let metrics = tokio::task::spawn_blocking({
+        let addr = server.addr;
+        move || raw_get(addr, &format!("/api/v1/runs/{run_id}/metrics.csv"))
+    })
+    .await
+    .unwrap();
+    assert!(metrics.starts_with("run_id,step,tokens,flops,train_loss"));
+    assert!(metrics.lines().count() > 2);
+
+    let bad = json!({"name": "too big", "parameterizations": ["mup"], "widths": [64, 128], "depths": (1..=30).collect::<Vec<_>>(),
+                     "lrs": (1..=20).map(|i| i as f64 * 1e-3).collect::<Vec<_>>()});
+    let (status, answer) = server.request("POST", "/api/v1/sweeps", Some(bad)).await;
+    assert_eq!(status, 422, "{answer}");
+    let bad_point = json!({"name": "bad", "parameterizations": ["mup"], "widths": [100], "depths": [2], "lrs": [0.01]});
+    let (status, answer) = server
+        .request("POST", "/api/v1/sweeps", Some(bad_point))
+        .await;
+    assert_eq!(status, 422);
+    assert!(
+        answer["detail"].as_str().unwrap().contains("d_head"),
+        "{answer}"
+    );
+    server.stop().await;
+}
+
+fn raw_get(addr: SocketAddr, path: &str) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    }
+}

@@ -1,0 +1,259 @@
+//! Runs trained elsewhere: `POST /api/v1/runs/import` (a batch of runs, each with optional
+//! metric series) and `POST /api/v1/runs/{id}/metrics` (append points to an imported run, e.g.
+//! from a notebook while it trains).
+//!
+//! When an import gives only FLOPs, tokens are `flops / (6 params)`; when it gives only tokens,
+//! FLOPs are the plain `6 params tokens` (the dense component of [`crate::flops`]).
+
+use super::AppState;
+use super::error::ApiError;
+use super::runs::json_object;
+use crate::param::Parameterization;
+use crate::store::{ImportedRun, MetricPoint, RunSource};
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// The routes of this resource.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/api/v1/runs/import", post(import_runs))
+}
+
+const MAX_RUNS_PER_IMPORT: usize = 10_000;
+const MAX_POINTS_PER_REQUEST: usize = 100_000;
+
+/// One metric point as sent by an importer.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PointIn {
+    step: i64,
+    tokens: Option<f64>,
+    flops: Option<f64>,
+    train_loss: Option<f64>,
+    val_loss: Option<f64>,
+    lr: Option<f64>,
+    wall_secs: Option<f64>,
+}
+
+fn finite_positive(name: &str, value: Option<f64>, context: &str) -> Result<Option<f64>, ApiError> {
+    match value {
+        Some(v) if !(v.is_finite() && v > 0.0) => Err(ApiError::Unprocessable(format!(
+            "{context}: '{name}' must be a positive finite number, got {v}"
+        ))),
+        other => Ok(other),
+    }
+}
+
+/// Validates points; `params` converts between tokens and FLOPs when only one is given.
+fn points(raw: Vec<PointIn>, params: f64, context: &str) -> Result<Vec<MetricPoint>, ApiError> {
+    if raw.len() > MAX_POINTS_PER_REQUEST {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "{context}: at most {MAX_POINTS_PER_REQUEST} points per request"
+        )));
+    }
+    raw.into_iter()
+        .map(|p| {
+            let at = format!("{context}, step {}", p.step);
+            if p.step < 0 {
+                return Err(ApiError::Unprocessable(format!(
+                    "{at}: 'step' must be >= 0"
+                )));
+            }
+            for (name, value) in [
+                ("train_loss", p.train_loss),
+                ("val_loss", p.val_loss),
+                ("lr", p.lr),
+            ] {
+                finite_positive(name, value, &at)?;
+            }
+            if p.train_loss.is_none() && p.val_loss.is_none() {
+                return Err(ApiError::Unprocessable(format!(
+                    "{at}: give 'train_loss' or 'val_loss'"
+                )));
+            }
+            let (tokens, flops) = match (
+                finite_positive("tokens", p.tokens, &at)?,
+                finite_positive("flops", p.flops, &at)?,
+            ) {
+                (Some(t), Some(f)) => (t, f),
+                (Some(t), None) => (t, 6.0 * params * t),
+                (None, Some(f)) => (f / (6.0 * params), f),
+                (None, None) => {
+                    return Err(ApiError::Unprocessable(format!(
+                        "{at}: give 'tokens' or 'flops'"
+                    )));
+                }
+            };
+            Ok(MetricPoint {
+                step: p.step,
+                tokens: tokens.round() as i64,
+                flops,
+                train_loss: p.train_loss,
+                val_loss: p.val_loss,
+                lr: p.lr,
+                wall_secs: p.wall_secs,
+            })
+        })
+        .collect()
+}
+
+fn take<T: serde::de::DeserializeOwned>(
+    run: &mut serde_json::Map<String, Value>,
+    key: &str,
+    context: &str,
+) -> Result<Option<T>, ApiError> {
+    match run.remove(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => serde_json::from_value(v)
+            .map(Some)
+            .map_err(|e| ApiError::Unprocessable(format!("{context}: '{key}': {e}"))),
+    }
+}
+
+fn imported_run(index: usize, value: Value) -> Result<ImportedRun, ApiError> {
+    let context = format!("run {index}");
+    let Value::Object(mut run) = value else {
+        return Err(ApiError::BadRequest(format!(
+            "{context} must be a JSON object"
+        )));
+    };
+    let parameterization: String =
+        take(&mut run, "parameterization", &context)?.ok_or_else(|| {
+            ApiError::Unprocessable(format!("{context}: 'parameterization' is required"))
+        })?;
+    let parsed: Parameterization =
+        parameterization
+            .parse()
+            .map_err(|e: crate::param::ParamError| {
+                ApiError::Unprocessable(format!("{context}: {e}"))
+            })?;
+    let alpha: Option<f64> = take(&mut run, "alpha", &context)?;
+    let alpha = parsed
+        .depth_alpha(alpha)
+        .map_err(|e| ApiError::Unprocessable(format!("{context}: {e}")))?;
+    let params: i64 = take(&mut run, "params", &context)?
+        .filter(|p: &i64| *p > 0)
+        .ok_or_else(|| {
+            ApiError::Unprocessable(format!(
+                "{context}: 'params' (non-embedding parameters, > 0) is required"
+            ))
+        })?;
+    let final_loss = finite_positive(
+        "final_loss",
+        take(&mut run, "final_loss", &context)?,
+        &context,
+    )?
+    .ok_or_else(|| ApiError::Unprocessable(format!("{context}: 'final_loss' is required")))?;
+    let tokens = finite_positive("tokens", take(&mut run, "tokens", &context)?, &context)?;
+    let flops = finite_positive("flops", take(&mut run, "flops", &context)?, &context)?;
+    let p = params as f64;
+    let (tokens, flops, flops_dense) = match (tokens, flops) {
+        (Some(t), Some(f)) => (t, f, None),
+        (Some(t), None) => (t, 6.0 * p * t, Some(6.0 * p * t)),
+        (None, Some(f)) => (f / (6.0 * p), f, None),
+        (None, None) => {
+            return Err(ApiError::Unprocessable(format!(
+                "{context}: give 'tokens' or 'flops'"
+            )));
+        }
+    };
+    let positive_int = |name: &str, v: Option<i64>| match v {
+        Some(x) if x <= 0 => Err(ApiError::Unprocessable(format!(
+            "{context}: '{name}' must be positive"
+        ))),
+        other => Ok(other),
+    };
+    let width = positive_int("width", take(&mut run, "width", &context)?)?;
+    let depth = positive_int("depth", take(&mut run, "depth", &context)?)?;
+    let lr = finite_positive("lr", take(&mut run, "lr", &context)?, &context)?;
+    let name: Option<String> = take(&mut run, "name", &context)?;
+    let dataset: Option<String> = take(&mut run, "dataset", &context)?;
+    let tags: Vec<String> = take(&mut run, "tags", &context)?.unwrap_or_default();
+    let metrics: Vec<PointIn> = take(&mut run, "metrics", &context)?.unwrap_or_default();
+    Ok(ImportedRun {
+        name,
+        parameterization,
+        alpha,
+        width,
+        depth,
+        lr,
+        params,
+        tokens: tokens.round() as i64,
+        flops,
+        flops_dense,
+        final_loss,
+        dataset,
+        tags,
+        metrics: points(metrics, p, &context)?,
+        extra: Value::Object(run),
+    })
+}
+
+#[tracing::instrument(skip_all)]
+async fn import_runs(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let mut body = json_object(body)?;
+    let runs = match body.remove("runs") {
+        Some(Value::Array(runs)) => runs,
+        _ => {
+            return Err(ApiError::BadRequest(
+                "the body must be {\"runs\": [...]}".into(),
+            ));
+        }
+    };
+    if let Some(unknown) = body.keys().next() {
+        return Err(ApiError::BadRequest(format!(
+            "unknown field '{unknown}': the body is {{\"runs\": [...]}}"
+        )));
+    }
+    if runs.is_empty() || runs.len() > MAX_RUNS_PER_IMPORT {
+        return Err(ApiError::Unprocessable(format!(
+            "an import holds between 1 and {MAX_RUNS_PER_IMPORT} runs, got {}",
+            runs.len()
+        )));
+    }
+    let runs = runs
+        .into_iter()
+        .enumerate()
+        .map(|(i, run)| imported_run(i, run))
+        .collect::<Result<Vec<_>, _>>()?;
+    let ids = state.store.import_runs(&runs).await?;
+    Ok((StatusCode::CREATED, Json(json!({"ids": ids}))).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppendBody {
+    points: Vec<PointIn>,
+}
+
+/// `POST /api/v1/runs/{id}/metrics` (routed with the runs resource, which owns the path).
+#[tracing::instrument(skip_all)]
+pub(super) async fn append_metrics(
+    State(state): State<AppState>,
+    path: Result<Path<i64>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let Path(id) =
+        path.map_err(|_| ApiError::BadRequest("the run id must be an integer".into()))?;
+    let body: AppendBody = serde_json::from_value(Value::Object(json_object(body)?))
+        .map_err(|e| ApiError::Unprocessable(format!("invalid metrics: {e}")))?;
+    let run = state.store.run(id).await?;
+    if run.source != RunSource::Imported {
+        return Err(ApiError::Unprocessable(format!(
+            "run {id} is trained by shapewise: metrics can only be appended to imported runs"
+        )));
+    }
+    let params = run.params_non_embedding.unwrap_or(1) as f64;
+    let points = points(body.points, params, &format!("run {id}"))?;
+    state.store.append_metrics(id, &points).await?;
+    Ok(Json(json!({"run_id": id, "appended": points.len()})).into_response())
+}
