@@ -416,7 +416,12 @@ fn serve_command(config: ServeConfig) -> Result<ExitCode, UsageError> {
         )
         .init();
     let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(crate::web::serve(config))?;
+    let result = runtime.block_on(crate::web::serve(config));
+    // A training job runs on a blocking thread that only stops between steps; waiting for it
+    // would delay shutdown by up to a whole run. Its run stays `running` in the database and is
+    // re-queued as `interrupted` at the next start.
+    runtime.shutdown_background();
+    result?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -31,7 +31,7 @@ pub enum StoreError {
 }
 
 /// Where a run came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RunSource {
     /// Trained by this server.
@@ -41,7 +41,7 @@ pub enum RunSource {
 }
 
 /// The lifecycle of a stored run: the trainer's outcomes plus the queue's states.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StoredStatus {
     Queued,
@@ -103,7 +103,7 @@ impl From<RunStatus> for StoredStatus {
 }
 
 /// A run as stored.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct RunRecord {
     pub id: i64,
     pub name: Option<String>,
@@ -145,7 +145,7 @@ pub struct RunRecord {
 }
 
 /// One stored metric point.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MetricPoint {
     pub step: i64,
     pub tokens: i64,
@@ -286,7 +286,7 @@ pub struct ImportedRun {
 }
 
 /// A stored sweep.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct SweepRecord {
     pub id: i64,
     pub name: String,

@@ -85,6 +85,20 @@ fn csv_response(body: String, filename: &str) -> Response {
         .into_response()
 }
 
+/// Exports runs as CSV, with the filters of the runs listing.
+///
+/// One row per run, the columns of the runs listing (tags joined with `;`). Filters, sorting and
+/// paging are those of `GET /api/v1/runs`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/runs.csv",
+    tag = "export",
+    params(super::openapi::RunFilters),
+    responses(
+        (status = 200, description = "`runs.csv`, one row per run", body = String, content_type = "text/csv"),
+        (status = 400, description = "Unknown filter, bad value or bad paging", body = super::openapi::ErrorBody),
+    )
+)]
 async fn runs_csv(
     State(state): State<AppState>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
@@ -101,6 +115,20 @@ async fn runs_csv(
     Ok(csv_response(body, "runs.csv"))
 }
 
+/// Exports the metric series of a run as CSV.
+///
+/// Columns: `run_id,step,tokens,flops,train_loss,val_loss,lr,wall_secs`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/runs/{id}/metrics.csv",
+    tag = "export",
+    params(("id" = i64, Path, description = "Run id")),
+    responses(
+        (status = 200, description = "`run-{id}-metrics.csv`, one row per step", body = String, content_type = "text/csv"),
+        (status = 400, description = "The id is not an integer", body = super::openapi::ErrorBody),
+        (status = 404, description = "No such run", body = super::openapi::ErrorBody),
+    )
+)]
 async fn metrics_csv(
     State(state): State<AppState>,
     path: Result<Path<i64>, PathRejection>,

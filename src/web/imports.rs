@@ -195,6 +195,22 @@ fn imported_run(index: usize, value: Value) -> Result<ImportedRun, ApiError> {
     })
 }
 
+/// Imports runs trained elsewhere, each with an optional metric series.
+///
+/// Up to 10000 runs per request, stored with source `imported` and status `succeeded`. The whole
+/// batch is refused if any run is invalid; errors name the run's index.
+#[utoipa::path(
+    post,
+    path = "/api/v1/runs/import",
+    tag = "imports",
+    request_body(content = super::openapi::ImportRuns, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The new runs' ids, in request order", body = super::openapi::ImportResult),
+        (status = 400, description = "Malformed JSON, or not `{\"runs\": [...]}`", body = super::openapi::ErrorBody),
+        (status = 413, description = "The body is too large", body = super::openapi::ErrorBody),
+        (status = 422, description = "An invalid run or point", body = super::openapi::ErrorBody),
+    )
+)]
 #[tracing::instrument(skip_all)]
 async fn import_runs(
     State(state): State<AppState>,
@@ -235,7 +251,24 @@ struct AppendBody {
     points: Vec<PointIn>,
 }
 
-/// `POST /api/v1/runs/{id}/metrics` (routed with the runs resource, which owns the path).
+/// Appends metric points to an imported run.
+///
+/// For runs imported and still training elsewhere, e.g. from a notebook. Runs trained by
+/// shapewise refuse this. (Routed with the runs resource, which owns the path.)
+#[utoipa::path(
+    post,
+    path = "/api/v1/runs/{id}/metrics",
+    tag = "imports",
+    params(("id" = i64, Path, description = "Run id of an imported run")),
+    request_body(content = super::openapi::AppendMetrics, content_type = "application/json"),
+    responses(
+        (status = 200, description = "How many points were appended", body = super::openapi::AppendResult),
+        (status = 400, description = "Malformed JSON or a bad id", body = super::openapi::ErrorBody),
+        (status = 404, description = "No such run", body = super::openapi::ErrorBody),
+        (status = 413, description = "The body is too large, or more than 100000 points", body = super::openapi::ErrorBody),
+        (status = 422, description = "An invalid point, or a run trained by shapewise", body = super::openapi::ErrorBody),
+    )
+)]
 #[tracing::instrument(skip_all)]
 pub(super) async fn append_metrics(
     State(state): State<AppState>,

@@ -1,9 +1,12 @@
 //! The HTTP server: REST API under `/api/v1` (one module per resource), health check, start-up
 //! and graceful shutdown. [`router`] is the seam tests call without a socket.
 
+mod charts;
 mod error;
 mod export;
 mod imports;
+mod openapi;
+mod pages;
 mod plan;
 pub mod runs;
 mod sweeps;
@@ -17,6 +20,11 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+/// How long open connections (live-event streams, slow clients) may last after a shutdown signal.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Largest accepted request body: room for a batch import of thousands of runs or metric rows.
 const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
@@ -62,6 +70,8 @@ pub fn router(state: AppState) -> Router {
         .merge(sweeps::router())
         .merge(export::router())
         .merge(plan::router())
+        .merge(openapi::router())
+        .merge(pages::router())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
@@ -109,9 +119,24 @@ pub async fn serve_on(
     let jobs = Jobs::new(store.clone());
     let workers = jobs.spawn_workers(config.workers.max(1));
     let app = router(AppState { store, jobs });
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    // Graceful shutdown waits for open connections, and a live-events stream never ends by
+    // itself: after the signal, connections get a grace period, then the server stops anyway.
+    let signalled = Arc::new(Notify::new());
+    let notify = signalled.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        notify.notify_one();
+    });
+    let result = tokio::select! {
+        result = server => result,
+        _ = async {
+            signalled.notified().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {
+            tracing::info!("closing connections still open after {} s", SHUTDOWN_GRACE.as_secs());
+            Ok(())
+        }
+    };
     for worker in workers {
         worker.abort();
     }

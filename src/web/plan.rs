@@ -32,6 +32,22 @@ struct PlanQuery {
     attention_scale: Option<String>,
 }
 
+/// Plans the per-group hyperparameters of a target shape.
+///
+/// What `shapewise plan --json` prints: the multipliers and, for each parameter group, the
+/// init, learning rate, weight decay and epsilon a parameterization gives the target shape from
+/// base hyperparameters tuned at the base shape.
+#[utoipa::path(
+    get,
+    path = "/api/v1/plan",
+    tag = "plan",
+    params(super::openapi::PlanParams),
+    responses(
+        (status = 200, description = "The plan", body = super::openapi::ParamPlan),
+        (status = 400, description = "A missing, malformed or unknown parameter", body = super::openapi::ErrorBody),
+        (status = 422, description = "Settings the parameterization refuses", body = super::openapi::ErrorBody),
+    )
+)]
 async fn get_plan(
     query: Result<Query<PlanQuery>, QueryRejection>,
 ) -> Result<Json<crate::param::ParamPlan>, ApiError> {

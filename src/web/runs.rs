@@ -112,6 +112,23 @@ pub(crate) async fn parse_new_run(mut body: Map<String, Value>) -> Result<NewRun
     })
 }
 
+/// Queues a run for training.
+///
+/// The body is a run config (any field of a `shapewise train` TOML file; `parameterization`,
+/// `width` and `depth` are required, the rest have defaults) plus an optional `name` and `tags`.
+/// The config is checked as the trainer would before it is queued.
+#[utoipa::path(
+    post,
+    path = "/api/v1/runs",
+    tag = "runs",
+    request_body(content = super::openapi::CreateRun, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The queued run", body = crate::store::RunRecord),
+        (status = 400, description = "Malformed JSON or a field of the wrong type", body = super::openapi::ErrorBody),
+        (status = 413, description = "The body is too large", body = super::openapi::ErrorBody),
+        (status = 422, description = "A config the trainer would refuse", body = super::openapi::ErrorBody),
+    )
+)]
 #[tracing::instrument(skip_all)]
 async fn create_run(
     State(state): State<AppState>,
@@ -124,6 +141,18 @@ async fn create_run(
     Ok((StatusCode::CREATED, Json(run)).into_response())
 }
 
+/// Returns one run.
+#[utoipa::path(
+    get,
+    path = "/api/v1/runs/{id}",
+    tag = "runs",
+    params(("id" = i64, Path, description = "Run id")),
+    responses(
+        (status = 200, description = "The run", body = crate::store::RunRecord),
+        (status = 400, description = "The id is not an integer", body = super::openapi::ErrorBody),
+        (status = 404, description = "No such run", body = super::openapi::ErrorBody),
+    )
+)]
 async fn get_run(
     State(state): State<AppState>,
     path: Result<Path<i64>, PathRejection>,
@@ -132,6 +161,18 @@ async fn get_run(
     Ok(Json(run).into_response())
 }
 
+/// Deletes a run and its metrics, cancelling it first if it is queued or training.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/runs/{id}",
+    tag = "runs",
+    params(("id" = i64, Path, description = "Run id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "The id is not an integer", body = super::openapi::ErrorBody),
+        (status = 404, description = "No such run", body = super::openapi::ErrorBody),
+    )
+)]
 async fn delete_run(
     State(state): State<AppState>,
     path: Result<Path<i64>, PathRejection>,
@@ -142,6 +183,21 @@ async fn delete_run(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Cancels a queued or training run.
+///
+/// A queued run is cancelled at once; a training run stops before its next step. Cancelling a
+/// run that has ended changes nothing.
+#[utoipa::path(
+    post,
+    path = "/api/v1/runs/{id}/cancel",
+    tag = "runs",
+    params(("id" = i64, Path, description = "Run id")),
+    responses(
+        (status = 200, description = "The run's status after the request", body = super::openapi::CancelResult),
+        (status = 400, description = "The id is not an integer", body = super::openapi::ErrorBody),
+        (status = 404, description = "No such run", body = super::openapi::ErrorBody),
+    )
+)]
 async fn cancel_run(
     State(state): State<AppState>,
     path: Result<Path<i64>, PathRejection>,
@@ -156,6 +212,20 @@ async fn cancel_run(
     Ok(Json(json!({"id": id, "status": status, "note": note})).into_response())
 }
 
+/// Adds and removes tags of a run.
+#[utoipa::path(
+    post,
+    path = "/api/v1/runs/{id}/tags",
+    tag = "runs",
+    params(("id" = i64, Path, description = "Run id")),
+    request_body(content = super::openapi::TagEdit, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The run with its new tags", body = crate::store::RunRecord),
+        (status = 400, description = "Malformed body or unknown field", body = super::openapi::ErrorBody),
+        (status = 404, description = "No such run", body = super::openapi::ErrorBody),
+        (status = 422, description = "Too many tags, or a tag that is empty or too long", body = super::openapi::ErrorBody),
+    )
+)]
 async fn edit_tags(
     State(state): State<AppState>,
     path: Result<Path<i64>, PathRejection>,
@@ -208,6 +278,24 @@ pub fn downsample(points: Vec<MetricPoint>, target: usize) -> Vec<MetricPoint> {
     kept
 }
 
+/// Returns the metric series of a run, optionally downsampled.
+///
+/// With `points`, at most that many points are kept: the first and last, and the lowest and
+/// highest training loss of equal buckets in between, so spikes and dips survive.
+#[utoipa::path(
+    get,
+    path = "/api/v1/runs/{id}/metrics",
+    tag = "runs",
+    params(
+        ("id" = i64, Path, description = "Run id"),
+        ("points" = Option<u32>, Query, minimum = 2, maximum = 100000, description = "Keep at most this many points (2 to 100000)"),
+    ),
+    responses(
+        (status = 200, description = "The series, by step", body = super::openapi::MetricSeries),
+        (status = 400, description = "Bad id, bad `points` or unknown parameter", body = super::openapi::ErrorBody),
+        (status = 404, description = "No such run", body = super::openapi::ErrorBody),
+    )
+)]
 async fn run_metrics(
     State(state): State<AppState>,
     path: Result<Path<i64>, PathRejection>,
@@ -243,7 +331,22 @@ async fn run_metrics(
     Ok(Json(json!({"run_id": id, "points": points})).into_response())
 }
 
-/// Server-sent events for one run: `metrics` with new points and `status` on changes.
+/// Streams a run's progress as server-sent events.
+///
+/// Server-sent events for one run: `metrics` with new points and `status` on changes (also sent
+/// once on connecting). Each event's data is a JSON `RunEvent`; keep-alive comments are sent
+/// while idle.
+#[utoipa::path(
+    get,
+    path = "/api/v1/runs/{id}/events",
+    tag = "runs",
+    params(("id" = i64, Path, description = "Run id")),
+    responses(
+        (status = 200, description = "An endless `text/event-stream` of `RunEvent`s", body = String, content_type = "text/event-stream"),
+        (status = 400, description = "The id is not an integer", body = super::openapi::ErrorBody),
+        (status = 404, description = "No such run", body = super::openapi::ErrorBody),
+    )
+)]
 async fn run_events(
     State(state): State<AppState>,
     path: Result<Path<i64>, PathRejection>,
@@ -381,6 +484,20 @@ pub fn parse_run_query(params: Vec<(String, String)>) -> Result<RunQuery, ApiErr
     Ok(query)
 }
 
+/// Lists runs, filtered, sorted and paged.
+///
+/// Any column below filters the runs: `column=value` for equality, `column=in:a,b,c` for a list,
+/// or `column=ne:x` (also `lt:`, `le:`, `gt:`, `ge:`). Filters are ANDed; `tag` may be repeated.
+#[utoipa::path(
+    get,
+    path = "/api/v1/runs",
+    tag = "runs",
+    params(super::openapi::RunFilters),
+    responses(
+        (status = 200, description = "One page of runs", body = super::openapi::RunList),
+        (status = 400, description = "Unknown filter, bad value or bad paging", body = super::openapi::ErrorBody),
+    )
+)]
 async fn list_runs(
     State(state): State<AppState>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,

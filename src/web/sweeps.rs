@@ -40,6 +40,22 @@ fn list(
     }
 }
 
+/// Queues a sweep: every combination of a grid of settings as one run.
+///
+/// The grid is `parameterizations x widths x depths x lrs x seeds` (at most 1000 runs); `config`
+/// holds the settings the runs share. Every grid point is checked before any run is queued.
+#[utoipa::path(
+    post,
+    path = "/api/v1/sweeps",
+    tag = "sweeps",
+    request_body(content = super::openapi::CreateSweep, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The sweep and its queued runs", body = super::openapi::SweepCreated),
+        (status = 400, description = "Malformed JSON or an unknown field", body = super::openapi::ErrorBody),
+        (status = 413, description = "The body is too large", body = super::openapi::ErrorBody),
+        (status = 422, description = "A missing list, too many runs, or an invalid grid point", body = super::openapi::ErrorBody),
+    )
+)]
 #[tracing::instrument(skip_all)]
 async fn create_sweep(
     State(state): State<AppState>,
@@ -123,6 +139,18 @@ async fn create_sweep(
         .into_response())
 }
 
+/// Returns a sweep with its progress and runs.
+#[utoipa::path(
+    get,
+    path = "/api/v1/sweeps/{id}",
+    tag = "sweeps",
+    params(("id" = i64, Path, description = "Sweep id")),
+    responses(
+        (status = 200, description = "The sweep, its progress and its runs", body = super::openapi::SweepDetail),
+        (status = 400, description = "The id is not an integer", body = super::openapi::ErrorBody),
+        (status = 404, description = "No such sweep", body = super::openapi::ErrorBody),
+    )
+)]
 async fn get_sweep(
     State(state): State<AppState>,
     path: Result<Path<i64>, PathRejection>,

@@ -2,7 +2,10 @@
 
 mod api;
 mod cli;
+mod compose;
 mod coord;
+mod openapi;
+mod pages;
 mod training;
 
 use shapewise::data::DataSource;

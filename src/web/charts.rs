@@ -1,0 +1,522 @@
+//! Server-side loss charts for the pages: inline SVG strings drawn with plotters (built-in text
+//! metrics, no system fonts), as `src/plot.rs` draws the CLI's figures.
+//!
+//! Log axes are drawn as a linear axis over `log10(value)` with tick labels mapped back, so the
+//! ticks can be chosen here: plotters' own log axis shows no tick at all when the data spans less
+//! than a decade, which a loss curve usually does.
+
+use crate::store::MetricPoint;
+use plotters::prelude::*;
+use std::fmt::Write as _;
+
+/// Chart size in pixels (the page scales it down to the available width).
+const WIDTH: u32 = 1000;
+const HEIGHT: u32 = 480;
+/// Training-loss points drawn per series at most (validation points are always all drawn).
+const MAX_TRAIN_POINTS: usize = 1200;
+
+/// Distinct colours that stay readable on white and apart for common colour-vision deficiencies
+/// (Okabe-Ito without its yellow, then a few more).
+const PALETTE: [RGBColor; 10] = [
+    RGBColor(0, 114, 178),   // blue
+    RGBColor(213, 94, 0),    // vermillion
+    RGBColor(0, 158, 115),   // bluish green
+    RGBColor(204, 121, 167), // reddish purple
+    RGBColor(230, 159, 0),   // orange
+    RGBColor(86, 180, 233),  // sky blue
+    RGBColor(0, 0, 0),       // black
+    RGBColor(140, 86, 75),   // brown
+    RGBColor(127, 127, 127), // grey
+    RGBColor(188, 189, 34),  // olive
+];
+
+/// The colour of series `index`.
+pub fn series_color(index: usize) -> RGBColor {
+    PALETTE[index % PALETTE.len()]
+}
+
+/// The colour of series `index` as CSS `#rrggbb` (for legends drawn in HTML).
+pub fn series_css_color(index: usize) -> String {
+    let RGBColor(r, g, b) = series_color(index);
+    format!("#{r:02x}{g:02x}{b:02x}")
+}
+
+/// The x axis of a loss chart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum XAxis {
+    Step,
+    Tokens,
+    #[default]
+    Flops,
+    Wall,
+}
+
+impl XAxis {
+    /// Every axis, in the order the pages offer them.
+    pub const ALL: [XAxis; 4] = [XAxis::Step, XAxis::Tokens, XAxis::Flops, XAxis::Wall];
+
+    /// The query-parameter value.
+    pub fn name(self) -> &'static str {
+        match self {
+            XAxis::Step => "step",
+            XAxis::Tokens => "tokens",
+            XAxis::Flops => "flops",
+            XAxis::Wall => "wall",
+        }
+    }
+
+    /// Parses a query-parameter value.
+    pub fn parse(name: &str) -> Option<XAxis> {
+        XAxis::ALL.into_iter().find(|x| x.name() == name)
+    }
+
+    /// The axis title, with its unit.
+    pub fn title(self) -> &'static str {
+        match self {
+            XAxis::Step => "training step",
+            XAxis::Tokens => "training tokens",
+            XAxis::Flops => "training compute (FLOPs)",
+            XAxis::Wall => "wall-clock time (seconds)",
+        }
+    }
+
+    /// A short label for links.
+    pub fn label(self) -> &'static str {
+        match self {
+            XAxis::Step => "step",
+            XAxis::Tokens => "tokens",
+            XAxis::Flops => "FLOPs",
+            XAxis::Wall => "seconds",
+        }
+    }
+
+    fn value(self, p: &MetricPoint) -> Option<f64> {
+        match self {
+            XAxis::Step => Some(p.step as f64),
+            XAxis::Tokens => Some(p.tokens as f64),
+            XAxis::Flops => Some(p.flops),
+            XAxis::Wall => p.wall_secs,
+        }
+    }
+}
+
+/// A chart could not be drawn.
+#[derive(Debug, thiserror::Error)]
+#[error("could not draw the chart: {0}")]
+pub struct ChartError(String);
+
+/// One line (or set of markers) to draw, in data coordinates already mapped to the axes.
+struct Line {
+    color: RGBColor,
+    points: Vec<(f64, f64)>,
+    markers: bool,
+    /// Legend text; `None` leaves the line out of the legend.
+    label: Option<String>,
+}
+
+/// Train and validation loss against `x`, for one run (`series.len() == 1`: train and val in two
+/// colours) or several (one colour per run: a line for train loss, dots for val loss).
+/// Points that cannot be shown (missing, not finite, or not positive on a log axis) are skipped;
+/// with nothing left the chart says "no data yet".
+pub fn loss_chart(
+    series: &[(String, Vec<MetricPoint>)],
+    x: XAxis,
+    log: bool,
+) -> Result<String, ChartError> {
+    let map = |v: f64| -> Option<f64> {
+        if !v.is_finite() || (log && v <= 0.0) {
+            None
+        } else if log {
+            Some(v.log10())
+        } else {
+            Some(v)
+        }
+    };
+    let single = series.len() == 1;
+    let mut lines = Vec::new();
+    for (index, (label, points)) in series.iter().enumerate() {
+        let train: Vec<MetricPoint> = points
+            .iter()
+            .filter(|p| p.train_loss.is_some())
+            .cloned()
+            .collect();
+        let train = crate::web::runs::downsample(train, MAX_TRAIN_POINTS);
+        let pick = |points: &[MetricPoint], loss: fn(&MetricPoint) -> Option<f64>| {
+            points
+                .iter()
+                .filter_map(|p| Some((map(x.value(p)?)?, map(loss(p)?)?)))
+                .collect::<Vec<_>>()
+        };
+        let train = pick(&train, |p| p.train_loss);
+        let val = pick(points, |p| p.val_loss);
+        let (train_color, val_color) = if single {
+            (series_color(0), series_color(1))
+        } else {
+            (series_color(index), series_color(index))
+        };
+        // Several runs: one legend entry per run (its colour); the page explains line and dots.
+        let (train_label, val_label) = if single {
+            (Some("train loss".to_string()), Some("val loss".to_string()))
+        } else if train.is_empty() {
+            (None, Some(label.clone()))
+        } else {
+            (Some(label.clone()), None)
+        };
+        lines.push(Line {
+            color: train_color,
+            points: train,
+            markers: false,
+            label: train_label,
+        });
+        lines.push(Line {
+            color: val_color,
+            points: val,
+            markers: true,
+            label: val_label,
+        });
+    }
+    let mut svg = String::new();
+    let result = if lines.iter().all(|l| l.points.is_empty()) {
+        draw_message(&mut svg, "no data yet")
+    } else {
+        draw_lines(&mut svg, &lines, x, log)
+    };
+    result.map_err(|e| ChartError(e.to_string()))?;
+    let aria = format!(
+        "<svg role=\"img\" aria-label=\"Loss versus {}{}\" ",
+        x.title(),
+        if log { ", log-log axes" } else { "" }
+    );
+    Ok(svg.replacen("<svg ", &aria, 1))
+}
+
+type DrawResult = Result<(), Box<dyn std::error::Error>>;
+
+/// A linear axis over `[lo, hi]` with the tick values chosen here.
+#[derive(Clone)]
+struct TickedAxis {
+    lo: f64,
+    hi: f64,
+    ticks: Vec<f64>,
+}
+
+impl plotters::coord::ranged1d::Ranged for TickedAxis {
+    type FormatOption = plotters::coord::ranged1d::DefaultFormatting;
+    type ValueType = f64;
+
+    fn map(&self, value: &f64, limit: (i32, i32)) -> i32 {
+        let t = (value - self.lo) / (self.hi - self.lo);
+        (f64::from(limit.0) + t * f64::from(limit.1 - limit.0)).round() as i32
+    }
+
+    fn key_points<Hint: plotters::coord::ranged1d::KeyPointHint>(&self, hint: Hint) -> Vec<f64> {
+        // Grid lines and labels at the ticks only (no light lines between them).
+        if hint.weight().allow_light_points() {
+            Vec::new()
+        } else {
+            self.ticks.clone()
+        }
+    }
+
+    fn range(&self) -> std::ops::Range<f64> {
+        self.lo..self.hi
+    }
+}
+
+fn draw_message(svg: &mut String, message: &str) -> DrawResult {
+    {
+        let root = SVGBackend::with_string(svg, (WIDTH, HEIGHT / 2)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let style = ("sans-serif", 22)
+            .into_font()
+            .color(&RGBColor(90, 90, 90))
+            .pos(plotters::style::text_anchor::Pos::new(
+                plotters::style::text_anchor::HPos::Center,
+                plotters::style::text_anchor::VPos::Center,
+            ));
+        root.draw(&Text::new(
+            message.to_string(),
+            (WIDTH as i32 / 2, HEIGHT as i32 / 4),
+            style,
+        ))?;
+        root.present()?;
+    }
+    Ok(())
+}
+
+/// The range of `values` with a little room, never empty.
+fn padded_range(values: impl Iterator<Item = f64>, log: bool) -> (f64, f64) {
+    let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+        (lo.min(v), hi.max(v))
+    });
+    let span = hi - lo;
+    if !span.is_finite() || span <= 0.0 {
+        // One value (or one x): a window around it.
+        let pad = if log { 0.1 } else { (lo.abs() * 0.1).max(1e-9) };
+        return (lo - pad, hi + pad);
+    }
+    let pad = span * 0.04;
+    (lo - pad, hi + pad)
+}
+
+/// A "nice" step (1, 2 or 5 times a power of ten) for about `target` intervals over `span`.
+fn nice_step(span: f64, target: f64) -> f64 {
+    let raw = span / target;
+    let magnitude = 10f64.powf(raw.log10().floor());
+    let normalized = raw / magnitude;
+    let nice = if normalized < 1.5 {
+        1.0
+    } else if normalized < 3.5 {
+        2.0
+    } else if normalized < 7.5 {
+        5.0
+    } else {
+        10.0
+    };
+    nice * magnitude
+}
+
+/// Evenly spaced nice values inside `[lo, hi]`.
+fn linear_ticks(lo: f64, hi: f64, target: f64) -> Vec<f64> {
+    let step = nice_step(hi - lo, target);
+    if !step.is_finite() || step <= 0.0 {
+        return vec![lo];
+    }
+    let mut ticks = Vec::new();
+    let mut k = (lo / step).ceil();
+    while k * step <= hi + step * 1e-9 && ticks.len() < 50 {
+        // Snap to the step to avoid 0.30000000000000004.
+        ticks.push((k * step * 1e9).round() / 1e9);
+        k += 1.0;
+    }
+    ticks
+}
+
+/// Ticks of a log axis, as log10 values inside `[lo, hi]` (also log10 values).
+fn log_ticks(lo: f64, hi: f64, target: f64) -> Vec<f64> {
+    let decades = hi - lo;
+    if decades >= 1.5 {
+        // Powers of ten, thinned to about `target`; with few decades add 2x and 5x.
+        let every = (decades / target).ceil().max(1.0) as i64;
+        let mut ticks = Vec::new();
+        for e in (lo.ceil() as i64..=hi.floor() as i64).filter(|e| e.rem_euclid(every) == 0) {
+            ticks.push(e as f64);
+        }
+        if decades < 3.0 {
+            for e in (lo.floor() as i64)..=(hi.ceil() as i64) {
+                for m in [2.0f64, 5.0] {
+                    let t = e as f64 + m.log10();
+                    if t >= lo && t <= hi {
+                        ticks.push(t);
+                    }
+                }
+            }
+            ticks.sort_by(f64::total_cmp);
+        }
+        ticks
+    } else {
+        // Less than a decade or two: nice linear values, placed on the log axis.
+        let (vlo, vhi) = (10f64.powf(lo), 10f64.powf(hi));
+        linear_ticks(vlo, vhi, target)
+            .into_iter()
+            .filter(|v| *v > 0.0)
+            .map(f64::log10)
+            .collect()
+    }
+}
+
+/// A short label: integers as such below 10^5, then `1.5e6` style; fractions with up to three
+/// significant digits.
+fn format_number(v: f64) -> String {
+    if v == 0.0 {
+        return "0".into();
+    }
+    let a = v.abs();
+    if (1e5..).contains(&a) || a < 1e-3 {
+        let text = format!("{v:.2e}");
+        let (mantissa, exponent) = text.split_once('e').unwrap_or((&text, "0"));
+        let mantissa = mantissa.trim_end_matches('0').trim_end_matches('.');
+        return format!("{mantissa}e{exponent}");
+    }
+    if (v - v.round()).abs() < 1e-9 * a.max(1.0) {
+        return format!("{v:.0}");
+    }
+    let decimals = (2 - a.log10().floor() as i32).clamp(0, 6) as usize;
+    let text = format!("{v:.decimals$}");
+    if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        text
+    }
+}
+
+fn draw_lines(svg: &mut String, lines: &[Line], x: XAxis, log: bool) -> DrawResult {
+    let (x_lo, x_hi) = padded_range(lines.iter().flat_map(|l| l.points.iter().map(|p| p.0)), log);
+    let (y_lo, y_hi) = padded_range(lines.iter().flat_map(|l| l.points.iter().map(|p| p.1)), log);
+    let (x_ticks, y_ticks) = if log {
+        (log_ticks(x_lo, x_hi, 7.0), log_ticks(y_lo, y_hi, 6.0))
+    } else {
+        (linear_ticks(x_lo, x_hi, 7.0), linear_ticks(y_lo, y_hi, 6.0))
+    };
+    let label = move |v: &f64| {
+        if log {
+            format_number(10f64.powf(*v))
+        } else {
+            format_number(*v)
+        }
+    };
+    let text = RGBColor(40, 40, 40);
+    {
+        let root = SVGBackend::with_string(svg, (WIDTH, HEIGHT)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let mut chart = ChartBuilder::on(&root)
+            .margin(14)
+            .margin_right(28)
+            .x_label_area_size(56)
+            .y_label_area_size(76)
+            .build_cartesian_2d(
+                TickedAxis {
+                    lo: x_lo,
+                    hi: x_hi,
+                    ticks: x_ticks,
+                },
+                TickedAxis {
+                    lo: y_lo,
+                    hi: y_hi,
+                    ticks: y_ticks,
+                },
+            )?;
+        chart
+            .configure_mesh()
+            .x_desc(x.title())
+            .y_desc(if log {
+                "loss (nats/token, log scale)"
+            } else {
+                "loss (nats/token)"
+            })
+            .x_label_formatter(&label)
+            .y_label_formatter(&label)
+            .label_style(("sans-serif", 17).into_font().color(&text))
+            .axis_desc_style(("sans-serif", 18).into_font().color(&text))
+            .bold_line_style(RGBColor(225, 225, 225))
+            .light_line_style(WHITE)
+            .axis_style(RGBColor(120, 120, 120))
+            .draw()?;
+        for line in lines.iter().filter(|l| !l.points.is_empty()) {
+            let color = line.color;
+            if line.markers {
+                let drawn = chart.draw_series(LineSeries::new(
+                    line.points.clone(),
+                    color.mix(0.55).stroke_width(1),
+                ))?;
+                if let Some(label) = &line.label {
+                    drawn.label(label.clone()).legend(move |(lx, ly)| {
+                        EmptyElement::at((lx, ly))
+                            + PathElement::new(vec![(0, 0), (16, 0)], color.mix(0.55))
+                            + Circle::new((8, 0), 4, color.filled())
+                    });
+                }
+                chart.draw_series(
+                    line.points
+                        .iter()
+                        .map(|p| Circle::new(*p, 4, color.filled())),
+                )?;
+            } else {
+                let drawn = chart
+                    .draw_series(LineSeries::new(line.points.clone(), color.stroke_width(2)))?;
+                if let Some(label) = &line.label {
+                    drawn.label(label.clone()).legend(move |(lx, ly)| {
+                        PathElement::new(vec![(lx, ly), (lx + 16, ly)], color.stroke_width(2))
+                    });
+                }
+            }
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .label_font(("sans-serif", 17).into_font().color(&text))
+            .background_style(WHITE.mix(0.85))
+            .border_style(RGBColor(160, 160, 160))
+            .draw()?;
+        root.present()?;
+    }
+    Ok(())
+}
+
+/// Minimal SVG with a message, for errors the page should still show in place of a chart.
+pub fn message_svg(message: &str) -> String {
+    let mut svg = String::new();
+    if draw_message(&mut svg, message).is_err() {
+        svg.clear();
+        let _ = write!(
+            svg,
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"60\"></svg>"
+        );
+    }
+    svg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(step: i64, train: f64, val: Option<f64>) -> MetricPoint {
+        MetricPoint {
+            step,
+            tokens: step * 512,
+            flops: step as f64 * 1e9,
+            train_loss: Some(train),
+            val_loss: val,
+            lr: Some(0.01),
+            wall_secs: Some(step as f64 * 0.1),
+        }
+    }
+
+    #[test]
+    fn charts_draw_and_guard_empty_data() {
+        let points: Vec<MetricPoint> = (1..=50)
+            .map(|s| point(s, 5.0 / (s as f64).sqrt(), (s % 10 == 0).then_some(4.0)))
+            .collect();
+        for x in XAxis::ALL {
+            for log in [true, false] {
+                let svg = loss_chart(&[("run".into(), points.clone())], x, log).unwrap();
+                assert!(svg.starts_with("<svg role=\"img\""), "{svg:.100}");
+                assert!(svg.contains("train loss") && svg.contains("val loss"));
+            }
+        }
+        let empty = loss_chart(&[("run".into(), vec![])], XAxis::Flops, true).unwrap();
+        assert!(empty.contains("no data yet"));
+        // Zero or negative values cannot go on a log axis; they are dropped, not fatal.
+        let zero = vec![point(0, 0.0, None)];
+        let svg = loss_chart(&[("run".into(), zero)], XAxis::Step, true).unwrap();
+        assert!(svg.contains("no data yet"));
+        // One point still draws.
+        let one = vec![point(3, 2.0, Some(2.0))];
+        assert!(
+            !loss_chart(
+                &[("a".into(), one.clone()), ("b".into(), one)],
+                XAxis::Tokens,
+                false
+            )
+            .unwrap()
+            .contains("no data yet")
+        );
+    }
+
+    #[test]
+    fn ticks_and_labels() {
+        assert_eq!(format_number(1e12), "1e12");
+        assert_eq!(format_number(2.5e12), "2.5e12");
+        assert_eq!(format_number(300.0), "300");
+        assert_eq!(format_number(2.5), "2.5");
+        assert_eq!(format_number(0.00390625), "0.00391");
+        assert_eq!(
+            linear_ticks(2.1, 5.5, 6.0),
+            vec![2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 5.5]
+        );
+        let t = log_ticks(8.0, 12.2, 7.0);
+        assert_eq!(t, vec![8.0, 9.0, 10.0, 11.0, 12.0]);
+        // A narrow log range still gets ticks.
+        assert!(log_ticks(2.1f64.log10(), 5.5f64.log10(), 6.0).len() >= 3);
+    }
+}

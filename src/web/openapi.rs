@@ -1,0 +1,1401 @@
+//! The OpenAPI description of the REST API: `GET /api/v1/openapi.json` serves the document that
+//! utoipa generates from the `#[utoipa::path]` attributes on the handlers, and `GET /api/docs`
+//! renders the same document as one plain HTML page (server-side, inline CSS, no scripts and no
+//! external assets).
+//!
+//! The handlers parse their bodies and queries by hand (so that every problem maps to a precise
+//! 400 or 422), so the request and response schemas below are documentation-only mirrors of what
+//! the handlers accept and return; they are never constructed. The mirrors of the run config and
+//! the plan keep `param.rs`, `train.rs` and `data.rs` free of OpenAPI derives, and the tests below
+//! (and `tests/integration/openapi.rs`, against live responses) check them against the real types
+//! so they cannot drift silently.
+
+use super::AppState;
+use axum::Router;
+use axum::http::header;
+use axum::response::{Html, IntoResponse};
+use axum::routing::get;
+use serde_json::{Value, json};
+use std::fmt::Write;
+use std::sync::LazyLock;
+use utoipa::OpenApi;
+
+pub use schemas::*;
+
+/// The routes of this resource.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/openapi.json", get(openapi_json))
+        .route("/api/docs", get(docs_page))
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "shapewise",
+        description = "Train and compare transformer runs under width and depth scaling rules \
+            (SP, muP, depth-muP, CompleteP), import runs trained elsewhere, queue sweeps and \
+            export results. Every error is a JSON object `{\"error\": kind, \"detail\": message}`."
+    ),
+    paths(
+        super::runs::list_runs,
+        super::runs::create_run,
+        super::runs::get_run,
+        super::runs::delete_run,
+        super::runs::cancel_run,
+        super::runs::edit_tags,
+        super::runs::run_metrics,
+        super::imports::append_metrics,
+        super::runs::run_events,
+        super::imports::import_runs,
+        super::sweeps::create_sweep,
+        super::sweeps::get_sweep,
+        super::export::runs_csv,
+        super::export::metrics_csv,
+        super::plan::get_plan,
+        openapi_json,
+    ),
+    components(schemas(RunEvent, ErrorKind)),
+    tags(
+        (name = "runs", description = "Create, list, inspect, cancel, delete and tag runs; their metrics, live."),
+        (name = "imports", description = "Runs trained elsewhere: batch imports and appended metrics."),
+        (name = "sweeps", description = "A named grid of runs queued in one request, and its progress."),
+        (name = "export", description = "CSV exports for pandas and spreadsheets."),
+        (name = "plan", description = "What a parameterization does to each parameter group at a target shape."),
+        (name = "meta", description = "This description of the API."),
+    )
+)]
+struct ApiDoc;
+
+/// The OpenAPI document of the REST API.
+pub fn document() -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    // The package declares no license: leave the field out rather than send an empty name.
+    doc.info.license = None;
+    doc
+}
+
+static DOCUMENT_JSON: LazyLock<String> = LazyLock::new(|| {
+    serde_json::to_string(&document()).expect("the OpenAPI document serializes to JSON")
+});
+
+static DOCS_HTML: LazyLock<String> = LazyLock::new(|| {
+    let doc = serde_json::to_value(document()).expect("the OpenAPI document serializes to JSON");
+    render_docs(&doc)
+});
+
+/// The OpenAPI description of this API.
+///
+/// Generated from the handlers; `GET /api/docs` renders it as a browsable page.
+#[utoipa::path(
+    get,
+    path = "/api/v1/openapi.json",
+    tag = "meta",
+    responses((status = 200, description = "This document (OpenAPI 3.1, JSON)", body = Object))
+)]
+async fn openapi_json() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        DOCUMENT_JSON.as_str(),
+    )
+}
+
+async fn docs_page() -> Html<&'static str> {
+    Html(DOCS_HTML.as_str())
+}
+
+/// The documentation-only request and response shapes: described by utoipa, never built (the
+/// handlers parse and answer with `serde_json` values of these shapes).
+#[allow(dead_code)]
+mod schemas {
+    use crate::store::{MetricPoint, RunRecord, StoredStatus, SweepRecord};
+    use utoipa::{IntoParams, ToSchema};
+
+    // -----------------------------------------------------------------------------------------
+    // Shared shapes
+
+    /// Every error response: a machine-readable kind and a message that says what to change.
+    #[derive(ToSchema)]
+    #[schema(example = json!({"error": "not_found", "detail": "run 42 not found"}))]
+    pub struct ErrorBody {
+        error: ErrorKind,
+        /// What went wrong, and usually what to change.
+        detail: String,
+    }
+
+    /// The kind of an error, one per status: `bad_request` (400: malformed JSON, unknown field or
+    /// parameter), `invalid` (422: well-formed but refused, e.g. a config the trainer would reject),
+    /// `not_found` (404), `payload_too_large` (413) and `internal` (500: details are logged, not
+    /// returned).
+    #[derive(ToSchema)]
+    #[serde(rename_all = "snake_case")]
+    pub enum ErrorKind {
+        BadRequest,
+        Invalid,
+        NotFound,
+        PayloadTooLarge,
+        Internal,
+    }
+
+    /// A scaling rule: `sp` (standard parameterization, nothing scales), `mup` (width rules only),
+    /// `depth-mup` (muP plus residual branches scaled by `m_L^-1/2`), `completep` (muP plus residual
+    /// branches scaled by `m_L^-1`, the paper's recommendation) or `alpha` (muP plus depth rules with a
+    /// chosen `alpha` in [0.5, 1]).
+    #[derive(ToSchema)]
+    #[serde(rename_all = "kebab-case")]
+    pub enum Parameterization {
+        Sp,
+        Mup,
+        DepthMup,
+        #[serde(rename = "completep")]
+        CompleteP,
+        Alpha,
+    }
+
+    /// The factor applied to attention logits: `d_head` (`1 / d_head`, muP), `sqrt_d_head`
+    /// (`1 / sqrt(d_head)`, SP) or `width` (`1 / N`).
+    #[derive(ToSchema)]
+    #[serde(rename_all = "snake_case")]
+    pub enum AttentionScale {
+        DHead,
+        SqrtDHead,
+        Width,
+    }
+
+    /// How the model knows token positions: `alibi` (linear attention biases, no parameters) or
+    /// `learned` (a learned position embedding).
+    #[derive(ToSchema)]
+    #[serde(rename_all = "snake_case")]
+    pub enum Positions {
+        Alibi,
+        Learned,
+    }
+
+    /// The MLP non-linearity: `relu2` (`relu(x)^2`) or `gelu`.
+    #[derive(ToSchema)]
+    #[serde(rename_all = "snake_case")]
+    pub enum Activation {
+        Relu2,
+        Gelu,
+    }
+
+    /// The learning-rate schedule after linear warmup: `linear` decay to zero (the paper's),
+    /// `cosine` decay to zero, or `constant`.
+    #[derive(ToSchema)]
+    #[serde(rename_all = "snake_case")]
+    pub enum Schedule {
+        Linear,
+        Cosine,
+        Constant,
+    }
+
+    /// Where the model trains: `cpu` (burn-flex), `gpu` (wgpu/Vulkan, needs the `vulkan` build
+    /// feature) or `cpu_ndarray` (needs the `ndarray` build feature).
+    #[derive(ToSchema)]
+    #[serde(rename_all = "snake_case")]
+    pub enum DeviceChoice {
+        Cpu,
+        Gpu,
+        CpuNdarray,
+    }
+
+    /// Where a run's tokens come from, chosen by `kind`.
+    #[derive(ToSchema)]
+    #[serde(tag = "kind", rename_all = "snake_case")]
+    pub enum DataSource {
+        /// The generated corpus: `seed` fixes its content, `vocab` its token count (16 to 65536).
+        Builtin {
+            /// Seed of the corpus content (not of any run).
+            seed: u64,
+            /// Number of distinct token ids.
+            vocab: u64,
+        },
+        /// A UTF-8 text file, or a folder of them on the server; byte-level tokens, vocab 256.
+        Text {
+            /// The file or folder, on the server.
+            path: String,
+        },
+        /// nanoGPT format: `dir/train.bin` and `dir/val.bin` on the server, `u16` little-endian tokens.
+        NanoGpt {
+            /// Folder holding `train.bin` and `val.bin`.
+            dir: String,
+            /// Vocab size the data was tokenised with (at most 65536).
+            vocab: u64,
+        },
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Runs
+
+    /// Every run setting but the shape and rule; each has a default.
+    #[derive(ToSchema)]
+    pub struct RunSettings {
+        /// Alpha, for `parameterization = "alpha"` only.
+        alpha: Option<f64>,
+        /// Attention head dimension.
+        #[schema(required = false, default = 64)]
+        d_head: u64,
+        /// Context length `T`, in tokens.
+        #[schema(required = false, default = 128)]
+        context: u64,
+        /// Model vocabulary; defaults to the corpus vocabulary and may exceed it (padding).
+        vocab: Option<u64>,
+        /// Base width `N_base` the hyperparameters were tuned at.
+        #[schema(required = false, default = 256)]
+        base_width: u64,
+        /// Base depth `L_base`.
+        #[schema(required = false, default = 2)]
+        base_depth: u64,
+        /// Base peak learning rate `eta` (2^-8 by default).
+        #[schema(required = false, default = 0.00390625)]
+        lr: f64,
+        /// Base init standard deviation `sigma`.
+        #[schema(required = false, default = 0.02)]
+        init_std: f64,
+        /// Base AdamW epsilon.
+        #[schema(required = false, default = 1e-16)]
+        eps: f64,
+        /// Base coupled weight decay `lambda`.
+        #[schema(required = false, default = 0.0)]
+        weight_decay: f64,
+        /// Attention logit scale; the parameterization's default when absent.
+        attention_scale: Option<AttentionScale>,
+        #[schema(required = false, default = "alibi")]
+        positions: Positions,
+        #[schema(required = false, default = "relu2")]
+        activation: Activation,
+        /// Tie the unembedding to the token embedding.
+        #[schema(required = false, default = false)]
+        tied_embeddings: bool,
+        /// Biases on the linear layers in the blocks.
+        #[schema(required = false, default = true)]
+        biases: bool,
+        /// Sequences per step.
+        #[schema(required = false, default = 16)]
+        batch: u64,
+        /// Training tokens; when absent, `tokens_per_param` times the non-embedding parameters.
+        tokens: Option<u64>,
+        /// Training tokens per non-embedding parameter (Chinchilla-optimal is about 20).
+        #[schema(required = false, default = 20.0)]
+        tokens_per_param: f64,
+        /// Seed of the initial weights and of the training batches.
+        #[schema(required = false, default = 0)]
+        seed: u64,
+        #[schema(required = false, default = "linear")]
+        schedule: Schedule,
+        /// Fraction of the steps spent warming up linearly.
+        #[schema(required = false, default = 0.1)]
+        warmup_fraction: f64,
+        /// Clip the global gradient norm to this value.
+        grad_clip: Option<f64>,
+        /// AdamW beta_1.
+        #[schema(required = false, default = 0.9)]
+        beta1: f64,
+        /// AdamW beta_2.
+        #[schema(required = false, default = 0.95)]
+        beta2: f64,
+        /// Emit a metric point every this many steps; about 100 points per run when absent.
+        log_every: Option<u64>,
+        /// Measure validation loss every this many steps (and at the end); about 10 times per run
+        /// when absent.
+        eval_every: Option<u64>,
+        /// Validation sequences (of `context + 1` tokens) in the fixed held-out set.
+        #[schema(required = false, default = 32)]
+        val_sequences: u64,
+        /// A run whose training loss exceeds `divergence_factor * ln(V)` (or is not finite) stops
+        /// with status `diverged`.
+        #[schema(required = false, default = 2.0)]
+        divergence_factor: f64,
+        #[schema(required = false, default = "cpu")]
+        device: DeviceChoice,
+        #[schema(required = false, default = json!({"kind": "builtin", "seed": 0, "vocab": 256}))]
+        data: DataSource,
+    }
+
+    /// A run to train: its scaling rule and shape, any other run setting (unknown fields are
+    /// refused), and an optional name and tags.
+    #[derive(ToSchema)]
+    #[schema(example = json!({
+        "parameterization": "completep", "width": 256, "depth": 8, "lr": 0.01, "tokens": 2000000,
+        "data": {"kind": "builtin", "seed": 0, "vocab": 256}, "name": "cp-256x8", "tags": ["demo"]
+    }))]
+    pub struct CreateRun {
+        parameterization: Parameterization,
+        /// Model width `N` (a multiple of `d_head`).
+        width: u64,
+        /// Model depth `L` (blocks).
+        depth: u64,
+        /// Display name, at most 200 characters.
+        name: Option<String>,
+        /// At most 64 tags of 1 to 100 characters.
+        tags: Option<Vec<String>>,
+        #[serde(flatten)]
+        settings: RunSettings,
+    }
+
+    /// One page of runs.
+    #[derive(ToSchema)]
+    pub struct RunList {
+        runs: Vec<RunRecord>,
+        /// Runs matching the filters, over all pages.
+        total: i64,
+        limit: i64,
+        offset: i64,
+    }
+
+    /// The outcome of a cancel request.
+    #[derive(ToSchema)]
+    pub struct CancelResult {
+        id: i64,
+        /// The run's status now.
+        status: StoredStatus,
+        /// `done`, or when the run is training: it stops before its next step.
+        note: String,
+    }
+
+    /// Tags to add and remove (either may be omitted).
+    #[derive(ToSchema)]
+    #[schema(example = json!({"add": ["baseline"], "remove": ["draft"]}))]
+    pub struct TagEdit {
+        add: Option<Vec<String>>,
+        remove: Option<Vec<String>>,
+    }
+
+    /// The metric series of a run, by step.
+    #[derive(ToSchema)]
+    pub struct MetricSeries {
+        run_id: i64,
+        points: Vec<MetricPoint>,
+    }
+
+    /// What live viewers receive as the `data` of each server-sent event; the event name is the
+    /// `event` field.
+    #[derive(ToSchema)]
+    #[serde(tag = "event", rename_all = "snake_case")]
+    pub enum RunEvent {
+        /// New metric points of the run.
+        Metrics {
+            run_id: i64,
+            points: Vec<MetricPoint>,
+        },
+        /// The run changed status (also sent once on connecting).
+        Status { run_id: i64, status: StoredStatus },
+    }
+
+    /// Query parameters of the runs listing and its CSV export. Filters are ANDed; each takes a
+    /// value (equality), `in:a,b,c` (at most 1000 values), or `ne:`, `lt:`, `le:`, `gt:`, `ge:`
+    /// followed by a value.
+    #[derive(IntoParams)]
+    #[into_params(parameter_in = Query)]
+    pub struct RunFilters {
+        /// Only runs carrying this tag; repeat the parameter to require several.
+        tag: Option<Vec<String>>,
+        /// Column to sort by (any filter column), `-column` for descending. Newest first by default.
+        #[param(example = "-final_val_loss")]
+        sort: Option<String>,
+        /// Page size, 1 to 1000.
+        #[param(minimum = 1, maximum = 1000, default = json!(100), example = 20)]
+        limit: Option<i64>,
+        /// Runs to skip.
+        #[param(minimum = 0, default = json!(0), example = 0)]
+        offset: Option<i64>,
+        /// Filter on the run id (integer).
+        id: Option<String>,
+        /// Filter on the name (text).
+        name: Option<String>,
+        /// Filter on the source: `local` or `imported`.
+        #[param(example = "imported")]
+        source: Option<String>,
+        /// Filter on the status: `queued`, `running`, `succeeded`, `failed`, `diverged`,
+        /// `cancelled` or `interrupted`.
+        #[param(example = "in:succeeded,diverged")]
+        status: Option<String>,
+        /// Filter on the parameterization (text).
+        #[param(example = "completep")]
+        parameterization: Option<String>,
+        /// Filter on alpha (number).
+        alpha: Option<String>,
+        /// Filter on the width (integer).
+        #[param(example = "ge:256")]
+        width: Option<String>,
+        /// Filter on the depth (integer).
+        depth: Option<String>,
+        /// Filter on the head dimension (integer).
+        d_head: Option<String>,
+        /// Filter on the context length (integer).
+        context: Option<String>,
+        /// Filter on the vocabulary (integer).
+        vocab: Option<String>,
+        /// Filter on the base learning rate (number).
+        lr: Option<String>,
+        /// Filter on the base init standard deviation (number).
+        init_std: Option<String>,
+        /// Filter on the base AdamW epsilon (number).
+        eps: Option<String>,
+        /// Filter on the base weight decay (number).
+        weight_decay: Option<String>,
+        /// Filter on the batch size (integer).
+        batch: Option<String>,
+        /// Filter on the training tokens (integer).
+        tokens: Option<String>,
+        /// Filter on the seed (integer).
+        seed: Option<String>,
+        /// Filter on the dataset (text).
+        dataset: Option<String>,
+        /// Filter on the sweep id (integer).
+        sweep_id: Option<String>,
+        /// Filter on the creation time (text, ISO 8601 UTC such as `2026-01-31T12:00:00.000Z`).
+        created_at: Option<String>,
+        /// Filter on the final training loss (number).
+        final_train_loss: Option<String>,
+        /// Filter on the final validation loss (number).
+        #[param(example = "lt:3.5")]
+        final_val_loss: Option<String>,
+        /// Filter on the non-embedding parameters (integer).
+        params_non_embedding: Option<String>,
+        /// Filter on the training FLOPs (number).
+        flops: Option<String>,
+        /// Filter on the training throughput (number).
+        tokens_per_sec: Option<String>,
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Imports
+
+    /// One metric point sent by an importer: `step`, `tokens` or `flops` (the other is derived
+    /// from `6 * params * tokens`), and `train_loss` or `val_loss`.
+    #[derive(ToSchema)]
+    #[schema(example = json!({"step": 100, "tokens": 409600, "train_loss": 4.1, "lr": 0.001}))]
+    pub struct MetricPointIn {
+        #[schema(minimum = 0)]
+        step: i64,
+        tokens: Option<f64>,
+        flops: Option<f64>,
+        train_loss: Option<f64>,
+        val_loss: Option<f64>,
+        lr: Option<f64>,
+        wall_secs: Option<f64>,
+    }
+
+    /// A run trained elsewhere. Give `tokens` or `flops` (the other is derived from
+    /// `6 * params * tokens`). Fields not listed here are kept as the run's config.
+    #[derive(ToSchema)]
+    pub struct ImportedRun {
+        name: Option<String>,
+        parameterization: Parameterization,
+        /// For `parameterization = "alpha"`.
+        alpha: Option<f64>,
+        /// Non-embedding parameters.
+        #[schema(minimum = 1)]
+        params: i64,
+        /// The final loss (positive).
+        final_loss: f64,
+        /// Training tokens.
+        tokens: Option<f64>,
+        /// Training FLOPs.
+        flops: Option<f64>,
+        width: Option<i64>,
+        depth: Option<i64>,
+        lr: Option<f64>,
+        dataset: Option<String>,
+        tags: Option<Vec<String>>,
+        /// The run's metric series, at most 100000 points.
+        metrics: Option<Vec<MetricPointIn>>,
+    }
+
+    /// A batch of runs to import.
+    #[derive(ToSchema)]
+    #[schema(example = json!({"runs": [{
+        "name": "external-1", "parameterization": "mup", "width": 512, "depth": 4,
+        "params": 12582912, "tokens": 251658240, "final_loss": 3.21, "tags": ["nanogpt"],
+        "metrics": [{"step": 0, "tokens": 0.1, "train_loss": 10.8}]
+    }]}))]
+    pub struct ImportRuns {
+        #[schema(min_items = 1, max_items = 10000)]
+        runs: Vec<ImportedRun>,
+    }
+
+    /// The ids of the imported runs, in request order.
+    #[derive(ToSchema)]
+    pub struct ImportResult {
+        ids: Vec<i64>,
+    }
+
+    /// Points to append to an imported run.
+    #[derive(ToSchema)]
+    pub struct AppendMetrics {
+        #[schema(max_items = 100000)]
+        points: Vec<MetricPointIn>,
+    }
+
+    /// How many points were appended.
+    #[derive(ToSchema)]
+    pub struct AppendResult {
+        run_id: i64,
+        appended: u64,
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Sweeps
+
+    /// A grid of runs: every combination of parameterization, width, depth, learning rate and seed
+    /// (at most 1000), with the other settings shared.
+    #[derive(ToSchema)]
+    #[schema(example = json!({
+        "name": "lr-sweep", "parameterizations": ["sp", "completep"], "widths": [128, 256],
+        "depths": [2, 8], "lrs": [0.001, 0.003, 0.01], "seeds": [0],
+        "config": {"tokens": 1000000, "data": {"kind": "builtin", "seed": 0, "vocab": 256}},
+        "tags": ["lr-sweep"]
+    }))]
+    pub struct CreateSweep {
+        /// 1 to 200 characters.
+        name: String,
+        #[schema(min_items = 1)]
+        parameterizations: Vec<Parameterization>,
+        #[schema(min_items = 1)]
+        widths: Vec<u64>,
+        #[schema(min_items = 1)]
+        depths: Vec<u64>,
+        /// Base learning rates.
+        #[schema(min_items = 1)]
+        lrs: Vec<f64>,
+        #[schema(required = false, min_items = 1, default = json!([0]))]
+        seeds: Vec<u64>,
+        /// Settings shared by every run of the grid.
+        config: Option<RunSettings>,
+        /// Tags of every run of the grid.
+        tags: Option<Vec<String>>,
+    }
+
+    /// The created sweep and its queued runs.
+    #[derive(ToSchema)]
+    pub struct SweepCreated {
+        sweep: SweepRecord,
+        run_ids: Vec<i64>,
+    }
+
+    /// Run counts of a sweep by status.
+    #[derive(ToSchema)]
+    pub struct SweepProgress {
+        total: i64,
+        /// Runs that ended (succeeded, failed, diverged or cancelled).
+        finished: i64,
+        /// Queued or interrupted (queued again).
+        queued: i64,
+        running: i64,
+        succeeded: i64,
+        diverged: i64,
+        failed: i64,
+        cancelled: i64,
+        /// `finished / total`.
+        fraction_done: f64,
+    }
+
+    /// A sweep, its progress and its runs (by id).
+    #[derive(ToSchema)]
+    pub struct SweepDetail {
+        sweep: SweepRecord,
+        progress: SweepProgress,
+        runs: Vec<RunRecord>,
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Plan
+
+    /// Query parameters of the plan, named as the flags of `shapewise plan`.
+    #[derive(IntoParams)]
+    #[into_params(parameter_in = Query)]
+    pub struct PlanParams {
+        /// The parameterization.
+        #[param(inline, example = "alpha")]
+        param: Parameterization,
+        /// Alpha, for `param=alpha`.
+        #[param(example = 0.75)]
+        alpha: Option<f64>,
+        /// Target width `N`.
+        #[param(example = 1024)]
+        width: u64,
+        /// Target depth `L`.
+        #[param(example = 32)]
+        depth: u64,
+        /// Base width `N_base`.
+        #[param(default = json!(256), example = 256)]
+        base_width: Option<u64>,
+        /// Base depth `L_base`.
+        #[param(default = json!(2), example = 2)]
+        base_depth: Option<u64>,
+        /// Base learning rate.
+        #[param(default = json!(0.00390625), example = 0.01)]
+        lr: Option<f64>,
+        /// Base init standard deviation.
+        #[param(default = json!(0.02), example = 0.02)]
+        init_std: Option<f64>,
+        /// Base AdamW epsilon.
+        #[param(default = json!(1e-16), example = 1e-8)]
+        eps: Option<f64>,
+        /// Base weight decay.
+        #[param(default = json!(0.0), example = 0.1)]
+        weight_decay: Option<f64>,
+        /// Head dimension.
+        #[param(default = json!(64), example = 64)]
+        d_head: Option<u64>,
+        /// Attention logit scale; the parameterization's default when absent.
+        #[param(inline, example = "d_head")]
+        attention_scale: Option<AttentionScale>,
+    }
+
+    /// Init, learning rate, weight decay and epsilon of one parameter group after scaling.
+    #[derive(ToSchema)]
+    pub struct GroupRule {
+        /// Standard deviation of the normal init; `null` for LayerNorm gains and biases (init 1 and
+        /// 0), 0 for linear biases.
+        init_std: Option<f64>,
+        /// Peak learning rate (the schedule multiplies it).
+        lr: f64,
+        /// Coupled AdamW weight decay.
+        weight_decay: f64,
+        /// AdamW epsilon.
+        eps: f64,
+    }
+
+    /// The rule of each parameter group.
+    #[derive(ToSchema)]
+    pub struct Groups {
+        /// Token and learned position embeddings.
+        embedding: GroupRule,
+        /// Every linear weight inside the blocks.
+        hidden_weights: GroupRule,
+        /// The biases of those linear layers.
+        hidden_biases: GroupRule,
+        /// Pre-LN gains and biases inside the blocks.
+        block_norms: GroupRule,
+        /// The final LayerNorm before the unembedding.
+        final_norm: GroupRule,
+        /// The (untied) unembedding matrix.
+        unembedding: GroupRule,
+    }
+
+    /// Everything a parameterization decides for one target shape.
+    #[derive(ToSchema)]
+    pub struct ParamPlan {
+        parameterization: Parameterization,
+        /// The depth exponent, `null` for SP and muP.
+        alpha: Option<f64>,
+        /// `m_N = N / N_base`.
+        m_n: f64,
+        /// `m_L = L / L_base`.
+        m_l: f64,
+        /// Multiplier on both residual branches of every block.
+        residual_multiplier: f64,
+        /// Multiplier on the output logits.
+        logits_multiplier: f64,
+        /// The numeric attention logit scale.
+        attention_scale: f64,
+        /// Which rule produced `attention_scale`.
+        attention_scale_rule: AttentionScale,
+        groups: Groups,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The HTML page
+
+const METHODS: [&str; 8] = [
+    "get", "put", "post", "delete", "options", "head", "patch", "trace",
+];
+
+const STYLE: &str = "
+body{font:15px/1.5 system-ui,-apple-system,'Segoe UI',sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
+main{max-width:1100px;margin:0 auto;padding:1.5rem 2rem 4rem}
+h1{margin:.2rem 0}h1 small{font-size:.9rem;color:#667;font-weight:normal}
+h2{margin-top:2.5rem;border-bottom:2px solid #d8dce3;padding-bottom:.3rem;text-transform:capitalize}
+h3{margin:0;font-size:1.05rem;font-family:ui-monospace,Menlo,Consolas,monospace}
+h4{margin:1rem 0 .3rem;font-size:.8rem;text-transform:uppercase;letter-spacing:.05em;color:#556}
+a{color:#1f5fbf;text-decoration:none}a:hover{text-decoration:underline}
+code,pre{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.88em}
+code{background:#eef0f4;padding:0 .25em;border-radius:3px}
+pre{background:#1d2330;color:#e8eaf0;padding:.8rem;border-radius:6px;overflow:auto}
+.op,.schema{background:#fff;border:1px solid #d8dce3;border-radius:8px;padding:1rem 1.2rem;margin:1rem 0}
+.summary{font-weight:600;margin:.4rem 0}
+.method{display:inline-block;min-width:4.2em;text-align:center;color:#fff;border-radius:4px;padding:.1em .4em;margin-right:.5em;font-size:.8rem;font-weight:700;text-transform:uppercase}
+.get{background:#2f7d4a}.post{background:#1f5fbf}.delete{background:#b3261e}.put,.patch{background:#9a6700}
+.options,.head,.trace{background:#667}
+table{border-collapse:collapse;width:100%;margin:.3rem 0}
+th,td{text-align:left;vertical-align:top;border-bottom:1px solid #e4e7ec;padding:.35rem .5rem}
+th{font-size:.8rem;color:#556;font-weight:600}
+td:first-child{white-space:nowrap}
+.req{color:#b3261e;font-size:.8rem}.muted{color:#667}
+nav ul{columns:2;padding-left:1.2rem}nav li{break-inside:avoid}
+";
+
+/// Escapes text for HTML content and attribute values.
+fn esc(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Escapes `text` and turns `` `code` `` spans into `<code>`.
+fn inline_text(text: &str) -> String {
+    let mut out = String::new();
+    for (i, part) in text.split('`').enumerate() {
+        if i % 2 == 1 {
+            let _ = write!(out, "<code>{}</code>", esc(part));
+        } else {
+            out.push_str(&esc(part));
+        }
+    }
+    out
+}
+
+/// A description (a little Markdown: paragraphs, `-` lists and code spans) as HTML.
+fn prose(text: &str) -> String {
+    let mut out = String::new();
+    for block in text.split("\n\n").map(str::trim).filter(|b| !b.is_empty()) {
+        let lines: Vec<&str> = block.lines().map(str::trim).collect();
+        if lines.iter().all(|l| l.starts_with("- ")) {
+            out.push_str("<ul>");
+            for line in lines {
+                let _ = write!(out, "<li>{}</li>", inline_text(&line[2..]));
+            }
+            out.push_str("</ul>");
+        } else {
+            let _ = write!(out, "<p>{}</p>", inline_text(&lines.join(" ")));
+        }
+    }
+    out
+}
+
+fn anchor(prefix: &str, name: &str) -> String {
+    let slug: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    format!("{prefix}-{slug}")
+}
+
+/// The name of a component schema from a `$ref`.
+fn ref_name(reference: &str) -> &str {
+    reference.rsplit('/').next().unwrap_or(reference)
+}
+
+/// A schema's type, briefly, with links to component schemas.
+fn type_html(schema: &Value) -> String {
+    if let Some(reference) = schema.get("$ref").and_then(Value::as_str) {
+        let name = ref_name(reference);
+        return format!("<a href=\"#{}\">{}</a>", anchor("schema", name), esc(name));
+    }
+    for (key, separator) in [("oneOf", " | "), ("anyOf", " | "), ("allOf", " &amp; ")] {
+        if let Some(list) = schema.get(key).and_then(Value::as_array) {
+            return list
+                .iter()
+                .map(type_html)
+                .collect::<Vec<_>>()
+                .join(separator);
+        }
+    }
+    if let Some(values) = schema.get("enum").and_then(Value::as_array) {
+        return values
+            .iter()
+            .map(|v| format!("<code>{}</code>", esc(&v.to_string())))
+            .collect::<Vec<_>>()
+            .join(" | ");
+    }
+    let types: Vec<&str> = match schema.get("type") {
+        Some(Value::String(t)) => vec![t.as_str()],
+        Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    let parts: Vec<String> = types
+        .iter()
+        .map(|t| match *t {
+            "array" => format!(
+                "array of {}",
+                schema.get("items").map_or_else(|| "any".into(), type_html)
+            ),
+            "null" => "null".into(),
+            other => match schema.get("format").and_then(Value::as_str) {
+                Some(format) => format!(
+                    "{} <span class=\"muted\">({})</span>",
+                    esc(other),
+                    esc(format)
+                ),
+                None => esc(other),
+            },
+        })
+        .collect();
+    if parts.is_empty() {
+        "any".into()
+    } else {
+        parts.join(" | ")
+    }
+}
+
+/// Constraints and defaults of a schema, as a short note.
+fn constraints(schema: &Value) -> String {
+    let mut notes = Vec::new();
+    for (key, label) in [
+        ("default", "default"),
+        ("minimum", "min"),
+        ("maximum", "max"),
+        ("minItems", "min items"),
+        ("maxItems", "max items"),
+        ("example", "e.g."),
+    ] {
+        if let Some(value) = schema.get(key) {
+            notes.push(format!("{label} <code>{}</code>", esc(&value.to_string())));
+        }
+    }
+    if notes.is_empty() {
+        String::new()
+    } else {
+        format!(" <span class=\"muted\">({})</span>", notes.join(", "))
+    }
+}
+
+/// A schema's description, or that of the first member of a `oneOf` or `allOf` holding one
+/// (utoipa describes an optional reference on the reference, inside `oneOf: [ref, null]`).
+fn description_of(schema: &Value) -> Option<&str> {
+    schema
+        .get("description")
+        .and_then(Value::as_str)
+        .or_else(|| {
+            ["oneOf", "allOf"]
+                .iter()
+                .filter_map(|key| schema.get(*key).and_then(Value::as_array))
+                .flatten()
+                .find_map(|member| member.get("description").and_then(Value::as_str))
+        })
+}
+
+/// The properties of an object schema as a table, required ones first.
+fn properties_table(schema: &Value) -> String {
+    let Some(properties) = schema.get("properties").and_then(Value::as_object) else {
+        return String::new();
+    };
+    let required: Vec<&str> = schema
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let mut fields: Vec<(&String, &Value)> = properties.iter().collect();
+    fields.sort_by_key(|(name, _)| !required.contains(&name.as_str()));
+    let mut out = String::from("<table><tr><th>Field</th><th>Type</th><th>Description</th></tr>");
+    for (name, property) in fields {
+        let flag = if required.contains(&name.as_str()) {
+            " <span class=\"req\">required</span>"
+        } else {
+            ""
+        };
+        let description = description_of(property)
+            .map(inline_text)
+            .unwrap_or_default();
+        let _ = write!(
+            out,
+            "<tr><td><code>{}</code>{flag}</td><td>{}</td><td>{description}{}</td></tr>",
+            esc(name),
+            type_html(property),
+            constraints(property)
+        );
+    }
+    out.push_str("</table>");
+    out
+}
+
+/// The body of a component schema: description, fields, variants, values, example.
+fn schema_body(schema: &Value) -> String {
+    let mut out = String::new();
+    if let Some(description) = schema.get("description").and_then(Value::as_str) {
+        out.push_str(&prose(description));
+    }
+    if let Some(values) = schema.get("enum").and_then(Value::as_array) {
+        let _ = write!(
+            out,
+            "<p>One of: {}</p>",
+            type_html(&json!({"enum": values}))
+        );
+    }
+    out.push_str(&properties_table(schema));
+    if let Some(parts) = schema.get("allOf").and_then(Value::as_array) {
+        for part in parts {
+            if part.get("$ref").is_some() {
+                let _ = write!(out, "<p>Also every field of {}.</p>", type_html(part));
+            } else {
+                out.push_str(&properties_table(part));
+            }
+        }
+    }
+    if let Some(variants) = schema.get("oneOf").and_then(Value::as_array) {
+        out.push_str("<p>One of:</p><ul>");
+        for variant in variants {
+            out.push_str("<li>");
+            match variant.get("description").and_then(Value::as_str) {
+                Some(description) => out.push_str(&inline_text(description)),
+                None => out.push_str(&type_html(variant)),
+            }
+            out.push_str(&properties_table(variant));
+            out.push_str("</li>");
+        }
+        out.push_str("</ul>");
+    }
+    if let Some(example) = schema.get("example") {
+        let pretty = serde_json::to_string_pretty(example).unwrap_or_default();
+        let _ = write!(out, "<h4>Example</h4><pre>{}</pre>", esc(&pretty));
+    }
+    out
+}
+
+/// The content map of a request body or response: media type and schema.
+fn content_html(content: Option<&Value>) -> String {
+    let Some(content) = content.and_then(Value::as_object) else {
+        return "<span class=\"muted\">no body</span>".into();
+    };
+    content
+        .iter()
+        .map(|(media, body)| {
+            let schema = body.get("schema").map(type_html).unwrap_or_default();
+            format!("<code>{}</code> {schema}", esc(media))
+        })
+        .collect::<Vec<_>>()
+        .join("<br>")
+}
+
+fn operation_html(path: &str, method: &str, op: &Value) -> String {
+    let id = op
+        .get("operationId")
+        .and_then(Value::as_str)
+        .unwrap_or(method);
+    let mut out = format!(
+        "<article class=\"op\" id=\"{}\"><h3><span class=\"method {method}\">{method}</span>{}</h3>",
+        anchor("op", id),
+        esc(path)
+    );
+    if let Some(summary) = op.get("summary").and_then(Value::as_str) {
+        let _ = write!(out, "<p class=\"summary\">{}</p>", inline_text(summary));
+    }
+    if let Some(description) = op.get("description").and_then(Value::as_str) {
+        out.push_str(&prose(description));
+    }
+    if let Some(parameters) = op.get("parameters").and_then(Value::as_array) {
+        out.push_str("<h4>Parameters</h4><table><tr><th>Name</th><th>In</th><th>Type</th><th>Description</th></tr>");
+        for p in parameters {
+            let get = |k: &str| p.get(k).and_then(Value::as_str).unwrap_or("");
+            let flag = if p.get("required").and_then(Value::as_bool) == Some(true) {
+                " <span class=\"req\">required</span>"
+            } else {
+                ""
+            };
+            let schema = p.get("schema").cloned().unwrap_or(Value::Null);
+            let mut notes = constraints(&schema);
+            if let Some(example) = p.get("example") {
+                notes.push_str(&format!(
+                    " <span class=\"muted\">(e.g. <code>{}</code>)</span>",
+                    esc(&example.to_string())
+                ));
+            }
+            let _ = write!(
+                out,
+                "<tr><td><code>{}</code>{flag}</td><td>{}</td><td>{}</td><td>{}{notes}</td></tr>",
+                esc(get("name")),
+                esc(get("in")),
+                type_html(&schema),
+                inline_text(get("description"))
+            );
+        }
+        out.push_str("</table>");
+    }
+    if let Some(body) = op.get("requestBody") {
+        out.push_str("<h4>Request body</h4><p>");
+        if let Some(description) = body.get("description").and_then(Value::as_str) {
+            let _ = write!(out, "{}<br>", inline_text(description));
+        }
+        out.push_str(&content_html(body.get("content")));
+        out.push_str("</p>");
+    }
+    if let Some(responses) = op.get("responses").and_then(Value::as_object) {
+        out.push_str(
+            "<h4>Responses</h4><table><tr><th>Status</th><th>Description</th><th>Body</th></tr>",
+        );
+        for (status, response) in responses {
+            let description = response
+                .get("description")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let _ = write!(
+                out,
+                "<tr><td><code>{}</code></td><td>{}</td><td>{}</td></tr>",
+                esc(status),
+                inline_text(description),
+                content_html(response.get("content"))
+            );
+        }
+        out.push_str("</table>");
+    }
+    out.push_str("</article>");
+    out
+}
+
+/// Renders an OpenAPI document (as JSON) as one self-contained HTML page: the operations grouped
+/// by tag, then the component schemas.
+pub fn render_docs(doc: &Value) -> String {
+    let info = doc.get("info").cloned().unwrap_or(Value::Null);
+    let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    let title = text(&info, "title");
+    let mut operations: Vec<(String, String, String, &Value)> = Vec::new();
+    if let Some(paths) = doc.get("paths").and_then(Value::as_object) {
+        for (path, item) in paths {
+            for method in METHODS {
+                if let Some(op) = item.get(method) {
+                    let tag = op
+                        .get("tags")
+                        .and_then(|t| t.get(0))
+                        .and_then(Value::as_str)
+                        .unwrap_or("other")
+                        .to_string();
+                    operations.push((tag, path.clone(), method.to_string(), op));
+                }
+            }
+        }
+    }
+    let mut tags: Vec<(String, String)> = doc
+        .get("tags")
+        .and_then(Value::as_array)
+        .map(|ts| {
+            ts.iter()
+                .map(|t| (text(t, "name"), text(t, "description")))
+                .collect()
+        })
+        .unwrap_or_default();
+    for (tag, ..) in &operations {
+        if !tags.iter().any(|(name, _)| name == tag) {
+            tags.push((tag.clone(), String::new()));
+        }
+    }
+
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{} API</title><style>{STYLE}</style></head><body><main>",
+        esc(&title)
+    );
+    let _ = write!(
+        out,
+        "<h1>{} API <small>v{} &middot; OpenAPI {}</small></h1>{}\
+         <p>Machine-readable: <a href=\"/api/v1/openapi.json\"><code>/api/v1/openapi.json</code></a></p>",
+        esc(&title),
+        esc(&text(&info, "version")),
+        esc(&text(doc, "openapi")),
+        prose(&text(&info, "description"))
+    );
+    out.push_str("<nav><h4>Operations</h4><ul>");
+    for (tag, _) in &tags {
+        for (_, path, method, op) in operations.iter().filter(|o| &o.0 == tag) {
+            let id = op
+                .get("operationId")
+                .and_then(Value::as_str)
+                .unwrap_or(method);
+            let _ = write!(
+                out,
+                "<li><a href=\"#{}\"><span class=\"method {method}\">{method}</span>{}</a></li>",
+                anchor("op", id),
+                esc(path)
+            );
+        }
+    }
+    out.push_str("</ul></nav>");
+    for (tag, description) in &tags {
+        let ops: Vec<_> = operations.iter().filter(|o| &o.0 == tag).collect();
+        if ops.is_empty() {
+            continue;
+        }
+        let _ = write!(
+            out,
+            "<section><h2 id=\"{}\">{}</h2>",
+            anchor("tag", tag),
+            esc(tag)
+        );
+        out.push_str(&prose(description));
+        for (_, path, method, op) in ops {
+            out.push_str(&operation_html(path, method, op));
+        }
+        out.push_str("</section>");
+    }
+    if let Some(schemas) = doc
+        .pointer("/components/schemas")
+        .and_then(Value::as_object)
+    {
+        out.push_str("<section><h2 id=\"schemas\">Schemas</h2>");
+        for (name, schema) in schemas {
+            let _ = write!(
+                out,
+                "<article class=\"schema\" id=\"{}\"><h3>{}</h3>{}</article>",
+                anchor("schema", name),
+                esc(name),
+                schema_body(schema)
+            );
+        }
+        out.push_str("</section>");
+    }
+    out.push_str("</main></body></html>");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoredStatus;
+    use std::collections::BTreeSet;
+
+    fn doc() -> Value {
+        serde_json::to_value(document()).unwrap()
+    }
+
+    fn schema<'a>(doc: &'a Value, name: &str) -> &'a Value {
+        doc.pointer(&format!("/components/schemas/{name}"))
+            .unwrap_or_else(|| panic!("no schema {name}"))
+    }
+
+    fn property_names(schema: &Value) -> BTreeSet<String> {
+        let mut names: BTreeSet<String> = schema
+            .get("properties")
+            .and_then(Value::as_object)
+            .map(|p| p.keys().cloned().collect())
+            .unwrap_or_default();
+        for part in schema
+            .get("allOf")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            names.extend(property_names(part));
+        }
+        names
+    }
+
+    fn keys(value: &Value) -> BTreeSet<String> {
+        value.as_object().unwrap().keys().cloned().collect()
+    }
+
+    /// Values of a plain string enum schema.
+    fn enum_values(schema: &Value) -> BTreeSet<String> {
+        schema["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect()
+    }
+
+    fn names<T: serde::Serialize>(values: &[T]) -> BTreeSet<String> {
+        values
+            .iter()
+            .map(|v| {
+                serde_json::to_value(v)
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn run_settings_mirror_the_run_config_and_its_defaults() {
+        let doc = doc();
+        let config = serde_json::to_value(crate::train::RunConfig::default()).unwrap();
+        let settings = schema(&doc, "RunSettings");
+        let mut documented = property_names(settings);
+        documented.extend(["parameterization", "width", "depth"].map(String::from));
+        assert_eq!(
+            documented,
+            keys(&config),
+            "RunSettings drifted from RunConfig"
+        );
+        for (key, value) in config.as_object().unwrap() {
+            if value.is_null() || ["parameterization", "width", "depth"].contains(&key.as_str()) {
+                continue;
+            }
+            assert_eq!(
+                settings["properties"][key]["default"], *value,
+                "documented default of '{key}'"
+            );
+        }
+        // CreateRun: every RunSettings field, plus the shape, the rule, name and tags.
+        let create = schema(&doc, "CreateRun");
+        assert!(
+            create["allOf"]
+                .as_array()
+                .unwrap()
+                .contains(&json!({"$ref": "#/components/schemas/RunSettings"}))
+        );
+        assert_eq!(
+            property_names(create),
+            ["depth", "name", "parameterization", "tags", "width"]
+                .map(String::from)
+                .into()
+        );
+    }
+
+    #[test]
+    fn enums_mirror_the_real_ones() {
+        use crate::model::{Activation as A, Positions as P};
+        use crate::param::{AttentionScale as S, Parameterization as R};
+        use crate::train::{DeviceChoice as D, Schedule as C};
+        let doc = doc();
+        // Exhaustive matches: a new variant fails to compile here until it is documented.
+        let _ = |p: R| match p {
+            R::Sp | R::Mup | R::DepthMup | R::CompleteP | R::Alpha => {}
+        };
+        let _ = |s: S| match s {
+            S::DHead | S::SqrtDHead | S::Width => {}
+        };
+        let _ = |a: A, q: P| match (a, q) {
+            (A::Relu2 | A::Gelu, P::Alibi | P::Learned) => {}
+        };
+        let _ = |c: C, d: D| match (c, d) {
+            (C::Linear | C::Cosine | C::Constant, D::Cpu | D::Gpu | D::CpuNdarray) => {}
+        };
+        let cases = [
+            ("Parameterization", names(&R::ALL)),
+            ("AttentionScale", names(&[S::DHead, S::SqrtDHead, S::Width])),
+            ("Activation", names(&[A::Relu2, A::Gelu])),
+            ("Positions", names(&[P::Alibi, P::Learned])),
+            ("Schedule", names(&[C::Linear, C::Cosine, C::Constant])),
+            ("DeviceChoice", names(&[D::Cpu, D::Gpu, D::CpuNdarray])),
+        ];
+        for (name, real) in cases {
+            assert_eq!(enum_values(schema(&doc, name)), real, "{name}");
+        }
+        use crate::data::DataSource as DS;
+        let _ = |d: DS| match d {
+            DS::Builtin { .. } | DS::Text { .. } | DS::NanoGpt { .. } => {}
+        };
+        let sources = [
+            DS::Builtin { seed: 0, vocab: 16 },
+            DS::Text {
+                path: "a.txt".into(),
+            },
+            DS::NanoGpt {
+                dir: "d".into(),
+                vocab: 50304,
+            },
+        ];
+        let variants = schema(&doc, "DataSource")["oneOf"].as_array().unwrap();
+        assert_eq!(variants.len(), sources.len());
+        for source in sources {
+            let real = serde_json::to_value(&source).unwrap();
+            let kind = real["kind"].as_str().unwrap();
+            let variant = variants
+                .iter()
+                .find(|v| v.pointer("/properties/kind/enum/0") == Some(&json!(kind)))
+                .unwrap_or_else(|| panic!("DataSource lacks kind '{kind}'"));
+            assert_eq!(property_names(variant), keys(&real), "DataSource '{kind}'");
+        }
+        assert_eq!(
+            enum_values(schema(&doc, "StoredStatus")),
+            names(&[
+                StoredStatus::Queued,
+                StoredStatus::Running,
+                StoredStatus::Succeeded,
+                StoredStatus::Failed,
+                StoredStatus::Diverged,
+                StoredStatus::Cancelled,
+                StoredStatus::Interrupted,
+            ])
+        );
+    }
+
+    #[test]
+    fn the_plan_mirror_matches_a_real_plan() {
+        use crate::param::{BaseHparams, BaseShape, PlanRequest, plan};
+        let doc = doc();
+        let real = plan(&PlanRequest {
+            parameterization: crate::param::Parameterization::CompleteP,
+            alpha: None,
+            width: 512,
+            depth: 8,
+            d_head: 64,
+            base: BaseShape::default(),
+            hparams: BaseHparams::default(),
+            attention_scale: None,
+        })
+        .unwrap();
+        let real = serde_json::to_value(real).unwrap();
+        assert_eq!(property_names(schema(&doc, "ParamPlan")), keys(&real));
+        assert_eq!(
+            property_names(schema(&doc, "Groups")),
+            keys(&real["groups"])
+        );
+        assert_eq!(
+            property_names(schema(&doc, "GroupRule")),
+            keys(&real["groups"]["embedding"])
+        );
+    }
+
+    #[test]
+    fn every_filter_column_is_a_documented_parameter() {
+        let doc = doc();
+        for path in ["/api/v1/runs", "/api/v1/runs.csv"] {
+            let params: BTreeSet<String> = doc["paths"][path]["get"]["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["name"].as_str().unwrap().to_string())
+                .collect();
+            for column in crate::store::FILTER_COLUMNS
+                .iter()
+                .chain(&["tag", "sort", "limit", "offset"])
+            {
+                assert!(
+                    params.contains(*column),
+                    "{path} does not document '{column}'"
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn error_kinds_are_the_documented_ones() {
+        use super::super::ApiError;
+        let documented = enum_values(schema(&doc(), "ErrorKind"));
+        for error in [
+            ApiError::BadRequest("x".into()),
+            ApiError::Unprocessable("x".into()),
+            ApiError::NotFound("x".into()),
+            ApiError::PayloadTooLarge("x".into()),
+            ApiError::Internal("x".into()),
+        ] {
+            let response = error.into_response();
+            let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
+                .await
+                .unwrap();
+            let body: Value = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(keys(&body), ["detail", "error"].map(String::from).into());
+            assert!(documented.contains(body["error"].as_str().unwrap()));
+        }
+    }
+
+    #[test]
+    fn the_page_escapes_and_links() {
+        assert_eq!(
+            esc("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
+        assert_eq!(inline_text("a `b<c` d"), "a <code>b&lt;c</code> d");
+        let html = render_docs(&doc());
+        assert!(html.contains("id=\"schema-RunRecord\""));
+        assert!(html.contains("href=\"#schema-RunRecord\""));
+        assert!(!html.contains("<script"));
+    }
+}

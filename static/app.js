@@ -1,0 +1,105 @@
+// shapewise pages: small progressive enhancements. Every page works without this file.
+"use strict";
+
+(function () {
+  // Runs table: "Compare selected" goes to /compare?ids=1,2,3.
+  const compareForm = document.getElementById("compare-form");
+  if (compareForm) {
+    compareForm.addEventListener("submit", function (event) {
+      event.preventDefault();
+      const ids = Array.from(compareForm.querySelectorAll('input[name="ids"]:checked')).map(
+        function (box) { return box.value; }
+      );
+      const message = document.getElementById("compare-message");
+      if (ids.length === 0) {
+        if (message) message.textContent = "Select at least one run to compare.";
+        return;
+      }
+      if (message) message.textContent = "";
+      window.location.href = "/compare?ids=" + ids.join(",");
+    });
+  }
+
+  // A run's page: live status and chart while the run is queued or running.
+  const run = document.getElementById("run");
+  if (!run || run.dataset.final === "true" || !window.EventSource) return;
+  const id = run.dataset.runId;
+  const chart = document.getElementById("chart");
+  const statusText = document.getElementById("run-status");
+  const note = document.getElementById("live-note");
+  const finalStatuses = ["succeeded", "failed", "diverged", "cancelled"];
+
+  // Re-fetch the chart at most once a second, always once more after the last event.
+  let loading = false;
+  let pending = false;
+  let lastLoad = 0;
+  function refreshChart() {
+    if (!chart) return;
+    if (loading) { pending = true; return; }
+    const wait = 1000 - (Date.now() - lastLoad);
+    if (wait > 0) {
+      if (!pending) { pending = true; setTimeout(function () { pending = false; refreshChart(); }, wait); }
+      return;
+    }
+    loading = true;
+    lastLoad = Date.now();
+    chart.classList.add("updating");
+    fetch(chart.dataset.src, { cache: "no-store" })
+      .then(function (response) {
+        if (!response.ok) throw new Error("HTTP " + response.status);
+        return response.text();
+      })
+      .then(function (svg) { chart.innerHTML = svg; })
+      .catch(function () { /* keep the last chart; the next event tries again */ })
+      .finally(function () {
+        loading = false;
+        chart.classList.remove("updating");
+        if (pending) { pending = false; refreshChart(); }
+      });
+  }
+
+  // When the run ends, take the final summary from a fresh copy of this page.
+  function refreshSummary() {
+    fetch(window.location.href, { cache: "no-store" })
+      .then(function (response) { return response.text(); })
+      .then(function (html) {
+        const fresh = new DOMParser().parseFromString(html, "text/html");
+        ["run-summary", "run-status", "cancel-area"].forEach(function (elementId) {
+          const now = document.getElementById(elementId);
+          const next = fresh.getElementById(elementId);
+          if (now && next && !now.contains(document.activeElement)) now.innerHTML = next.innerHTML;
+          if (now && next && elementId === "run-status") now.className = next.className;
+        });
+      })
+      .catch(function () {});
+  }
+
+  function setStatus(status) {
+    if (statusText) {
+      statusText.textContent = status;
+      statusText.className = "status status-" + status;
+    }
+  }
+
+  const source = new EventSource("/api/v1/runs/" + encodeURIComponent(id) + "/events");
+  let seenInitial = false;
+  source.addEventListener("status", function (event) {
+    let data;
+    try { data = JSON.parse(event.data); } catch (e) { return; }
+    // The first event repeats the status the page already shows (with its queue position).
+    if (!seenInitial) {
+      seenInitial = true;
+      if (statusText && statusText.textContent.indexOf(data.status) === 0) return;
+    }
+    setStatus(data.status);
+    refreshChart();
+    if (finalStatuses.indexOf(data.status) >= 0) {
+      source.close();
+      run.dataset.final = "true";
+      if (note) note.textContent = "The run has ended.";
+    }
+    refreshSummary();
+  });
+  source.addEventListener("metrics", refreshChart);
+  window.addEventListener("pagehide", function () { source.close(); });
+})();
