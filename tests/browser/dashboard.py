@@ -1,0 +1,80 @@
+"""Browser test: headless Chromium opens the dashboard, launches a run from the form and sees its
+loss curve appear (live, over server-sent events) on the run page.
+
+Run against a live server: `bash .ci/with_server.sh python3 tests/browser/dashboard.py`
+(needs Debian's chromium and chromium-driver, and `pip install selenium`).
+Set SHAPEWISE_SCREENSHOT=path.png to keep a screenshot of the run page.
+"""
+
+import os
+import re
+import sys
+import time
+
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+URL = os.environ.get("SHAPEWISE_URL", "http://127.0.0.1:8080")
+
+
+def browser():
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    # The flags keep Chromium off the network this machine does not have.
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--window-size=1280,1000"):
+        options.add_argument(flag)
+    # An explicit driver path keeps Selenium Manager from trying to download one.
+    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+
+
+def main():
+    driver = browser()
+    try:
+        driver.get(URL + "/")
+        assert "shapewise" in driver.title.lower(), driver.title
+        driver.find_element(By.LINK_TEXT, "New run").click()
+        WebDriverWait(driver, 10).until(lambda d: d.current_url.endswith("/runs/new"))
+
+        Select(driver.find_element(By.ID, "parameterization")).select_by_value("completep")
+        fields = {"width": "64", "depth": "2", "d_head": "32", "context": "32", "batch": "8",
+                  "tokens": str(8 * 32 * 80), "lr": "0.01", "name": "browser test"}
+        for name, value in fields.items():
+            field = driver.find_element(By.ID, name)
+            field.clear()
+            field.send_keys(value)
+        driver.find_element(By.ID, "width").submit()
+
+        WebDriverWait(driver, 15).until(lambda d: re.search(r"/runs/\d+$", d.current_url))
+        print("browser: run page", driver.current_url)
+
+        def curve_drawn(d):
+            svg = d.find_element(By.CSS_SELECTOR, "#chart svg").get_attribute("outerHTML")
+            # A drawn series is a path or polyline with many coordinates.
+            longest = max((len(m) for m in re.findall(r'(?:points|d)="([^"]*)"', svg)), default=0)
+            return "no data yet" not in svg and longest > 100
+
+        WebDriverWait(driver, 90, poll_frequency=0.5).until(curve_drawn)
+        print("browser: loss curve drawn")
+        WebDriverWait(driver, 90, poll_frequency=0.5).until(
+            lambda d: d.find_element(By.ID, "run-status").text.strip() == "succeeded")
+        print("browser: status succeeded")
+        screenshot = os.environ.get("SHAPEWISE_SCREENSHOT")
+        if screenshot:
+            driver.save_screenshot(screenshot)
+    except Exception:
+        print("browser: FAILED on", driver.current_url, file=sys.stderr)
+        print(driver.page_source[:3000], file=sys.stderr)
+        raise
+    finally:
+        driver.quit()
+    print("browser: OK")
+
+
+if __name__ == "__main__":
+    start = time.monotonic()
+    main()
+    print(f"browser: done in {time.monotonic() - start:.1f} s")
