@@ -445,6 +445,31 @@ impl Store {
         })
     }
 
+    /// Every sweep, newest first, each with its number of runs and how many of them have ended
+    /// (succeeded, failed, diverged or cancelled): `(sweep, runs, finished)`.
+    pub async fn sweeps(&self) -> Result<Vec<(SweepRecord, i64, i64)>, StoreError> {
+        let rows: Vec<(i64, String, String, String, i64, i64)> = sqlx::query_as(
+            "SELECT s.id, s.name, s.spec, s.created_at, COUNT(r.id), \
+             COALESCE(SUM(r.status IN ('succeeded', 'failed', 'diverged', 'cancelled')), 0) \
+             FROM sweeps s LEFT JOIN runs r ON r.sweep_id = s.id \
+             GROUP BY s.id ORDER BY s.id DESC",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, name, spec, created_at, total, finished)| {
+                let sweep = SweepRecord {
+                    id,
+                    name,
+                    spec: serde_json::from_str(&spec).unwrap_or(Value::Null),
+                    created_at,
+                };
+                (sweep, total, finished)
+            })
+            .collect())
+    }
+
     /// Stores runs trained elsewhere, with their metric series, atomically.
     pub async fn import_runs(&self, runs: &[ImportedRun]) -> Result<Vec<i64>, StoreError> {
         let mut tx = self.pool.begin().await?;

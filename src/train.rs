@@ -487,6 +487,8 @@ pub struct Trainer {
     schedules: ModuleLrScheduler,
     groups: Vec<(ParamGroupKind, Vec<ParamId>)>,
     corpus: Corpus,
+    /// The fixed validation tokens and their number of sequences, drawn once.
+    validation: (Vec<u32>, usize),
     device: Device,
     total_steps: u64,
     step: u64,
@@ -542,6 +544,7 @@ impl Trainer {
             optimizer,
             schedules,
             groups,
+            validation: corpus.validation_set(config.val_sequences),
             corpus,
             device,
             total_steps,
@@ -674,7 +677,7 @@ impl Trainer {
         const ROWS_PER_CHUNK: usize = 16;
         let model = self.model.valid();
         let device = self.device.clone().inner();
-        let (tokens, rows) = self.corpus.validation_set(self.config.val_sequences);
+        let (tokens, rows) = (&self.validation.0, self.validation.1);
         let mut total = 0.0;
         for chunk in tokens.chunks((self.config.context + 1) * ROWS_PER_CHUNK) {
             let chunk_rows = chunk.len() / (self.config.context + 1);

@@ -20,6 +20,61 @@
     });
   }
 
+  // New-sweep form: the number of runs the grid makes, as it is typed (the server checks again).
+  const sweepForm = document.getElementById("sweep-form");
+  const gridCount = document.getElementById("grid-count");
+  if (sweepForm && gridCount) {
+    const items = function (fieldId) {
+      const input = document.getElementById(fieldId);
+      if (!input) return 0;
+      return input.value.split(",").filter(function (item) { return item.trim() !== ""; }).length;
+    };
+    const updateCount = function () {
+      const checked = sweepForm.querySelectorAll('input[name="parameterizations"]:checked').length;
+      const runs = checked * items("widths") * items("depths") * items("lrs") * Math.max(1, items("seeds"));
+      const text = runs + (runs === 1 ? " run" : " runs");
+      if (gridCount.textContent !== text) gridCount.textContent = text;
+      gridCount.classList.toggle("too-many", runs > Number(gridCount.dataset.max || 1000));
+    };
+    sweepForm.addEventListener("input", updateCount);
+    sweepForm.addEventListener("change", updateCount);
+    updateCount();
+  }
+
+  // A sweep's page: while runs are unfinished, refresh its progress, chart and table every 3 s
+  // from a fresh copy of the page (parts holding the keyboard focus are left alone).
+  const sweep = document.getElementById("sweep");
+  if (sweep && sweep.dataset.final === "false") {
+    const parts = ["sweep-progress", "sweep-chart", "sweep-runs"];
+    let busy = false;
+    const timer = setInterval(function () {
+      if (busy || document.hidden) return;
+      busy = true;
+      fetch(window.location.href, { cache: "no-store" })
+        .then(function (response) {
+          if (!response.ok) throw new Error("HTTP " + response.status);
+          return response.text();
+        })
+        .then(function (html) {
+          const fresh = new DOMParser().parseFromString(html, "text/html");
+          parts.forEach(function (partId) {
+            const now = document.getElementById(partId);
+            const next = fresh.getElementById(partId);
+            if (now && next && now.innerHTML !== next.innerHTML && !now.contains(document.activeElement)) {
+              now.innerHTML = next.innerHTML;
+            }
+          });
+          const freshSweep = fresh.getElementById("sweep");
+          if (freshSweep && freshSweep.dataset.final === "true") {
+            clearInterval(timer);
+            sweep.dataset.final = "true";
+          }
+        })
+        .catch(function () { /* keep what is shown; try again next time */ })
+        .finally(function () { busy = false; });
+    }, 3000);
+  }
+
   // A run's page: live status and chart while the run is queued or running.
   const run = document.getElementById("run");
   if (!run || run.dataset.final === "true" || !window.EventSource) return;

@@ -443,6 +443,126 @@ fn draw_lines(svg: &mut String, lines: &[Line], x: XAxis, log: bool) -> DrawResu
     Ok(())
 }
 
+/// Final validation loss against the learning rate (x: log2 of the learning rate, ticks labelled
+/// with the learning rates themselves), one line per series (`(label, [(lr, loss)])`), the lowest
+/// loss of each line ringed. Points with a learning rate that is not positive or a loss that is
+/// not finite are skipped; with nothing left the chart says "no finished runs yet".
+pub fn lr_sweep_chart(series: &[(String, Vec<(f64, f64)>)]) -> Result<String, ChartError> {
+    let lines: Vec<(String, Vec<(f64, f64)>)> = series
+        .iter()
+        .map(|(label, points)| {
+            let mut points: Vec<(f64, f64)> = points
+                .iter()
+                .filter(|(lr, loss)| lr.is_finite() && *lr > 0.0 && loss.is_finite())
+                .map(|(lr, loss)| (lr.log2(), *loss))
+                .collect();
+            points.sort_by(|a, b| a.0.total_cmp(&b.0));
+            (label.clone(), points)
+        })
+        .collect();
+    let mut svg = String::new();
+    let result = if lines.iter().all(|(_, p)| p.is_empty()) {
+        draw_message(&mut svg, "no finished runs yet")
+    } else {
+        draw_lr_lines(&mut svg, &lines)
+    };
+    result.map_err(|e| ChartError(e.to_string()))?;
+    Ok(svg.replacen(
+        "<svg ",
+        "<svg role=\"img\" aria-label=\"Final validation loss versus learning rate, log2 learning-rate axis\" ",
+        1,
+    ))
+}
+
+fn draw_lr_lines(svg: &mut String, lines: &[(String, Vec<(f64, f64)>)]) -> DrawResult {
+    let xs = || lines.iter().flat_map(|(_, p)| p.iter().map(|p| p.0));
+    let (x_lo, x_hi) = padded_range(xs(), true);
+    let (y_lo, y_hi) = padded_range(lines.iter().flat_map(|(_, p)| p.iter().map(|p| p.1)), false);
+    // Ticks at the learning rates of the grid when there are few, else at powers of two.
+    let mut x_ticks: Vec<f64> = xs().collect();
+    x_ticks.sort_by(f64::total_cmp);
+    x_ticks.dedup_by(|a, b| (*a - *b).abs() < 1e-9);
+    if x_ticks.len() > 10 {
+        let every = ((x_hi - x_lo) / 8.0).ceil().max(1.0) as i64;
+        x_ticks = (x_lo.ceil() as i64..=x_hi.floor() as i64)
+            .filter(|e| e.rem_euclid(every) == 0)
+            .map(|e| e as f64)
+            .collect();
+    }
+    let y_ticks = linear_ticks(y_lo, y_hi, 6.0);
+    let text = RGBColor(40, 40, 40);
+    {
+        let root = SVGBackend::with_string(svg, (WIDTH, HEIGHT)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let mut chart = ChartBuilder::on(&root)
+            .margin(14)
+            .margin_right(28)
+            .x_label_area_size(56)
+            .y_label_area_size(76)
+            .build_cartesian_2d(
+                TickedAxis {
+                    lo: x_lo,
+                    hi: x_hi,
+                    ticks: x_ticks,
+                },
+                TickedAxis {
+                    lo: y_lo,
+                    hi: y_hi,
+                    ticks: y_ticks,
+                },
+            )?;
+        chart
+            .configure_mesh()
+            .x_desc("learning rate (log2 scale)")
+            .y_desc("final validation loss (nats/token)")
+            .x_label_formatter(&|v: &f64| format_number(2f64.powf(*v)))
+            .y_label_formatter(&|v: &f64| format_number(*v))
+            .label_style(("sans-serif", 17).into_font().color(&text))
+            .axis_desc_style(("sans-serif", 18).into_font().color(&text))
+            .bold_line_style(RGBColor(225, 225, 225))
+            .light_line_style(WHITE)
+            .axis_style(RGBColor(120, 120, 120))
+            .draw()?;
+        for (index, (label, points)) in lines.iter().enumerate() {
+            if points.is_empty() {
+                continue;
+            }
+            let color = series_color(index);
+            chart
+                .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
+                .label(label.clone())
+                .legend(move |(lx, ly)| {
+                    EmptyElement::at((lx, ly))
+                        + PathElement::new(vec![(0, 0), (16, 0)], color.stroke_width(2))
+                        + Circle::new((8, 0), 4, color.filled())
+                });
+            chart.draw_series(points.iter().map(|p| Circle::new(*p, 4, color.filled())))?;
+            if let Some(best) = points.iter().min_by(|a, b| a.1.total_cmp(&b.1)) {
+                chart.draw_series(std::iter::once(Circle::new(
+                    *best,
+                    9,
+                    color.stroke_width(3),
+                )))?;
+            }
+        }
+        // One legend entry explains the rings. The legend goes top centre: loss against learning
+        // rate is U-shaped, high at both ends.
+        chart
+            .draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())?
+            .label("best learning rate of a line")
+            .legend(|(lx, ly)| Circle::new((lx + 8, ly), 7, RGBColor(60, 60, 60).stroke_width(2)));
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperMiddle)
+            .label_font(("sans-serif", 17).into_font().color(&text))
+            .background_style(WHITE.mix(0.85))
+            .border_style(RGBColor(160, 160, 160))
+            .draw()?;
+        root.present()?;
+    }
+    Ok(())
+}
+
 /// Minimal SVG with a message, for errors the page should still show in place of a chart.
 pub fn message_svg(message: &str) -> String {
     let mut svg = String::new();
@@ -501,6 +621,43 @@ mod tests {
             .unwrap()
             .contains("no data yet")
         );
+    }
+
+    #[test]
+    fn lr_sweep_charts_mark_the_best_point_and_guard_empty_data() {
+        let line = |shift: f64| {
+            [0.001, 0.003, 0.01, 0.03]
+                .iter()
+                .map(|lr: &f64| (*lr, 3.0 + shift + (lr.log2() + 7.0).powi(2) * 0.05))
+                .collect::<Vec<_>>()
+        };
+        let svg = lr_sweep_chart(&[
+            ("mup, depth 2".into(), line(0.0)),
+            ("mup, depth 4".into(), line(-0.2)),
+        ])
+        .unwrap();
+        assert!(svg.starts_with("<svg role=\"img\""), "{svg:.100}");
+        assert!(svg.contains("mup, depth 4") && svg.contains("best learning rate"));
+        assert!(svg.contains("learning rate (log2 scale)"));
+        // Tick labels are the grid's learning rates.
+        assert!(
+            svg.contains("\n0.003\n") && svg.contains("\n0.01\n"),
+            "{svg}"
+        );
+        for empty in [
+            vec![],
+            vec![("a".to_string(), vec![])],
+            vec![("a".to_string(), vec![(0.0, 3.0), (0.01, f64::NAN)])],
+        ] {
+            assert!(
+                lr_sweep_chart(&empty)
+                    .unwrap()
+                    .contains("no finished runs yet")
+            );
+        }
+        // One point still draws.
+        let one = lr_sweep_chart(&[("a".into(), vec![(0.01, 3.0)])]).unwrap();
+        assert!(!one.contains("no finished runs yet"));
     }
 
     #[test]

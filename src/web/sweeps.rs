@@ -4,7 +4,7 @@
 use super::AppState;
 use super::error::ApiError;
 use super::runs::{json_object, parse_new_run};
-use crate::store::{Comparison, Condition, FilterValue, RunQuery, StoredStatus};
+use crate::store::{Comparison, Condition, FilterValue, NewRun, RunQuery, StoredStatus};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
@@ -40,28 +40,12 @@ fn list(
     }
 }
 
-/// Queues a sweep: every combination of a grid of settings as one run.
-///
-/// The grid is `parameterizations x widths x depths x lrs x seeds` (at most 1000 runs); `config`
-/// holds the settings the runs share. Every grid point is checked before any run is queued.
-#[utoipa::path(
-    post,
-    path = "/api/v1/sweeps",
-    tag = "sweeps",
-    request_body(content = super::openapi::CreateSweep, content_type = "application/json"),
-    responses(
-        (status = 201, description = "The sweep and its queued runs", body = super::openapi::SweepCreated),
-        (status = 400, description = "Malformed JSON or an unknown field", body = super::openapi::ErrorBody),
-        (status = 413, description = "The body is too large", body = super::openapi::ErrorBody),
-        (status = 422, description = "A missing list, too many runs, or an invalid grid point", body = super::openapi::ErrorBody),
-    )
-)]
-#[tracing::instrument(skip_all)]
-async fn create_sweep(
-    State(state): State<AppState>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let mut body = json_object(body)?;
+/// Checks a sweep request (the JSON object `POST /api/v1/sweeps` takes) and expands its grid:
+/// the sweep's name, the spec to store, and one new run per grid point (every point validated as
+/// a run). Shared by the API and the new-sweep form, so both accept and refuse the same sweeps.
+pub(crate) async fn build_sweep(
+    mut body: Map<String, Value>,
+) -> Result<(String, Value, Vec<NewRun>), ApiError> {
     let spec = Value::Object(body.clone());
     let name = match body.remove("name") {
         Some(Value::String(s)) if !s.is_empty() && s.len() <= 200 => s,
@@ -129,6 +113,32 @@ async fn create_sweep(
             }
         }
     }
+    Ok((name, spec, runs))
+}
+
+/// Queues a sweep: every combination of a grid of settings as one run.
+///
+/// The grid is `parameterizations x widths x depths x lrs x seeds` (at most 1000 runs); `config`
+/// holds the settings the runs share. Every grid point is checked before any run is queued.
+#[utoipa::path(
+    post,
+    path = "/api/v1/sweeps",
+    tag = "sweeps",
+    request_body(content = super::openapi::CreateSweep, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The sweep and its queued runs", body = super::openapi::SweepCreated),
+        (status = 400, description = "Malformed JSON or an unknown field", body = super::openapi::ErrorBody),
+        (status = 413, description = "The body is too large", body = super::openapi::ErrorBody),
+        (status = 422, description = "A missing list, too many runs, or an invalid grid point", body = super::openapi::ErrorBody),
+    )
+)]
+#[tracing::instrument(skip_all)]
+async fn create_sweep(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = json_object(body)?;
+    let (name, spec, runs) = build_sweep(body).await?;
     let (id, run_ids) = state.store.create_sweep(&name, &spec, &runs).await?;
     state.jobs.wake();
     let sweep = state.store.sweep(id).await?;
@@ -137,6 +147,21 @@ async fn create_sweep(
         Json(json!({"sweep": sweep, "run_ids": run_ids})),
     )
         .into_response())
+}
+
+/// The runs of sweep `id`, oldest first (all of them: a sweep has at most [`MAX_SWEEP_RUNS`]).
+pub(crate) fn sweep_runs_query(id: i64) -> RunQuery {
+    RunQuery {
+        conditions: vec![Condition {
+            column: "sweep_id",
+            comparison: Comparison::Eq,
+            values: vec![FilterValue::Int(id)],
+        }],
+        sort: "id",
+        descending: false,
+        limit: MAX_SWEEP_RUNS as i64,
+        ..RunQuery::default()
+    }
 }
 
 /// Returns a sweep with its progress and runs.
@@ -158,18 +183,7 @@ async fn get_sweep(
     let Path(id) =
         path.map_err(|_| ApiError::BadRequest("the sweep id must be an integer".into()))?;
     let sweep = state.store.sweep(id).await?;
-    let query = RunQuery {
-        conditions: vec![Condition {
-            column: "sweep_id",
-            comparison: Comparison::Eq,
-            values: vec![FilterValue::Int(id)],
-        }],
-        sort: "id",
-        descending: false,
-        limit: MAX_SWEEP_RUNS as i64,
-        ..RunQuery::default()
-    };
-    let (runs, total) = state.store.runs(&query).await?;
+    let (runs, total) = state.store.runs(&sweep_runs_query(id)).await?;
     let count = |s: StoredStatus| runs.iter().filter(|r| r.status == s).count();
     let finished = runs.iter().filter(|r| r.status.is_final()).count();
     let progress = json!({

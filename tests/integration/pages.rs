@@ -440,3 +440,209 @@ async fn compare_shows_only_what_differs_unless_asked() {
         StatusCode::NOT_FOUND
     );
 }
+
+const SWEEP_FORM: &str = "name=lr+scan&parameterizations=mup&parameterizations=completep\
+    &widths=64&depths=1%2C+2&lrs=0.003%2C0.01%2C+0.03&seeds=&d_head=32&context=32&batch=8\
+    &tokens=2560&tokens_per_param=20&base_width=64&base_depth=1&data_vocab=64&data_seed=0\
+    &tags=ui-sweep";
+
+#[tokio::test]
+async fn the_sweep_form_creates_sweeps_and_their_pages_show_progress() {
+    use shapewise::store::{Comparison, Condition, FilterValue, RunQuery};
+    use shapewise::train::{RunStatus, RunSummary};
+
+    let (app, store) = app_with_runs("sweep-form").await;
+    let form = get(&app, "/sweeps/new").await;
+    assert_html(
+        &form,
+        &[
+            "action=\"/sweeps/new\"",
+            "name=\"parameterizations\" value=\"sp\"",
+            "name=\"parameterizations\" value=\"depth-mup\"",
+            "<label for=\"widths\">",
+            "<label for=\"lrs\">",
+            "<label for=\"d_head\">",
+            "<label for=\"base_width\">",
+            "<label for=\"data_vocab\">",
+            "id=\"grid-count\"",
+            "3 runs",
+            "Queue sweep",
+            "href=\"/sweeps\" aria-current=\"page\"",
+            "href=\"/api/docs\"",
+        ],
+    );
+
+    // A bad grid point: the form comes back with the values typed and the reason.
+    let invalid = post_form(
+        &app,
+        "/sweeps/new",
+        &SWEEP_FORM.replace("widths=64", "widths=100"),
+    )
+    .await;
+    assert_eq!(
+        invalid.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        invalid.body
+    );
+    assert!(invalid.content_type.starts_with("text/html"));
+    assert!(invalid.body.contains("role=\"alert\""));
+    assert!(invalid.body.contains("d_head"), "{}", invalid.body);
+    assert!(
+        invalid.body.contains("not a multiple of d_head"),
+        "{}",
+        invalid.body
+    );
+    assert!(
+        invalid
+            .body
+            .contains("value=\"100\" aria-describedby=\"widths-hint\" aria-invalid=\"true\"")
+    );
+    assert!(invalid.body.contains("value=\"lr scan\""));
+    assert!(invalid.body.contains("value=\"completep\" checked"));
+    assert!(!invalid.body.contains("value=\"sp\" checked"));
+    let no_param = post_form(
+        &app,
+        "/sweeps/new",
+        &SWEEP_FORM.replace("parameterizations=mup&parameterizations=completep&", ""),
+    )
+    .await;
+    assert_eq!(no_param.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        no_param
+            .body
+            .contains("&#39;parameterizations&#39; must be a non-empty list"),
+        "{}",
+        no_param.body
+    );
+    let bad_lr = post_form(&app, "/sweeps/new", &SWEEP_FORM.replace("0.003", "fast")).await;
+    assert_eq!(bad_lr.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(bad_lr.body.contains("lrs must be numbers"));
+    let too_many = post_form(
+        &app,
+        "/sweeps/new",
+        &SWEEP_FORM.replace(
+            "seeds=",
+            &format!(
+                "seeds={}",
+                (0..100)
+                    .map(|s| s.to_string())
+                    .collect::<Vec<_>>()
+                    .join("%2C")
+            ),
+        ),
+    )
+    .await;
+    assert_eq!(too_many.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(too_many.body.contains("at most 1000 per sweep"));
+    let (_, total) = store.runs(&RunQuery::default()).await.unwrap();
+    assert_eq!(total, 2, "refused forms create nothing");
+    let request = Request::post("/sweeps/new")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header("sec-fetch-site", "cross-site")
+        .body(Body::from(SWEEP_FORM))
+        .unwrap();
+    assert_eq!(send(&app, request).await.status, StatusCode::FORBIDDEN);
+
+    let created = post_form(&app, "/sweeps/new", SWEEP_FORM).await;
+    assert_eq!(created.status, StatusCode::SEE_OTHER, "{}", created.body);
+    assert_eq!(created.location, "/sweeps/1");
+    let query = RunQuery {
+        conditions: vec![Condition {
+            column: "sweep_id",
+            comparison: Comparison::Eq,
+            values: vec![FilterValue::Int(1)],
+        }],
+        sort: "id",
+        descending: false,
+        ..RunQuery::default()
+    };
+    let (runs, total) = store.runs(&query).await.unwrap();
+    assert_eq!(total, 12, "2 parameterizations x 2 depths x 3 lrs");
+    assert!(runs.iter().all(|r| r.status == StoredStatus::Queued
+        && r.width == Some(64)
+        && r.tokens == Some(2560)
+        && r.vocab == Some(64)
+        && r.seed == Some(0)
+        && r.tags == vec!["ui-sweep".to_string()]));
+    assert_eq!(store.sweep(1).await.unwrap().name, "lr scan");
+
+    let page = get(&app, "/sweeps/1").await;
+    assert_html(
+        &page,
+        &[
+            "<h1>Sweep #1 lr scan</h1>",
+            "data-final=\"false\"",
+            "<progress id=\"sweep-progress-bar\" max=\"12\" value=\"0\">",
+            "0 of 12 runs finished",
+            "<span class=\"status status-queued\">queued</span> 12",
+            "<svg role=\"img\"",
+            "no finished runs yet",
+            "<a href=\"/runs/3\">#3</a>",
+            "<a href=\"/runs/14\">#14</a>",
+            "mup, completep",
+            "0.003, 0.01, 0.03",
+        ],
+    );
+
+    // Two runs end: the chart draws their line, the progress counts them.
+    // (The two runs outside the sweep leave the queue first.)
+    for id in [1, 2] {
+        store.request_cancel(id).await.unwrap();
+    }
+    for loss in [3.5, 3.2] {
+        let job = store.claim_job().await.unwrap().unwrap();
+        let summary = RunSummary {
+            status: RunStatus::Succeeded,
+            final_train_loss: loss,
+            final_val_loss: Some(loss),
+            steps: 10,
+            tokens: 2560,
+            flops: 1e9,
+            flops_breakdown: Default::default(),
+            params_non_embedding: 1000,
+            tokens_per_sec: 1.0,
+            wall_secs: 1.0,
+            entropy_floor: None,
+        };
+        store.finish_job(&job, Ok(&summary)).await.unwrap();
+    }
+    let page = get(&app, "/sweeps/1").await;
+    assert_html(
+        &page,
+        &[
+            "<progress id=\"sweep-progress-bar\" max=\"12\" value=\"2\">",
+            "2 of 12 runs finished (16%)",
+            "<span class=\"status status-succeeded\">succeeded</span> 2",
+            "aria-label=\"Final validation loss versus learning rate",
+            "mup, depth 1",
+            "best learning rate",
+            "3.2000",
+        ],
+    );
+    assert!(!page.body.contains("no finished runs yet"));
+
+    let list = get(&app, "/sweeps").await;
+    assert_html(
+        &list,
+        &[
+            "<a href=\"/sweeps/1\">#1 lr scan</a>",
+            "2 parameterizations × 1 width × 2 depths × 3 LRs × 1 seed",
+            "<progress max=\"12\" value=\"2\"",
+            "2 / 12 finished",
+            "href=\"/sweeps/new\"",
+        ],
+    );
+    let missing = get(&app, "/sweeps/99").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert!(missing.content_type.starts_with("text/html"));
+    let not_an_id = get(&app, "/sweeps/abc").await;
+    assert_eq!(not_an_id.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn the_sweeps_list_says_when_there_are_none() {
+    let (app, _) = app_with_runs("sweeps-empty").await;
+    let list = get(&app, "/sweeps").await;
+    assert_html(&list, &["No sweeps yet", "href=\"/sweeps/new\""]);
+}
