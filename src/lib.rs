@@ -5,11 +5,13 @@
 //!
 //! - [`param`]: Table 1, the per-group scaling rules (pure arithmetic);
 //! - [`flops`]: parameter and FLOP counts (pure arithmetic);
+//! - [`fit`]: scaling-law fits (loss against compute, the Chinchilla surface), bootstrap
+//!   intervals and FLOP savings (pure arithmetic);
 //! - [`data`]: the built-in corpus, text and nanoGPT corpora, batches and the validation set;
 //! - [`model`]: the GPT in burn with the plan's multipliers;
 //! - [`train`]: the training loop, per-group AdamW, schedules, metrics, divergence;
 //! - [`coord`]: coordinate checks over depth and width;
-//! - [`bench`]: training throughput benchmark;
+//! - [`bench`](mod@bench): training throughput benchmark;
 //! - [`plot`]: SVG figures;
 //! - [`store`]: SQLite storage of runs, metrics and jobs;
 //! - [`jobs`]: the background training queue;
@@ -21,6 +23,7 @@ pub mod bench;
 pub mod cli;
 pub mod coord;
 pub mod data;
+pub mod fit;
 pub mod flops;
 pub mod jobs;
 pub mod model;

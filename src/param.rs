@@ -2,7 +2,7 @@
 //! model's width `N` (d_model) and depth `L` (number of transformer blocks).
 //!
 //! This module is Table 1 of Dey et al., *Don't be lazy: CompleteP enables compute-efficient deep
-//! transformers* (arXiv 2505.01618, v4), as pure arithmetic. Given a [`Shape`], a [`BaseShape`] on
+//! transformers* (arXiv 2505.01618, v4), as pure arithmetic. Given a target width and depth, a [`BaseShape`] on
 //! which the base hyperparameters ([`BaseHparams`]) were tuned, and a [`Parameterization`],
 //! [`plan`] returns a [`ParamPlan`]: the residual and logit multipliers, the attention logit scale
 //! and, per parameter group, the init standard deviation, learning rate, coupled weight decay and
