@@ -255,6 +255,13 @@ impl Interval {
     pub fn contains(&self, value: f64) -> bool {
         self.low <= value && value <= self.high
     }
+
+    /// The percentile interval (two-sided, at `confidence`) and standard deviation of resample
+    /// values of a derived quantity, e.g. FLOP savings read from paired bootstrap curves.
+    /// `values` must not be empty.
+    pub fn from_resamples(estimate: f64, values: Vec<f64>, confidence: f64) -> Interval {
+        interval(estimate, values, confidence)
+    }
 }
 
 /// Bootstrap of a [`PowerLawFit`].

@@ -4,6 +4,7 @@
 mod charts;
 mod error;
 mod export;
+mod fits;
 mod imports;
 mod openapi;
 mod pages;
@@ -70,6 +71,7 @@ pub fn router(state: AppState) -> Router {
         .merge(sweeps::router())
         .merge(export::router())
         .merge(plan::router())
+        .merge(fits::router())
         .merge(openapi::router())
         .merge(pages::router())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

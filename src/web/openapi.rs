@@ -53,6 +53,9 @@ pub fn router() -> Router<AppState> {
         super::export::runs_csv,
         super::export::metrics_csv,
         super::plan::get_plan,
+        super::fits::chinchilla_fit,
+        super::fits::compute_fit,
+        super::fits::savings_analysis,
         openapi_json,
     ),
     components(schemas(RunEvent, ErrorKind)),
@@ -62,6 +65,7 @@ pub fn router() -> Router<AppState> {
         (name = "sweeps", description = "A named grid of runs queued in one request, and its progress."),
         (name = "export", description = "CSV exports for pandas and spreadsheets."),
         (name = "plan", description = "What a parameterization does to each parameter group at a target shape."),
+        (name = "fits", description = "Scaling-law fits of stored runs: the Chinchilla surface, loss versus compute, FLOP savings at matched loss."),
         (name = "meta", description = "This description of the API."),
     )
 )]
@@ -642,6 +646,198 @@ mod schemas {
         /// Attention logit scale; the parameterization's default when absent.
         #[param(inline, example = "d_head")]
         attention_scale: Option<AttentionScale>,
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Fits
+
+    /// The runs an analysis uses: exactly one of `run_ids`, `sweep_id`, `tags` (runs carrying all
+    /// of them) or `filters` (the filters of `GET /api/v1/runs` as an object, e.g.
+    /// `{"parameterization": "in:mup,completep", "width": "ge:256"}`; no `sort`, `limit` or
+    /// `offset`). Only `succeeded` runs with the numbers the fit needs are used, at most 10000.
+    #[derive(ToSchema)]
+    #[serde(rename_all = "snake_case")]
+    #[schema(example = json!({"tags": ["chinchilla"]}))]
+    pub enum RunSelection {
+        RunIds(Vec<i64>),
+        SweepId(i64),
+        Tags(Vec<String>),
+        Filters(std::collections::BTreeMap<String, String>),
+    }
+
+    /// A Chinchilla fit of the selected runs.
+    #[derive(ToSchema)]
+    #[schema(example = json!({"selection": {"tags": ["chinchilla"]}, "exclude_highest_loss": 5, "resamples": 200}))]
+    pub struct ChinchillaFitRequest {
+        selection: RunSelection,
+        /// Leave out this many runs of highest final loss (Epoch left out 5).
+        #[schema(required = false, default = 0, minimum = 0)]
+        exclude_highest_loss: u64,
+        /// Bootstrap resamples; 0 fits once, without intervals.
+        #[schema(required = false, default = 1000, minimum = 0, maximum = 5000)]
+        resamples: u64,
+        /// Seed of the resampling.
+        #[schema(required = false, default = 0)]
+        seed: u64,
+        /// Two-sided confidence level of the intervals, in (0, 1).
+        #[schema(required = false, default = 0.95)]
+        confidence: f64,
+    }
+
+    /// A percentile interval `[low, high]`.
+    #[derive(ToSchema)]
+    #[schema(value_type = Vec<f64>, example = json!([1.78, 1.86]))]
+    pub struct Bounds(Vec<f64>);
+
+    /// Bootstrap intervals of the surface's parameters.
+    #[derive(ToSchema)]
+    pub struct ChinchillaIntervals {
+        #[serde(rename = "E")]
+        e: Bounds,
+        #[serde(rename = "A")]
+        a: Bounds,
+        #[serde(rename = "B")]
+        b: Bounds,
+        alpha: Bounds,
+        beta: Bounds,
+    }
+
+    /// The fitted surface `L(N, D) = E + A / N^alpha + B / D^beta`.
+    #[derive(ToSchema)]
+    pub struct ChinchillaFitResult {
+        /// Irreducible loss.
+        #[serde(rename = "E")]
+        e: f64,
+        #[serde(rename = "A")]
+        a: f64,
+        #[serde(rename = "B")]
+        b: f64,
+        alpha: f64,
+        beta: f64,
+        /// `null` with `resamples: 0`.
+        intervals: Option<ChinchillaIntervals>,
+        /// Runs fitted.
+        n_runs: u64,
+        /// Summed Huber loss of the log-loss residuals at the optimum.
+        objective: f64,
+        /// The highest-loss runs left out.
+        excluded_run_ids: Vec<i64>,
+    }
+
+    /// How runs are grouped for separate fits: `parameterization` or `none` (one group, `all`).
+    #[derive(ToSchema)]
+    #[serde(rename_all = "snake_case")]
+    pub enum GroupBy {
+        Parameterization,
+        None,
+    }
+
+    /// Loss-versus-compute fits of the selected runs.
+    #[derive(ToSchema)]
+    #[schema(example = json!({"selection": {"sweep_id": 3}, "group_by": "parameterization", "resamples": 500}))]
+    pub struct ComputeFitRequest {
+        selection: RunSelection,
+        #[schema(required = false, default = "parameterization")]
+        group_by: GroupBy,
+        /// Bootstrap resamples; 0 fits once, without intervals.
+        #[schema(required = false, default = 1000, minimum = 0, maximum = 5000)]
+        resamples: u64,
+        #[schema(required = false, default = 0)]
+        seed: u64,
+        #[schema(required = false, default = 0.95)]
+        confidence: f64,
+    }
+
+    /// Bootstrap intervals of a compute curve's parameters.
+    #[derive(ToSchema)]
+    pub struct PowerLawIntervals {
+        #[serde(rename = "E")]
+        e: Bounds,
+        #[serde(rename = "A")]
+        a: Bounds,
+        b: Bounds,
+    }
+
+    /// The curve `L(C) = E + A C^-b` of one group (`C` in FLOPs).
+    #[derive(ToSchema)]
+    pub struct ComputeFit {
+        /// The parameterization, or `all`.
+        group: String,
+        #[serde(rename = "E")]
+        e: f64,
+        #[serde(rename = "A")]
+        a: f64,
+        b: f64,
+        /// `null` with `resamples: 0`.
+        intervals: Option<PowerLawIntervals>,
+        n_runs: u64,
+    }
+
+    /// A group the fit refused.
+    #[derive(ToSchema)]
+    pub struct RefusedGroup {
+        group: String,
+        n_runs: u64,
+        /// Why, e.g. too few distinct compute scales.
+        error: String,
+    }
+
+    /// One fit per group, and the groups that could not be fitted.
+    #[derive(ToSchema)]
+    pub struct ComputeFitResult {
+        groups: Vec<ComputeFit>,
+        refused: Vec<RefusedGroup>,
+    }
+
+    /// FLOP savings of one parameterization over another at matched loss.
+    #[derive(ToSchema)]
+    #[schema(example = json!({"selection": {"sweep_id": 3}, "candidate": "completep", "baseline": "mup", "resamples": 500}))]
+    pub struct SavingsRequest {
+        selection: RunSelection,
+        #[schema(required = false, default = "completep")]
+        candidate: Parameterization,
+        #[schema(required = false, default = "mup")]
+        baseline: Parameterization,
+        /// The loss to compare at; the midpoint of the loss range both groups observed when absent.
+        loss: Option<f64>,
+        /// Bootstrap resamples of each group; 0 gives no interval.
+        #[schema(required = false, default = 1000, minimum = 0, maximum = 5000)]
+        resamples: u64,
+        #[schema(required = false, default = 0)]
+        seed: u64,
+        #[schema(required = false, default = 0.95)]
+        confidence: f64,
+    }
+
+    /// One side of a savings comparison: its curve and the runs behind it.
+    #[derive(ToSchema)]
+    pub struct SavingsCurve {
+        parameterization: Parameterization,
+        #[serde(rename = "E")]
+        e: f64,
+        #[serde(rename = "A")]
+        a: f64,
+        b: f64,
+        intervals: Option<PowerLawIntervals>,
+        n_runs: u64,
+    }
+
+    /// How much compute the candidate saves at the loss used.
+    #[derive(ToSchema)]
+    pub struct SavingsResult {
+        /// `1 - C_candidate(L) / C_baseline(L)`: 0.2 means 20% fewer FLOPs; negative means more.
+        savings: f64,
+        /// Bootstrap interval of the savings (resample curves paired by index); `null` with
+        /// `resamples: 0`.
+        interval: Option<Bounds>,
+        /// The loss `L` compared at.
+        loss: f64,
+        /// `given` or `overlap_midpoint`.
+        loss_source: String,
+        candidate: SavingsCurve,
+        baseline: SavingsCurve,
+        /// Resample pairs left out of the interval because a curve never reaches `L`.
+        unreachable_resamples: u64,
     }
 
     /// Init, learning rate, weight decay and epsilon of one parameter group after scaling.

@@ -30,7 +30,7 @@ fn tiny_run_body(tokens: u64) -> Value {
     })
 }
 
-async fn call(
+pub(crate) async fn call(
     app: &axum::Router,
     method: &str,
     uri: &str,
@@ -51,7 +51,7 @@ async fn call(
     )
 }
 
-async fn router_app(name: &str) -> (axum::Router, Store) {
+pub(crate) async fn router_app(name: &str) -> (axum::Router, Store) {
     let store = Store::open(&temp_db(name)).await.unwrap();
     let jobs = Jobs::new(store.clone());
     (

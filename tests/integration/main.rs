@@ -4,6 +4,7 @@ mod api;
 mod cli;
 mod compose;
 mod coord;
+mod fits;
 mod openapi;
 mod pages;
 mod training;

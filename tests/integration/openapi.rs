@@ -100,7 +100,7 @@ fn response_schema<'a>(doc: &'a Value, path: &str, method: &str, status: &str) -
         .unwrap()
 }
 
-const ROUTES: [(&str, &str); 16] = [
+const ROUTES: [(&str, &str); 19] = [
     ("get", "/api/v1/runs"),
     ("post", "/api/v1/runs"),
     ("get", "/api/v1/runs/{id}"),
@@ -116,6 +116,9 @@ const ROUTES: [(&str, &str); 16] = [
     ("get", "/api/v1/plan"),
     ("get", "/api/v1/runs.csv"),
     ("get", "/api/v1/runs/{id}/metrics.csv"),
+    ("post", "/api/v1/fits/chinchilla"),
+    ("post", "/api/v1/fits/compute"),
+    ("post", "/api/v1/analysis/savings"),
     ("get", "/api/v1/openapi.json"),
 ];
 

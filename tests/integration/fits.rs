@@ -1,0 +1,327 @@
+//! The analysis endpoints: the Chinchilla surface on Epoch's digitised Chinchilla runs, compute
+//! curves and FLOP savings on planted runs, and the refusals.
+
+use super::api::{call, router_app};
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+
+const CHINCHILLA_CSV: &str = include_str!("../../../shared/data/chinchilla_approach3.csv");
+
+/// Imports Epoch's 245 Chinchilla runs (params, training FLOPs, loss) tagged `chinchilla`;
+/// returns their ids in file order.
+async fn import_chinchilla(app: &axum::Router) -> Vec<i64> {
+    let runs: Vec<Value> = (CHINCHILLA_CSV.lines().skip(1))
+        .map(|line| {
+            let v: Vec<f64> = line.split(',').map(|f| f.parse().unwrap()).collect();
+            json!({
+                "parameterization": "sp", "params": v[0].round() as i64, "flops": v[1],
+                "final_loss": v[2], "tags": ["chinchilla"]
+            })
+        })
+        .collect();
+    assert_eq!(runs.len(), 245);
+    let body = json!({ "runs": runs }).to_string();
+    let (status, imported) = call(app, "POST", "/api/v1/runs/import", Some(&body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{imported}");
+    serde_json::from_value(imported["ids"].clone()).unwrap()
+}
+
+async fn post(app: &axum::Router, uri: &str, body: Value) -> (StatusCode, Value) {
+    call(app, "POST", uri, Some(&body.to_string())).await
+}
+
+fn keys(value: &Value) -> BTreeSet<String> {
+    value.as_object().unwrap().keys().cloned().collect()
+}
+
+/// The documented properties of the schema a route's 200 response refers to.
+async fn documented_fields(app: &axum::Router, path: &str) -> BTreeSet<String> {
+    let (_, doc) = call(app, "GET", "/api/v1/openapi.json", None).await;
+    let pointer = format!(
+        "/paths/{}/post/responses/200/content/application~1json/schema/$ref",
+        path.replace('/', "~1")
+    );
+    let name = doc.pointer(&pointer).and_then(Value::as_str).unwrap();
+    let name = name.rsplit('/').next().unwrap();
+    keys(&doc["components"]["schemas"][name]["properties"])
+}
+
+#[tokio::test]
+async fn chinchilla_fit_reproduces_epochs_numbers() {
+    let (app, _) = router_app("fits-chinchilla").await;
+    let ids = import_chinchilla(&app).await;
+    let request = json!({
+        "selection": {"tags": ["chinchilla"]}, "exclude_highest_loss": 5, "resamples": 100
+    });
+    let (status, fit) = post(&app, "/api/v1/fits/chinchilla", request).await;
+    assert_eq!(status, StatusCode::OK, "{fit}");
+    println!("chinchilla fit: {fit}");
+    let value = |k: &str| fit[k].as_f64().unwrap();
+    // Epoch (arXiv 2404.10102): E 1.82, alpha 0.35, beta 0.37.
+    assert!((value("E") - 1.82).abs() < 0.03, "{fit}");
+    assert!((value("alpha") - 0.35).abs() < 0.02, "{fit}");
+    assert!((value("beta") - 0.37).abs() < 0.02, "{fit}");
+    for k in ["E", "A", "B", "alpha", "beta"] {
+        let [low, high] = [0, 1].map(|i| fit["intervals"][k][i].as_f64().unwrap());
+        assert!(low <= value(k) && value(k) <= high, "{k}: {fit}");
+    }
+    assert_eq!(fit["n_runs"], 240);
+    assert!(value("objective") > 0.0);
+    // The five excluded are the five highest losses of the file.
+    let mut by_loss: Vec<(f64, i64)> = (CHINCHILLA_CSV.lines().skip(1))
+        .zip(&ids)
+        .map(|(line, id)| (line.rsplit(',').next().unwrap().parse().unwrap(), *id))
+        .collect();
+    by_loss.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let mut highest: Vec<i64> = by_loss[..5].iter().map(|p| p.1).collect();
+    highest.sort_unstable();
+    assert_eq!(fit["excluded_run_ids"], json!(highest));
+    assert_eq!(
+        keys(&fit),
+        documented_fields(&app, "/api/v1/fits/chinchilla").await
+    );
+
+    // Without resamples: the same surface, no intervals.
+    let request = json!({
+        "selection": {"run_ids": ids}, "exclude_highest_loss": 5, "resamples": 0
+    });
+    let (status, once) = post(&app, "/api/v1/fits/chinchilla", request).await;
+    assert_eq!(status, StatusCode::OK, "{once}");
+    assert_eq!(once["intervals"], Value::Null);
+    assert!((once["E"].as_f64().unwrap() - value("E")).abs() < 1e-9);
+}
+
+/// The planted curves: the baseline `L(C) = 1.8 + A C^-0.15` and a candidate reaching every loss
+/// with 80% of the compute (`A_candidate = A 1.25^-0.15`), i.e. savings of exactly 0.2.
+const E: f64 = 1.8;
+const B: f64 = 0.15;
+const A: f64 = 391.0;
+
+/// Imports 20 runs per parameterization over four decades of compute, with a deterministic
+/// multiplicative noise of at most 0.5%.
+async fn import_planted(app: &axum::Router) {
+    let mut runs = Vec::new();
+    for (k, (parameterization, a)) in [("mup", A), ("completep", A * 1.25f64.powf(-B))]
+        .into_iter()
+        .enumerate()
+    {
+        for i in 0..20 {
+            let flops = 1e15 * 10f64.powf(4.0 * (i as f64 + 0.5 * k as f64) / 20.0);
+            let noise = ((i * 37 + k * 11) % 21) as f64 / 20.0 - 0.5; // in [-0.5, 0.5]
+            let loss = (E + a * flops.powf(-B)) * (1.0 + 0.01 * noise);
+            runs.push(json!({
+                "parameterization": parameterization, "params": 1_000_000, "flops": flops,
+                "final_loss": loss, "tags": ["planted"], "width": 128 * (1 + k as i64)
+            }));
+        }
+    }
+    let body = json!({ "runs": runs }).to_string();
+    let (status, imported) = call(app, "POST", "/api/v1/runs/import", Some(&body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{imported}");
+}
+
+#[tokio::test]
+async fn compute_fits_and_savings_recover_planted_curves() {
+    let (app, _) = router_app("fits-savings").await;
+    import_planted(&app).await;
+
+    let request = json!({"selection": {"tags": ["planted"]}, "resamples": 50, "seed": 3});
+    let (status, fits) = post(&app, "/api/v1/fits/compute", request).await;
+    assert_eq!(status, StatusCode::OK, "{fits}");
+    assert_eq!(fits["refused"], json!([]));
+    let groups = fits["groups"].as_array().unwrap();
+    let names: Vec<&str> = groups
+        .iter()
+        .map(|g| g["group"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["completep", "mup"]);
+    for group in groups {
+        assert_eq!(group["n_runs"], 20);
+        assert!((group["b"].as_f64().unwrap() - B).abs() < 0.03, "{group}");
+        assert!((group["E"].as_f64().unwrap() - E).abs() < 0.1, "{group}");
+        let [low, high] = [0, 1].map(|i| group["intervals"]["b"][i].as_f64().unwrap());
+        assert!(low <= high, "{group}");
+    }
+    assert_eq!(
+        keys(&fits),
+        documented_fields(&app, "/api/v1/fits/compute").await
+    );
+
+    // One group over all runs; filters select like GET /api/v1/runs.
+    let request = json!({"selection": {"tags": ["planted"]}, "group_by": "none", "resamples": 0});
+    let (status, all) = post(&app, "/api/v1/fits/compute", request).await;
+    assert_eq!(status, StatusCode::OK, "{all}");
+    assert_eq!(all["groups"][0]["group"], "all");
+    assert_eq!(all["groups"][0]["n_runs"], 40);
+    let request = json!({"selection": {"filters": {"width": "in:256"}}, "resamples": 0});
+    let (status, filtered) = post(&app, "/api/v1/fits/compute", request).await;
+    assert_eq!(status, StatusCode::OK, "{filtered}");
+    assert_eq!(filtered["groups"].as_array().unwrap().len(), 1);
+    assert_eq!(filtered["groups"][0]["group"], "completep");
+
+    let request = json!({
+        "selection": {"tags": ["planted"]}, "candidate": "completep", "baseline": "mup",
+        "resamples": 100, "seed": 1
+    });
+    let (status, savings) = post(&app, "/api/v1/analysis/savings", request).await;
+    assert_eq!(status, StatusCode::OK, "{savings}");
+    println!("savings: {savings}");
+    let estimate = savings["savings"].as_f64().unwrap();
+    assert!((estimate - 0.2).abs() < 0.05, "{savings}");
+    let [low, high] = [0, 1].map(|i| savings["interval"][i].as_f64().unwrap());
+    assert!(low <= 0.2 && 0.2 <= high, "{savings}");
+    assert_eq!(savings["loss_source"], "overlap_midpoint");
+    assert_eq!(savings["candidate"]["n_runs"], 20);
+    assert_eq!(savings["baseline"]["parameterization"], "mup");
+    assert_eq!(
+        keys(&savings),
+        documented_fields(&app, "/api/v1/analysis/savings").await
+    );
+
+    // At a given loss the planted savings are 0.2 there too.
+    let request = json!({"selection": {"tags": ["planted"]}, "loss": 2.5, "resamples": 20});
+    let (status, at) = post(&app, "/api/v1/analysis/savings", request).await;
+    assert_eq!(status, StatusCode::OK, "{at}");
+    assert_eq!(
+        (at["loss"].as_f64(), &at["loss_source"]),
+        (Some(2.5), &json!("given"))
+    );
+    assert!((at["savings"].as_f64().unwrap() - 0.2).abs() < 0.05, "{at}");
+    // A loss below both curves' E is refused.
+    let request = json!({"selection": {"tags": ["planted"]}, "loss": 1.0, "resamples": 0});
+    let (status, body) = post(&app, "/api/v1/analysis/savings", request).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("unreachable"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn fits_refuse_bad_requests_and_unfittable_selections() {
+    let (app, _) = router_app("fits-refusals").await;
+    let ids = import_chinchilla(&app).await;
+
+    // Three runs cannot determine the exponents: 422 for the surface, a refused group for L(C).
+    let three = json!({"run_ids": &ids[..3]});
+    let (status, body) = post(
+        &app,
+        "/api/v1/fits/chinchilla",
+        json!({"selection": three, "resamples": 10}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("4 distinct"),
+        "{body}"
+    );
+    let (status, body) = post(
+        &app,
+        "/api/v1/fits/compute",
+        json!({"selection": three, "resamples": 10}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["groups"], json!([]));
+    assert_eq!(body["refused"][0]["group"], "sp");
+    assert_eq!(body["refused"][0]["n_runs"], 3);
+    let error = body["refused"][0]["error"].as_str().unwrap();
+    assert!(error.contains("4 distinct"), "{body}");
+
+    let tags = json!({"tags": ["chinchilla"]});
+    let cases: Vec<(&str, Value, StatusCode)> = vec![
+        (
+            "/api/v1/fits/chinchilla",
+            json!({"selection": {"sweep": 1}}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/api/v1/fits/chinchilla",
+            json!({"resamples": 10}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/api/v1/fits/chinchilla",
+            json!({"selection": {"tags": ["chinchilla"], "sweep_id": 1}}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/api/v1/fits/chinchilla",
+            json!({"selection": tags, "resamples": 5001}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/api/v1/fits/chinchilla",
+            json!({"selection": tags, "resamples": -1}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/api/v1/fits/compute",
+            json!({"selection": tags, "resamples": "many"}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/api/v1/fits/compute",
+            json!({"selection": tags, "confidence": 1.0}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/api/v1/fits/compute",
+            json!({"selection": tags, "group_by": "width"}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/api/v1/fits/compute",
+            json!({"selection": tags, "resample": 10}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/api/v1/fits/compute",
+            json!({"selection": {"filters": {"widht": "1"}}}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/api/v1/fits/compute",
+            json!({"selection": {"filters": {"limit": "10"}}}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/api/v1/fits/compute",
+            json!({"selection": {"run_ids": []}}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/api/v1/fits/chinchilla",
+            json!({"selection": tags, "exclude_highest_loss": 245, "resamples": 0}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "/api/v1/fits/compute",
+            json!({"selection": {"tags": ["nothing-has-this"]}}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "/api/v1/analysis/savings",
+            json!({"selection": tags, "candidate": "mup", "baseline": "mup"}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/api/v1/analysis/savings",
+            json!({"selection": tags, "candidate": "mupp"}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "/api/v1/analysis/savings",
+            json!({"selection": tags, "resamples": 0}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+    ];
+    for (uri, body, expected) in cases {
+        let (status, answer) = post(&app, uri, body.clone()).await;
+        assert_eq!(status, expected, "{uri} {body}: {answer}");
+        assert_eq!(keys(&answer), ["detail", "error"].map(String::from).into());
+    }
+    let (status, _) = call(&app, "POST", "/api/v1/fits/chinchilla", Some("{not json")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
