@@ -958,7 +958,7 @@ mod tests {
 
     /// Epoch's Chinchilla points as `(params, tokens, loss)`, `D = C / (6 N)`.
     fn chinchilla_points() -> Vec<(f64, f64, f64)> {
-        let csv = include_str!("../../shared/data/chinchilla_approach3.csv");
+        let csv = include_str!("../tests/data/chinchilla_approach3.csv");
         (csv.lines().skip(1))
             .map(|line| {
                 let v: Vec<f64> = line.split(',').map(|f| f.parse().unwrap()).collect();

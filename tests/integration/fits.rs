@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 
-const CHINCHILLA_CSV: &str = include_str!("../../../shared/data/chinchilla_approach3.csv");
+const CHINCHILLA_CSV: &str = include_str!("../data/chinchilla_approach3.csv");
 
 /// Imports Epoch's 245 Chinchilla runs (params, training FLOPs, loss) tagged `chinchilla`;
 /// returns their ids in file order.
