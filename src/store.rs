@@ -55,6 +55,17 @@ pub enum StoredStatus {
 }
 
 impl StoredStatus {
+    /// Every status, in lifecycle order.
+    pub const ALL: [StoredStatus; 7] = [
+        StoredStatus::Queued,
+        StoredStatus::Running,
+        StoredStatus::Succeeded,
+        StoredStatus::Failed,
+        StoredStatus::Diverged,
+        StoredStatus::Cancelled,
+        StoredStatus::Interrupted,
+    ];
+
     /// The value in the `status` column.
     pub fn name(self) -> &'static str {
         match self {
@@ -69,15 +80,10 @@ impl StoredStatus {
     }
 
     fn parse(name: &str) -> StoredStatus {
-        match name {
-            "queued" => StoredStatus::Queued,
-            "running" => StoredStatus::Running,
-            "succeeded" => StoredStatus::Succeeded,
-            "diverged" => StoredStatus::Diverged,
-            "cancelled" => StoredStatus::Cancelled,
-            "interrupted" => StoredStatus::Interrupted,
-            _ => StoredStatus::Failed,
-        }
+        StoredStatus::ALL
+            .into_iter()
+            .find(|s| s.name() == name)
+            .unwrap_or(StoredStatus::Failed)
     }
 
     /// Whether the run has ended (nothing will change it any more).

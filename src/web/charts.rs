@@ -350,6 +350,54 @@ fn format_number(v: f64) -> String {
     }
 }
 
+/// Axis label colour.
+const TEXT: RGBColor = RGBColor(40, 40, 40);
+
+/// Formats a tick value for display.
+type TickLabel<'f> = &'f dyn Fn(&f64) -> String;
+
+type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<TickedAxis, TickedAxis>>;
+
+/// The frame every chart here shares: margins, axes with our ticks, grid, labels and titles.
+fn framed_chart<'a, 'b>(
+    root: &'a DrawingArea<SVGBackend<'b>, plotters::coord::Shift>,
+    x: TickedAxis,
+    y: TickedAxis,
+    (x_desc, y_desc): (&str, &str),
+    (x_label, y_label): (TickLabel<'_>, TickLabel<'_>),
+) -> Result<Chart<'a, 'b>, Box<dyn std::error::Error>> {
+    let mut chart = ChartBuilder::on(root)
+        .margin(14)
+        .margin_right(28)
+        .x_label_area_size(56)
+        .y_label_area_size(76)
+        .build_cartesian_2d(x, y)?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .x_label_formatter(x_label)
+        .y_label_formatter(y_label)
+        .label_style(("sans-serif", 17).into_font().color(&TEXT))
+        .axis_desc_style(("sans-serif", 18).into_font().color(&TEXT))
+        .bold_line_style(RGBColor(225, 225, 225))
+        .light_line_style(WHITE)
+        .axis_style(RGBColor(120, 120, 120))
+        .draw()?;
+    Ok(chart)
+}
+
+fn draw_legend<'a, 'b: 'a>(chart: &mut Chart<'a, 'b>, position: SeriesLabelPosition) -> DrawResult {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .label_font(("sans-serif", 17).into_font().color(&TEXT))
+        .background_style(WHITE.mix(0.85))
+        .border_style(RGBColor(160, 160, 160))
+        .draw()?;
+    Ok(())
+}
+
 fn draw_lines(svg: &mut String, lines: &[Line], x: XAxis, log: bool) -> DrawResult {
     let (x_lo, x_hi) = padded_range(lines.iter().flat_map(|l| l.points.iter().map(|p| p.0)), log);
     let (y_lo, y_hi) = padded_range(lines.iter().flat_map(|l| l.points.iter().map(|p| p.1)), log);
@@ -365,43 +413,29 @@ fn draw_lines(svg: &mut String, lines: &[Line], x: XAxis, log: bool) -> DrawResu
             format_number(*v)
         }
     };
-    let text = RGBColor(40, 40, 40);
     {
         let root = SVGBackend::with_string(svg, (WIDTH, HEIGHT)).into_drawing_area();
         root.fill(&WHITE)?;
-        let mut chart = ChartBuilder::on(&root)
-            .margin(14)
-            .margin_right(28)
-            .x_label_area_size(56)
-            .y_label_area_size(76)
-            .build_cartesian_2d(
-                TickedAxis {
-                    lo: x_lo,
-                    hi: x_hi,
-                    ticks: x_ticks,
-                },
-                TickedAxis {
-                    lo: y_lo,
-                    hi: y_hi,
-                    ticks: y_ticks,
-                },
-            )?;
-        chart
-            .configure_mesh()
-            .x_desc(x.title())
-            .y_desc(if log {
-                "loss (nats/token, log scale)"
-            } else {
-                "loss (nats/token)"
-            })
-            .x_label_formatter(&label)
-            .y_label_formatter(&label)
-            .label_style(("sans-serif", 17).into_font().color(&text))
-            .axis_desc_style(("sans-serif", 18).into_font().color(&text))
-            .bold_line_style(RGBColor(225, 225, 225))
-            .light_line_style(WHITE)
-            .axis_style(RGBColor(120, 120, 120))
-            .draw()?;
+        let y_desc = if log {
+            "loss (nats/token, log scale)"
+        } else {
+            "loss (nats/token)"
+        };
+        let mut chart = framed_chart(
+            &root,
+            TickedAxis {
+                lo: x_lo,
+                hi: x_hi,
+                ticks: x_ticks,
+            },
+            TickedAxis {
+                lo: y_lo,
+                hi: y_hi,
+                ticks: y_ticks,
+            },
+            (x.title(), y_desc),
+            (&label, &label),
+        )?;
         for line in lines.iter().filter(|l| !l.points.is_empty()) {
             let color = line.color;
             if line.markers {
@@ -431,13 +465,7 @@ fn draw_lines(svg: &mut String, lines: &[Line], x: XAxis, log: bool) -> DrawResu
                 }
             }
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .label_font(("sans-serif", 17).into_font().color(&text))
-            .background_style(WHITE.mix(0.85))
-            .border_style(RGBColor(160, 160, 160))
-            .draw()?;
+        draw_legend(&mut chart, SeriesLabelPosition::UpperRight)?;
         root.present()?;
     }
     Ok(())
@@ -490,39 +518,29 @@ fn draw_lr_lines(svg: &mut String, lines: &[(String, Vec<(f64, f64)>)]) -> DrawR
             .collect();
     }
     let y_ticks = linear_ticks(y_lo, y_hi, 6.0);
-    let text = RGBColor(40, 40, 40);
     {
         let root = SVGBackend::with_string(svg, (WIDTH, HEIGHT)).into_drawing_area();
         root.fill(&WHITE)?;
-        let mut chart = ChartBuilder::on(&root)
-            .margin(14)
-            .margin_right(28)
-            .x_label_area_size(56)
-            .y_label_area_size(76)
-            .build_cartesian_2d(
-                TickedAxis {
-                    lo: x_lo,
-                    hi: x_hi,
-                    ticks: x_ticks,
-                },
-                TickedAxis {
-                    lo: y_lo,
-                    hi: y_hi,
-                    ticks: y_ticks,
-                },
-            )?;
-        chart
-            .configure_mesh()
-            .x_desc("learning rate (log2 scale)")
-            .y_desc("final validation loss (nats/token)")
-            .x_label_formatter(&|v: &f64| format_number(2f64.powf(*v)))
-            .y_label_formatter(&|v: &f64| format_number(*v))
-            .label_style(("sans-serif", 17).into_font().color(&text))
-            .axis_desc_style(("sans-serif", 18).into_font().color(&text))
-            .bold_line_style(RGBColor(225, 225, 225))
-            .light_line_style(WHITE)
-            .axis_style(RGBColor(120, 120, 120))
-            .draw()?;
+        let mut chart = framed_chart(
+            &root,
+            TickedAxis {
+                lo: x_lo,
+                hi: x_hi,
+                ticks: x_ticks,
+            },
+            TickedAxis {
+                lo: y_lo,
+                hi: y_hi,
+                ticks: y_ticks,
+            },
+            (
+                "learning rate (log2 scale)",
+                "final validation loss (nats/token)",
+            ),
+            (&|v: &f64| format_number(2f64.powf(*v)), &|v: &f64| {
+                format_number(*v)
+            }),
+        )?;
         for (index, (label, points)) in lines.iter().enumerate() {
             if points.is_empty() {
                 continue;
@@ -551,13 +569,7 @@ fn draw_lr_lines(svg: &mut String, lines: &[(String, Vec<(f64, f64)>)]) -> DrawR
             .draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())?
             .label("best learning rate of a line")
             .legend(|(lx, ly)| Circle::new((lx + 8, ly), 7, RGBColor(60, 60, 60).stroke_width(2)));
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperMiddle)
-            .label_font(("sans-serif", 17).into_font().color(&text))
-            .background_style(WHITE.mix(0.85))
-            .border_style(RGBColor(160, 160, 160))
-            .draw()?;
+        draw_legend(&mut chart, SeriesLabelPosition::UpperMiddle)?;
         root.present()?;
     }
     Ok(())

@@ -16,7 +16,7 @@ mod sweeps;
 use super::AppState;
 use super::charts::{self, XAxis};
 use super::error::ApiError;
-use crate::store::{MetricPoint, RunRecord, StoreError, StoredStatus};
+use crate::store::{MetricPoint, RunRecord, StoreError};
 use askama::Template;
 use axum::Router;
 use axum::extract::Path;
@@ -145,16 +145,6 @@ const PARAMETERIZATIONS: [(&str, &str); 5] = [
     ("depth-mup", "depth-muP (alpha 0.5)"),
     ("completep", "CompleteP (alpha 1)"),
     ("alpha", "muP + depth, custom alpha"),
-];
-
-const STATUSES: [StoredStatus; 7] = [
-    StoredStatus::Queued,
-    StoredStatus::Running,
-    StoredStatus::Succeeded,
-    StoredStatus::Failed,
-    StoredStatus::Diverged,
-    StoredStatus::Cancelled,
-    StoredStatus::Interrupted,
 ];
 
 /// Percent-encodes a query component: everything but RFC 3986's unreserved characters and the

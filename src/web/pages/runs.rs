@@ -1,11 +1,11 @@
 //! The runs table (`GET /`) and one run's page, its chart and cancel button (`/runs/{id}`).
 
 use super::{
-    ChartView, Choice, PARAMETERIZATIONS, Page, PageError, STATUSES, SelectOption,
-    chart_or_message, flatten, fmt_count, fmt_loss, fmt_opt, fmt_real, fmt_sci, fmt_time, options,
-    page_run_id, render, run_label, same_origin, shape, status_text, url,
+    ChartView, Choice, PARAMETERIZATIONS, Page, PageError, SelectOption, chart_or_message, flatten,
+    fmt_count, fmt_loss, fmt_opt, fmt_real, fmt_sci, fmt_time, options, page_run_id, render,
+    run_label, same_origin, shape, status_text, url,
 };
-use crate::store::{RunQuery, RunRecord, RunSource};
+use crate::store::{RunQuery, RunRecord, RunSource, StoredStatus};
 use crate::train::RunConfig;
 use crate::web::AppState;
 use askama::Template;
@@ -142,7 +142,7 @@ pub(super) async fn index(
         .chain(PARAMETERIZATIONS.iter().map(|(v, _)| (*v, *v)))
         .collect();
     let status_choices: Vec<(&str, &str)> = std::iter::once(("", "any"))
-        .chain(STATUSES.iter().map(|s| (s.name(), s.name())))
+        .chain(StoredStatus::ALL.iter().map(|s| (s.name(), s.name())))
         .collect();
     let in_select = |choices: &[(&str, &str)], v: &str| choices.iter().any(|(c, _)| *c == v);
     let mut hidden = Vec::new();

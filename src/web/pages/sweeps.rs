@@ -2,8 +2,8 @@
 //! and the list of every sweep (`GET /sweeps`).
 
 use super::{
-    FieldView, Fieldset, Page, PageError, STATUSES, SelectOption, flatten, fmt_loss, fmt_opt,
-    fmt_real, fmt_time, mentions, parse_whole, render, same_origin, shape, status_text,
+    FieldView, Fieldset, Page, PageError, SelectOption, flatten, fmt_loss, fmt_opt, fmt_real,
+    fmt_time, mentions, parse_whole, render, same_origin, shape, status_text,
 };
 use crate::store::{RunRecord, StoredStatus};
 use crate::train::RunConfig;
@@ -480,7 +480,7 @@ impl Progress {
         Progress {
             total: runs.len(),
             finished: runs.iter().filter(|r| r.status.is_final()).count(),
-            counts: STATUSES
+            counts: StoredStatus::ALL
                 .iter()
                 .map(|s| (s.name(), runs.iter().filter(|r| r.status == *s).count()))
                 .filter(|(_, n)| *n > 0)
