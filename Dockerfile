@@ -8,7 +8,7 @@ FROM rust:1.95-bookworm AS builder
 WORKDIR /build
 # sqlx queries are checked at run time and `sqlx::migrate!` embeds migrations/ at compile time,
 # so the build needs neither DATABASE_URL nor a database.
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
 COPY src/ src/
 COPY migrations/ migrations/
 COPY templates/ templates/

@@ -1,7 +1,9 @@
 //! The HTTP server: REST API under `/api/v1` (one module per resource), health check, start-up
 //! and graceful shutdown. [`router`] is the seam tests call without a socket.
 
+mod analysis;
 mod charts;
+mod diagnostics;
 mod error;
 mod export;
 mod fits;
@@ -9,7 +11,9 @@ mod imports;
 mod openapi;
 mod pages;
 mod plan;
+mod recommend;
 pub mod runs;
+mod studies;
 mod sweeps;
 
 pub use error::ApiError;
@@ -72,6 +76,10 @@ pub fn router(state: AppState) -> Router {
         .merge(export::router())
         .merge(plan::router())
         .merge(fits::router())
+        .merge(analysis::router())
+        .merge(recommend::router())
+        .merge(diagnostics::router())
+        .merge(studies::router())
         .merge(openapi::router())
         .merge(pages::router())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -74,6 +74,14 @@ struct ApiDoc;
 /// The OpenAPI document of the REST API.
 pub fn document() -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
+    for part in [
+        super::analysis::api_doc(),
+        super::recommend::api_doc(),
+        super::diagnostics::api_doc(),
+        super::studies::api_doc(),
+    ] {
+        doc.merge(part);
+    }
     // The package declares no license: leave the field out rather than send an empty name.
     doc.info.license = None;
     doc

@@ -1,12 +1,16 @@
 //! Integration tests: real (tiny) burn training on the built-in corpus, and the real binary.
 
+mod analysis;
 mod api;
 mod cli;
 mod compose;
 mod coord;
+mod diagnostics;
 mod fits;
 mod openapi;
 mod pages;
+mod planner;
+mod studies;
 mod training;
 
 use shapewise::data::DataSource;

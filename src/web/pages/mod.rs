@@ -7,10 +7,14 @@
 //! sweep's page, the live run count of the new-sweep form and the `ids=1,2,3` form of the compare
 //! URL.
 
+mod analysis;
 mod compare;
+mod diagnostics;
 mod new_run;
+mod planner;
 mod queue;
 mod runs;
+mod studies;
 mod sweeps;
 
 use super::AppState;
@@ -48,6 +52,10 @@ pub fn router() -> Router<AppState> {
         .route("/sweeps/{id}", get(sweep_page))
         .route("/static/style.css", get(style_css))
         .route("/static/app.js", get(app_js))
+        .merge(analysis::routes())
+        .merge(planner::routes())
+        .merge(diagnostics::routes())
+        .merge(studies::routes())
 }
 
 // ---------------------------------------------------------------------------------------------

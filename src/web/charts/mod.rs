@@ -5,6 +5,10 @@
 //! ticks can be chosen here: plotters' own log axis shows no tick at all when the data spans less
 //! than a decade, which a loss curve usually does.
 
+pub mod analysis;
+pub mod diagnostics;
+pub mod planner;
+
 use crate::store::MetricPoint;
 use plotters::prelude::*;
 use std::fmt::Write as _;

@@ -35,6 +35,9 @@
 //! FLOP savings at matched loss compare two compute curves at the same loss:
 //! `1 - C_X(L) / C_Y(L)` with `C(L) = (A / (L - E))^(1/b)`, the compute a curve needs to reach `L`.
 
+pub mod shape;
+pub mod transfer;
+
 use std::cmp::Ordering;
 use std::collections::VecDeque;
 
@@ -958,7 +961,7 @@ mod tests {
 
     /// Epoch's Chinchilla points as `(params, tokens, loss)`, `D = C / (6 N)`.
     fn chinchilla_points() -> Vec<(f64, f64, f64)> {
-        let csv = include_str!("../tests/data/chinchilla_approach3.csv");
+        let csv = include_str!("../../tests/data/chinchilla_approach3.csv");
         (csv.lines().skip(1))
             .map(|line| {
                 let v: Vec<f64> = line.split(',').map(|f| f.parse().unwrap()).collect();

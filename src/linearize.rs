@@ -1,0 +1,1 @@
+//! Relative distance from linearization (paper Fig. 6).

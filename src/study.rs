@@ -1,0 +1,1 @@
+//! One-click studies: the paper's experiments as ready-made run sets.
