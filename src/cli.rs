@@ -1,4 +1,4 @@
-//! The command line: `plan`, `train`, `coord-check` and `bench`.
+//! The command line: `plan`, `train`, `coord-check`, `linearize` and `bench`.
 //!
 //! Every user error (bad option, out-of-range value, missing file) ends with a one-line message
 //! on stderr and exit code 2; clap's own usage errors use the same code.
@@ -6,6 +6,7 @@
 use crate::bench::{BenchOptions, run_bench};
 use crate::coord::{CoordAxis, CoordOptions, run_coord_check};
 use crate::data::DataSource;
+use crate::linearize::{LinearizeOptions, run_linearization};
 use crate::model::{Activation, Positions};
 use crate::param::{
     AttentionScale, BaseHparams, BaseShape, ParamPlan, Parameterization, PlanRequest, plan,
@@ -46,6 +47,8 @@ enum Command {
     Train(Box<TrainArgs>),
     /// Run a coordinate check: activation sizes over depth or width during the first steps.
     CoordCheck(CoordArgs),
+    /// Measure the relative distance from linearization of a block's one-step update over depth.
+    Linearize(LinearizeArgs),
     /// Measure training throughput on three fixed shapes.
     Bench(BenchArgs),
 }
@@ -276,6 +279,47 @@ struct CoordArgs {
 }
 
 #[derive(Args, Debug)]
+struct LinearizeArgs {
+    /// Parameterizations to compare.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_values_t = LinearizeOptions::default().parameterizations
+    )]
+    params: Vec<Parameterization>,
+    /// Depths to try; the smallest is the base depth.
+    #[arg(long, value_delimiter = ',', default_values_t = LinearizeOptions::default().depths)]
+    depths: Vec<usize>,
+    /// Width (also the base width).
+    #[arg(long, default_value_t = LinearizeOptions::default().width)]
+    width: usize,
+    /// Seeds per depth (averaged).
+    #[arg(long, default_value_t = LinearizeOptions::default().seeds)]
+    seeds: u64,
+    /// Base learning rate of the one AdamW step.
+    #[arg(long, allow_negative_numbers = true, default_value_t = LinearizeOptions::default().lr)]
+    lr: f64,
+    /// Sequences in the batch.
+    #[arg(long, default_value_t = LinearizeOptions::default().batch)]
+    batch: usize,
+    /// Context length.
+    #[arg(long, default_value_t = LinearizeOptions::default().context)]
+    context: usize,
+    /// Head dimension.
+    #[arg(long, default_value_t = LinearizeOptions::default().d_head)]
+    d_head: usize,
+    /// Attention scale, equal across parameterizations.
+    #[arg(long, default_value = "d_head")]
+    attention_scale: AttentionScale,
+    /// Folder for linearize.csv and linearize.json.
+    #[arg(long, default_value = "linearize")]
+    out: PathBuf,
+    /// Print the table as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
 struct BenchArgs {
     /// Shapes WIDTHxDEPTH.
     #[arg(long, value_delimiter = ',', default_value = "128x4,256x4,128x16")]
@@ -397,6 +441,7 @@ pub fn run() -> ExitCode {
         Command::Plan(args) => plan_command(args),
         Command::Train(args) => train_command(*args),
         Command::CoordCheck(args) => coord_command(args),
+        Command::Linearize(args) => linearize_command(args),
         Command::Bench(args) => bench_command(args),
     };
     match result {
@@ -759,6 +804,49 @@ fn coord_command(args: CoordArgs) -> Result<ExitCode, UsageError> {
     } else {
         print!("{}", table.summary());
         println!("wrote {}/coord_check.{{csv,json,svg}}", args.out.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn linearize_command(args: LinearizeArgs) -> Result<ExitCode, UsageError> {
+    let options = LinearizeOptions {
+        parameterizations: args.params,
+        depths: args.depths,
+        width: args.width,
+        seeds: args.seeds,
+        lr: args.lr,
+        batch: args.batch,
+        context: args.context,
+        d_head: args.d_head,
+        attention_scale: args.attention_scale,
+    };
+    options.validate().map_err(UsageError)?;
+    let bar = ProgressBar::new(options.model_count());
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} models  {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let table = run_linearization(&options, &mut |label| {
+        bar.set_message(label.to_string());
+        bar.inc(1);
+    })?;
+    bar.finish_and_clear();
+    std::fs::create_dir_all(&args.out)
+        .map_err(|e| UsageError(format!("cannot create {}: {e}", args.out.display())))?;
+    let write = |name: &str, contents: String| {
+        let path = args.out.join(name);
+        std::fs::write(&path, contents)
+            .map_err(|e| UsageError(format!("cannot write {}: {e}", path.display())))
+    };
+    write("linearize.csv", table.to_csv())?;
+    write("linearize.json", serde_json::to_string_pretty(&table)?)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&table)?);
+    } else {
+        print!("{}", table.summary());
+        println!("wrote {}/linearize.{{csv,json}}", args.out.display());
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -25,7 +25,8 @@ pub enum CoordAxis {
 }
 
 /// The grid and the training settings of a coordinate check.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CoordOptions {
     pub axis: CoordAxis,
     pub parameterizations: Vec<Parameterization>,
@@ -50,7 +51,109 @@ pub struct CoordOptions {
     pub attention_scale: AttentionScale,
 }
 
+/// Largest size, step count, seed count and number of models a coordinate check accepts
+/// (bounds that keep one check to minutes or hours on a CPU, not days).
+pub const MAX_DEPTH: usize = 256;
+pub const MAX_WIDTH: usize = 2048;
+pub const MAX_STEPS: u64 = 200;
+pub const MAX_SEEDS: u64 = 16;
+pub const MAX_MODELS: u64 = 400;
+
 impl CoordOptions {
+    /// Settings that finish in a few minutes on two CPU cores: all four parameterizations, the
+    /// paper's base learning rate `2^-8`, 10 steps, 2 seeds, batch 8 x 64 tokens, `d_head` 32;
+    /// depths 2..32 at width 128, or widths 64..512 at depth 2.
+    pub fn defaults(axis: CoordAxis) -> CoordOptions {
+        CoordOptions {
+            axis,
+            parameterizations: vec![
+                Parameterization::Sp,
+                Parameterization::Mup,
+                Parameterization::DepthMup,
+                Parameterization::CompleteP,
+            ],
+            depths: vec![2, 4, 8, 16, 32],
+            widths: vec![64, 128, 256, 512],
+            width: 128,
+            depth: 2,
+            steps: 10,
+            seeds: 2,
+            lr: 2f64.powi(-8),
+            batch: 8,
+            context: 64,
+            d_head: 32,
+            attention_scale: AttentionScale::DHead,
+        }
+    }
+
+    /// Checks the grid without training anything: sizes and counts within the limits above, a
+    /// positive finite learning rate, and every grid point a run the trainer accepts.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.parameterizations.is_empty() {
+            return Err("parameterizations must list at least one parameterization".into());
+        }
+        if self.parameterizations.contains(&Parameterization::Alpha) {
+            return Err(
+                "parameterization 'alpha' needs its own alpha: use depth-mup (0.5) or completep (1)"
+                    .into(),
+            );
+        }
+        let (name, limit) = match self.axis {
+            CoordAxis::Depth => ("depths", MAX_DEPTH),
+            CoordAxis::Width => ("widths", MAX_WIDTH),
+        };
+        if self.sizes().is_empty() {
+            return Err(format!("{name} must list at least one size"));
+        }
+        if let Some(s) = self.sizes().iter().find(|&&s| s == 0 || s > limit) {
+            return Err(format!("{name} must be between 1 and {limit}, got {s}"));
+        }
+        let (fixed, fixed_limit, value) = match self.axis {
+            CoordAxis::Depth => ("width", MAX_WIDTH, self.width),
+            CoordAxis::Width => ("depth", MAX_DEPTH, self.depth),
+        };
+        if value == 0 || value > fixed_limit {
+            return Err(format!(
+                "{fixed} must be between 1 and {fixed_limit}, got {value}"
+            ));
+        }
+        if self.steps == 0 || self.steps > MAX_STEPS {
+            return Err(format!(
+                "steps must be between 1 and {MAX_STEPS}, got {}",
+                self.steps
+            ));
+        }
+        if self.seeds == 0 || self.seeds > MAX_SEEDS {
+            return Err(format!(
+                "seeds must be between 1 and {MAX_SEEDS}, got {}",
+                self.seeds
+            ));
+        }
+        if !self.lr.is_finite() || self.lr <= 0.0 {
+            return Err(format!("lr must be a positive number, got {}", self.lr));
+        }
+        if self.context > 1024 || self.batch > 256 {
+            return Err(format!(
+                "batch must be at most 256 and context at most 1024, got {} and {}",
+                self.batch, self.context
+            ));
+        }
+        if self.model_count() > MAX_MODELS {
+            return Err(format!(
+                "the grid has {} models (parameterizations x sizes x seeds); at most {MAX_MODELS}",
+                self.model_count()
+            ));
+        }
+        for &p in &self.parameterizations {
+            for &size in self.sizes() {
+                self.run_config(p, size, 0)
+                    .validate()
+                    .map_err(|e| format!("{p} at {} {size}: {e}", &name[..name.len() - 1]))?;
+            }
+        }
+        Ok(())
+    }
+
     fn sizes(&self) -> &[usize] {
         match self.axis {
             CoordAxis::Depth => &self.depths,
@@ -95,6 +198,9 @@ impl CoordOptions {
 }
 
 /// Seed-averaged activation sizes of one model at one step.
+///
+/// A model that diverged has non-finite values; JSON has no NaN or infinity, so they are
+/// written as `null` and read back as NaN.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CoordRow {
     pub parameterization: Parameterization,
@@ -102,13 +208,33 @@ pub struct CoordRow {
     pub depth: usize,
     /// 1-based: step 1 is the forward pass at initialisation.
     pub step: u64,
+    #[serde(deserialize_with = "nullable_f64")]
     pub embedding: f64,
+    #[serde(deserialize_with = "nullable_f64")]
     pub attention_branch: f64,
+    #[serde(deserialize_with = "nullable_f64")]
     pub mlp_branch: f64,
+    #[serde(deserialize_with = "nullable_f64")]
     pub residual: f64,
+    #[serde(deserialize_with = "nullable_f64")]
     pub logits: f64,
     /// Training loss of the step's batch.
+    #[serde(deserialize_with = "nullable_f64")]
     pub loss: f64,
+}
+
+/// Reads a number, or `null` (how serde_json writes NaN and infinities) as NaN.
+fn nullable_f64<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(deserializer)?.unwrap_or(f64::NAN))
+}
+
+/// The fitted growth exponent of one parameterization at one step.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CoordSlope {
+    pub parameterization: Parameterization,
+    pub step: u64,
+    /// `k` in `mean |final residual| ~ size^k`; absent without two usable sizes.
+    pub slope: Option<f64>,
 }
 
 /// The result of a coordinate check.
@@ -129,7 +255,41 @@ pub fn log_log_slope(points: &[(f64, f64)]) -> f64 {
     sxy / sxx
 }
 
+/// [`log_log_slope`] over the points that can go on log axes (finite, positive), or `None`
+/// when fewer than two distinct sizes remain.
+pub fn fitted_slope(points: &[(f64, f64)]) -> Option<f64> {
+    let usable: Vec<(f64, f64)> = points
+        .iter()
+        .copied()
+        .filter(|(x, y)| x.is_finite() && y.is_finite() && *x > 0.0 && *y > 0.0)
+        .collect();
+    let distinct = usable.iter().any(|p| p.0 != usable[0].0);
+    distinct
+        .then(|| log_log_slope(&usable))
+        .filter(|k| k.is_finite())
+}
+
 impl CoordTable {
+    /// The growth exponent of the final residual stream of every parameterization at step 1 and
+    /// at the last step.
+    pub fn slopes(&self) -> Vec<CoordSlope> {
+        let last = self.last_step();
+        let mut steps = vec![1];
+        if last > 1 {
+            steps.push(last);
+        }
+        self.parameterizations()
+            .into_iter()
+            .flat_map(|p| {
+                steps.iter().map(move |&step| CoordSlope {
+                    parameterization: p,
+                    step,
+                    slope: fitted_slope(&self.series(p, step, |r| r.residual)),
+                })
+            })
+            .collect()
+    }
+
     /// The size a row varies in.
     pub fn size(&self, row: &CoordRow) -> usize {
         match self.axis {
@@ -247,11 +407,7 @@ pub fn run_coord_check(
     options: &CoordOptions,
     progress: &mut dyn FnMut(&str),
 ) -> Result<CoordTable, TrainError> {
-    if options.steps == 0 || options.seeds == 0 || options.sizes().is_empty() {
-        return Err(TrainError::Config(
-            "a coordinate check needs at least one size, one step and one seed".into(),
-        ));
-    }
+    options.validate().map_err(TrainError::Config)?;
     let mut rows = Vec::new();
     for &parameterization in &options.parameterizations {
         for &size in options.sizes() {
@@ -302,5 +458,62 @@ mod tests {
             .map(|&x: &f64| (x, 3.0 * x.powf(-0.5)))
             .collect();
         assert!((log_log_slope(&points) + 0.5).abs() < 1e-12);
+        assert_eq!(fitted_slope(&points), Some(log_log_slope(&points)));
+        // Points that cannot go on log axes are left out; one size is not a fit.
+        let mut noisy = points.clone();
+        noisy.push((32.0, f64::NAN));
+        noisy.push((64.0, 0.0));
+        assert!((fitted_slope(&noisy).unwrap() + 0.5).abs() < 1e-12);
+        assert_eq!(fitted_slope(&[(2.0, 1.0), (2.0, 3.0)]), None);
+        assert_eq!(fitted_slope(&[]), None);
+    }
+
+    #[test]
+    fn defaults_are_valid_and_limits_are_enforced() {
+        for axis in [CoordAxis::Depth, CoordAxis::Width] {
+            assert_eq!(CoordOptions::defaults(axis).validate(), Ok(()));
+        }
+        let refused = |change: fn(&mut CoordOptions), word: &str| {
+            let mut options = CoordOptions::defaults(CoordAxis::Depth);
+            change(&mut options);
+            let message = options.validate().unwrap_err();
+            assert!(message.contains(word), "{message}");
+        };
+        refused(|o| o.depths = vec![], "depths");
+        refused(|o| o.depths = vec![2, 1000], "depths");
+        refused(|o| o.steps = 0, "steps");
+        refused(|o| o.lr = f64::NAN, "lr");
+        refused(
+            |o| o.parameterizations = vec![Parameterization::Alpha],
+            "alpha",
+        );
+        refused(|o| o.width = 100, "multiple of d_head");
+        refused(
+            |o| {
+                o.seeds = 16;
+                o.depths = (1..=8).collect();
+            },
+            "models",
+        );
+    }
+
+    #[test]
+    fn rows_with_non_finite_values_round_trip_through_json() {
+        let row = CoordRow {
+            parameterization: Parameterization::Sp,
+            width: 64,
+            depth: 2,
+            step: 1,
+            embedding: 1.0,
+            attention_branch: 2.0,
+            mlp_branch: 3.0,
+            residual: f64::INFINITY,
+            logits: 5.0,
+            loss: f64::NAN,
+        };
+        let json = serde_json::to_string(&row).unwrap();
+        let back: CoordRow = serde_json::from_str(&json).unwrap();
+        assert!(back.residual.is_nan() && back.loss.is_nan());
+        assert_eq!(back.mlp_branch, 3.0);
     }
 }

@@ -1,13 +1,18 @@
-//! Background training: a pool of workers that claim queued jobs from the database, train them
-//! with burn on blocking threads (one job uses every core, so the default pool size is 1), write
-//! metrics in batched transactions and publish them to live viewers.
+//! Background work: a pool of workers that claim queued training jobs from the database, train
+//! them with burn on blocking threads (one job uses every core, so the default pool size is 1),
+//! write metrics in batched transactions and publish them to live viewers; and one diagnostics
+//! worker that runs coordinate checks and linearization checks, one at a time.
 //!
 //! Cancellation is checked between training steps. A job whose training fails (or panics) ends
-//! as `failed` with the message; the server keeps serving.
+//! as `failed` with the message; the server keeps serving. Diagnostics are not cancellable; one
+//! that fails or panics ends as `failed` with the message.
 
-use crate::store::{ClaimedJob, MetricPoint, Store, StoredStatus};
+use crate::coord::{CoordAxis, CoordOptions, run_coord_check};
+use crate::linearize::{LinearizeOptions, run_linearization};
+use crate::store::{ClaimedDiagnostic, ClaimedJob, MetricPoint, Store, StoreError, StoredStatus};
 use crate::train::{Flow, RunSummary, TrainEvent, Trainer, train_with};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -39,6 +44,8 @@ pub struct Jobs {
     wake: Arc<Notify>,
     events: broadcast::Sender<RunEvent>,
     stop_flags: Arc<Mutex<HashMap<i64, Arc<AtomicBool>>>>,
+    diagnostic_wake: Arc<Notify>,
+    diagnostic_progress: Arc<Mutex<HashMap<i64, DiagnosticProgress>>>,
 }
 
 impl Jobs {
@@ -49,6 +56,8 @@ impl Jobs {
             wake: Arc::new(Notify::new()),
             events: broadcast::channel(1024).0,
             stop_flags: Arc::default(),
+            diagnostic_wake: Arc::new(Notify::new()),
+            diagnostic_progress: Arc::default(),
         }
     }
 
@@ -85,14 +94,17 @@ impl Jobs {
         Ok(status)
     }
 
-    /// Starts `count` workers on the tokio runtime.
+    /// Starts `count` training workers and the diagnostics worker on the tokio runtime.
     pub fn spawn_workers(&self, count: usize) -> Vec<tokio::task::JoinHandle<()>> {
-        (0..count)
+        let mut handles: Vec<_> = (0..count)
             .map(|_| {
                 let jobs = self.clone();
                 tokio::spawn(async move { jobs.work().await })
             })
-            .collect()
+            .collect();
+        let jobs = self.clone();
+        handles.push(tokio::spawn(async move { jobs.work_diagnostics().await }));
+        handles
     }
 
     async fn work(self) {
@@ -192,5 +204,400 @@ impl Jobs {
             // A deleted run has no row to attach metrics to; anything else is logged.
             Err(e) => tracing::warn!("storing metrics of run {run_id} failed: {e}"),
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Diagnostics
+
+/// The diagnostics the runner knows (section 5 of the CompleteP spec).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DiagnosticKind {
+    /// Coordinate check over depth at a fixed width ([`crate::coord`], paper Fig. 7).
+    CoordDepth,
+    /// Coordinate check over width at a fixed depth ([`crate::coord`], muP's classic check).
+    CoordWidth,
+    /// Relative distance from linearization over depth ([`crate::linearize`], paper Fig. 6).
+    Linearization,
+}
+
+impl DiagnosticKind {
+    /// Every kind, in the order the pages offer them.
+    pub const ALL: [DiagnosticKind; 3] = [
+        DiagnosticKind::CoordDepth,
+        DiagnosticKind::CoordWidth,
+        DiagnosticKind::Linearization,
+    ];
+
+    /// The name used in the API and the database.
+    pub fn name(self) -> &'static str {
+        match self {
+            DiagnosticKind::CoordDepth => "coord-depth",
+            DiagnosticKind::CoordWidth => "coord-width",
+            DiagnosticKind::Linearization => "linearization",
+        }
+    }
+
+    /// Parses a name.
+    pub fn parse(name: &str) -> Option<DiagnosticKind> {
+        DiagnosticKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// A title for pages.
+    pub fn title(self) -> &'static str {
+        match self {
+            DiagnosticKind::CoordDepth => "Depth coordinate check",
+            DiagnosticKind::CoordWidth => "Width coordinate check",
+            DiagnosticKind::Linearization => "Distance from linearization",
+        }
+    }
+
+    /// The default options, as the JSON object the API takes.
+    pub fn default_options(self) -> Map<String, Value> {
+        match self {
+            DiagnosticKind::CoordDepth => coord_fields(&CoordOptions::defaults(CoordAxis::Depth)),
+            DiagnosticKind::CoordWidth => coord_fields(&CoordOptions::defaults(CoordAxis::Width)),
+            DiagnosticKind::Linearization => object(&LinearizeOptions::default()),
+        }
+    }
+
+    fn axis(self) -> Option<CoordAxis> {
+        match self {
+            DiagnosticKind::CoordDepth => Some(CoordAxis::Depth),
+            DiagnosticKind::CoordWidth => Some(CoordAxis::Width),
+            DiagnosticKind::Linearization => None,
+        }
+    }
+}
+
+impl std::fmt::Display for DiagnosticKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A value serialized as a JSON object (empty if it is not one).
+fn object<T: Serialize>(value: &T) -> Map<String, Value> {
+    match serde_json::to_value(value) {
+        Ok(Value::Object(map)) => map,
+        _ => Map::new(),
+    }
+}
+
+/// The fields of coordinate-check options a user sets for its axis: not the axis itself (the
+/// kind fixes it), nor the size list and fixed size of the other axis.
+fn coord_fields(options: &CoordOptions) -> Map<String, Value> {
+    let mut map = object(options);
+    let unused: [&str; 3] = match options.axis {
+        CoordAxis::Depth => ["axis", "widths", "depth"],
+        CoordAxis::Width => ["axis", "depths", "width"],
+    };
+    for key in unused {
+        map.remove(key);
+    }
+    map
+}
+
+/// A diagnostic's options could not be accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum DiagnosticError {
+    /// The options are not a JSON object, or name a field the kind does not have.
+    #[error("{0}")]
+    Malformed(String),
+    /// Well-formed but refused: a value of the wrong type or out of range, or a grid point the
+    /// trainer would reject.
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// `base` with the `given` fields replacing its own, as typed options. A value of the wrong type
+/// is refused with the name of its field (serde's message alone does not say which).
+fn read_options<T: serde::de::DeserializeOwned>(
+    base: &Map<String, Value>,
+    given: &Map<String, Value>,
+) -> Result<T, DiagnosticError> {
+    let merge = |skip: Option<&str>| {
+        let mut merged = base.clone();
+        for (key, value) in given {
+            if Some(key.as_str()) != skip {
+                merged.insert(key.clone(), value.clone());
+            }
+        }
+        serde_json::from_value::<T>(Value::Object(merged))
+    };
+    merge(None).map_err(|e| {
+        let culprit = given.keys().find(|key| merge(Some(key)).is_ok());
+        DiagnosticError::Invalid(match culprit {
+            Some(key) => format!("option '{key}': {e}"),
+            None => format!("options: {e}"),
+        })
+    })
+}
+
+/// A validated diagnostic: its kind and every option.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DiagnosticSpec {
+    Coord(CoordOptions),
+    Linearization(LinearizeOptions),
+}
+
+impl DiagnosticSpec {
+    /// Reads the options of a `kind` (a JSON object; fields left out take the kind's defaults,
+    /// `null` counts as `{}`) and validates them.
+    pub fn parse(kind: DiagnosticKind, options: &Value) -> Result<DiagnosticSpec, DiagnosticError> {
+        let given = match options {
+            Value::Null => Map::new(),
+            Value::Object(map) => map.clone(),
+            _ => {
+                return Err(DiagnosticError::Malformed(
+                    "'options' must be a JSON object".into(),
+                ));
+            }
+        };
+        let defaults = kind.default_options();
+        if let Some(unknown) = given.keys().find(|k| !defaults.contains_key(*k)) {
+            let known: Vec<&str> = defaults.keys().map(String::as_str).collect();
+            return Err(DiagnosticError::Malformed(format!(
+                "unknown option '{unknown}' for {kind}: it has {}",
+                known.join(", ")
+            )));
+        }
+        let base = match kind.axis() {
+            Some(axis) => object(&CoordOptions::defaults(axis)),
+            None => defaults,
+        };
+        let spec = match kind.axis() {
+            Some(_) => DiagnosticSpec::Coord(read_options(&base, &given)?),
+            None => DiagnosticSpec::Linearization(read_options(&base, &given)?),
+        };
+        let checked = match &spec {
+            DiagnosticSpec::Coord(o) => o.validate(),
+            DiagnosticSpec::Linearization(o) => o.validate(),
+        };
+        checked.map_err(DiagnosticError::Invalid)?;
+        Ok(spec)
+    }
+
+    /// Its kind.
+    pub fn kind(&self) -> DiagnosticKind {
+        match self {
+            DiagnosticSpec::Coord(o) => match o.axis {
+                CoordAxis::Depth => DiagnosticKind::CoordDepth,
+                CoordAxis::Width => DiagnosticKind::CoordWidth,
+            },
+            DiagnosticSpec::Linearization(_) => DiagnosticKind::Linearization,
+        }
+    }
+
+    /// Every option, as stored and shown.
+    pub fn options(&self) -> Value {
+        Value::Object(match self {
+            DiagnosticSpec::Coord(o) => coord_fields(o),
+            DiagnosticSpec::Linearization(o) => object(o),
+        })
+    }
+
+    /// Models it trains.
+    pub fn model_count(&self) -> u64 {
+        match self {
+            DiagnosticSpec::Coord(o) => o.model_count(),
+            DiagnosticSpec::Linearization(o) => o.model_count(),
+        }
+    }
+
+    /// Runs it (blocking, minutes): the result as JSON, or the error message. `progress` is
+    /// called with a label after each model.
+    ///
+    /// A coordinate check's result is its [`crate::coord::CoordTable`] (`axis`, `rows`) plus
+    /// `slopes` ([`crate::coord::CoordSlope`] at step 1 and the last step); a linearization
+    /// check's is its [`crate::linearize::LinearizeTable`].
+    pub fn run(&self, progress: &mut dyn FnMut(&str)) -> Result<Value, String> {
+        let result = match self {
+            DiagnosticSpec::Coord(o) => {
+                let table = run_coord_check(o, progress).map_err(|e| e.to_string())?;
+                let mut map = object(&table);
+                map.insert(
+                    "slopes".into(),
+                    serde_json::to_value(table.slopes()).map_err(|e| e.to_string())?,
+                );
+                Value::Object(map)
+            }
+            DiagnosticSpec::Linearization(o) => {
+                let table = run_linearization(o, progress).map_err(|e| e.to_string())?;
+                serde_json::to_value(&table).map_err(|e| e.to_string())?
+            }
+        };
+        Ok(result)
+    }
+}
+
+/// How far a running diagnostic has got.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DiagnosticProgress {
+    /// Models done.
+    pub done: u64,
+    /// Models in all.
+    pub total: u64,
+    /// The last model done (`completep depth 8 seed 1`), empty before the first.
+    pub last: String,
+}
+
+impl Jobs {
+    /// Validates a diagnostic's options (a JSON object, defaults for the fields left out),
+    /// stores it queued (tied to study `sweep_id` if given, which must exist) and wakes the
+    /// diagnostics worker. Returns its id.
+    pub async fn enqueue_diagnostic(
+        &self,
+        kind: DiagnosticKind,
+        options: &Value,
+        sweep_id: Option<i64>,
+    ) -> Result<i64, DiagnosticError> {
+        let spec = DiagnosticSpec::parse(kind, options)?;
+        let id = self
+            .store
+            .create_diagnostic(kind.name(), &spec.options(), sweep_id)
+            .await?;
+        self.diagnostic_wake.notify_waiters();
+        Ok(id)
+    }
+
+    /// The progress of diagnostic `id` while it runs.
+    pub fn diagnostic_progress(&self, id: i64) -> Option<DiagnosticProgress> {
+        self.diagnostic_progress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .cloned()
+    }
+
+    async fn work_diagnostics(self) {
+        loop {
+            let woken = self.diagnostic_wake.notified();
+            match self.store.claim_diagnostic().await {
+                Ok(Some(diagnostic)) => self.run_diagnostic(diagnostic).await,
+                Ok(None) => {
+                    let _ = tokio::time::timeout(IDLE_POLL, woken).await;
+                }
+                Err(e) => {
+                    tracing::error!("claiming a diagnostic failed: {e}");
+                    tokio::time::sleep(IDLE_POLL).await;
+                }
+            }
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(diagnostic_id = claimed.id))]
+    async fn run_diagnostic(&self, claimed: ClaimedDiagnostic) {
+        let id = claimed.id;
+        let spec = DiagnosticKind::parse(&claimed.kind)
+            .ok_or_else(|| format!("unknown diagnostic kind '{}'", claimed.kind))
+            .and_then(|kind| {
+                DiagnosticSpec::parse(kind, &claimed.options).map_err(|e| e.to_string())
+            });
+        let outcome = match spec {
+            Ok(spec) => {
+                let progress = self.diagnostic_progress.clone();
+                let update = move |entry: DiagnosticProgress| {
+                    progress
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(id, entry);
+                };
+                let total = spec.model_count();
+                update(DiagnosticProgress {
+                    done: 0,
+                    total,
+                    last: String::new(),
+                });
+                let running = tokio::task::spawn_blocking(move || {
+                    let mut done = 0;
+                    spec.run(&mut |label| {
+                        done += 1;
+                        update(DiagnosticProgress {
+                            done,
+                            total,
+                            last: label.to_string(),
+                        });
+                    })
+                });
+                match running.await {
+                    Ok(result) => result,
+                    Err(e) => Err(format!("the diagnostic crashed: {e}")),
+                }
+            }
+            Err(message) => Err(message),
+        };
+        self.diagnostic_progress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+        if let Err(message) = &outcome {
+            tracing::warn!("diagnostic {id} failed: {message}");
+        }
+        if let Err(e) = self
+            .store
+            .finish_diagnostic(id, outcome.as_ref().map_err(String::as_str))
+            .await
+        {
+            tracing::error!("recording the end of diagnostic {id} failed: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn options_take_defaults_and_refuse_unknown_or_invalid_fields() {
+        for kind in DiagnosticKind::ALL {
+            let spec = DiagnosticSpec::parse(kind, &Value::Null).unwrap();
+            assert_eq!(spec.kind(), kind);
+            assert_eq!(spec.options(), Value::Object(kind.default_options()));
+            assert_eq!(DiagnosticKind::parse(kind.name()), Some(kind));
+        }
+        let spec = DiagnosticSpec::parse(
+            DiagnosticKind::CoordDepth,
+            &json!({"depths": [1, 2], "steps": 3, "parameterizations": ["mup"]}),
+        )
+        .unwrap();
+        let DiagnosticSpec::Coord(options) = &spec else {
+            panic!("{spec:?}")
+        };
+        assert_eq!(
+            (options.axis, options.depths.clone(), options.steps),
+            (CoordAxis::Depth, vec![1, 2], 3)
+        );
+        assert_eq!(options.width, 128, "a default");
+        assert_eq!(spec.model_count(), 2 * 2);
+        assert!(spec.options().get("widths").is_none());
+        let malformed = |kind, options: Value| {
+            matches!(
+                DiagnosticSpec::parse(kind, &options),
+                Err(DiagnosticError::Malformed(_))
+            )
+        };
+        let invalid = |kind, options: Value| match DiagnosticSpec::parse(kind, &options) {
+            Err(DiagnosticError::Invalid(message)) => message,
+            other => panic!("{other:?}"),
+        };
+        assert!(malformed(
+            DiagnosticKind::CoordDepth,
+            json!({"widths": [64]})
+        ));
+        assert!(malformed(
+            DiagnosticKind::CoordWidth,
+            json!({"axis": "depth"})
+        ));
+        assert!(malformed(DiagnosticKind::Linearization, json!([1])));
+        assert!(
+            invalid(DiagnosticKind::Linearization, json!({"depths": "many"})).contains("depths")
+        );
+        assert!(invalid(DiagnosticKind::CoordWidth, json!({"widths": [100]})).contains("d_head"));
+        assert!(invalid(DiagnosticKind::Linearization, json!({"lr": -1.0})).contains("lr"));
     }
 }

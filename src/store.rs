@@ -296,7 +296,10 @@ pub struct ImportedRun {
 pub struct SweepRecord {
     pub id: i64,
     pub name: String,
-    /// The grid as it was requested.
+    /// `grid` for a plain sweep; a study's kind (`depth-transfer`, `coord-check`,
+    /// `compute-efficiency`) for the run set of a one-click study.
+    pub kind: String,
+    /// The grid (or the study's settings) as it was requested.
     pub spec: Value,
     pub created_at: String,
 }
@@ -416,13 +419,27 @@ impl Store {
         spec: &Value,
         runs: &[NewRun],
     ) -> Result<(i64, Vec<i64>), StoreError> {
+        self.create_sweep_of_kind("grid", name, spec, runs).await
+    }
+
+    /// Creates a sweep of `kind` (`grid`, or a study's kind) and all its runs (queued),
+    /// atomically.
+    pub async fn create_sweep_of_kind(
+        &self,
+        kind: &str,
+        name: &str,
+        spec: &Value,
+        runs: &[NewRun],
+    ) -> Result<(i64, Vec<i64>), StoreError> {
         let mut tx = self.pool.begin().await?;
-        let sweep_id: i64 =
-            sqlx::query_scalar("INSERT INTO sweeps (name, spec) VALUES (?, ?) RETURNING id")
-                .bind(name)
-                .bind(spec.to_string())
-                .fetch_one(&mut *tx)
-                .await?;
+        let sweep_id: i64 = sqlx::query_scalar(
+            "INSERT INTO sweeps (kind, name, spec) VALUES (?, ?, ?) RETURNING id",
+        )
+        .bind(kind)
+        .bind(name)
+        .bind(spec.to_string())
+        .fetch_one(&mut *tx)
+        .await?;
         let mut ids = Vec::with_capacity(runs.len());
         for run in runs {
             let run = NewRun {
@@ -437,14 +454,15 @@ impl Store {
 
     /// A sweep's name, grid and creation time.
     pub async fn sweep(&self, id: i64) -> Result<SweepRecord, StoreError> {
-        let row: Option<(i64, String, String, String)> =
-            sqlx::query_as("SELECT id, name, spec, created_at FROM sweeps WHERE id = ?")
+        let row: Option<(i64, String, String, String, String)> =
+            sqlx::query_as("SELECT id, kind, name, spec, created_at FROM sweeps WHERE id = ?")
                 .bind(id)
                 .fetch_optional(&self.pool)
                 .await?;
-        let (id, name, spec, created_at) = row.ok_or(StoreError::SweepNotFound(id))?;
+        let (id, kind, name, spec, created_at) = row.ok_or(StoreError::SweepNotFound(id))?;
         Ok(SweepRecord {
             id,
+            kind,
             name,
             spec: serde_json::from_str(&spec).unwrap_or(Value::Null),
             created_at,
@@ -454,8 +472,8 @@ impl Store {
     /// Every sweep, newest first, each with its number of runs and how many of them have ended
     /// (succeeded, failed, diverged or cancelled): `(sweep, runs, finished)`.
     pub async fn sweeps(&self) -> Result<Vec<(SweepRecord, i64, i64)>, StoreError> {
-        let rows: Vec<(i64, String, String, String, i64, i64)> = sqlx::query_as(
-            "SELECT s.id, s.name, s.spec, s.created_at, COUNT(r.id), \
+        let rows: Vec<(i64, String, String, String, String, i64, i64)> = sqlx::query_as(
+            "SELECT s.id, s.kind, s.name, s.spec, s.created_at, COUNT(r.id), \
              COALESCE(SUM(r.status IN ('succeeded', 'failed', 'diverged', 'cancelled')), 0) \
              FROM sweeps s LEFT JOIN runs r ON r.sweep_id = s.id \
              GROUP BY s.id ORDER BY s.id DESC",
@@ -464,9 +482,10 @@ impl Store {
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(id, name, spec, created_at, total, finished)| {
+            .map(|(id, kind, name, spec, created_at, total, finished)| {
                 let sweep = SweepRecord {
                     id,
+                    kind,
                     name,
                     spec: serde_json::from_str(&spec).unwrap_or(Value::Null),
                     created_at,
@@ -898,5 +917,227 @@ fn push_where(builder: &mut QueryBuilder<Sqlite>, query: &RunQuery) {
             .push("EXISTS (SELECT 1 FROM run_tags WHERE run_tags.run_id = runs.id AND run_tags.tag = ")
             .push_bind(tag.clone())
             .push(")");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Diagnostics
+//
+// Coordinate checks and linearization checks run in the background, one at a time: queued ->
+// running -> succeeded (with a result) or failed (with the error); a diagnostic left queued or
+// running by a stopped server becomes interrupted at the next start. Their options and results
+// are JSON; `sweep_id` ties a diagnostic to the study that launched it.
+
+/// The lifecycle of a stored diagnostic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DiagnosticStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    /// Queued or running when the server stopped; it does not run again.
+    Interrupted,
+}
+
+impl DiagnosticStatus {
+    /// Every status, in lifecycle order.
+    pub const ALL: [DiagnosticStatus; 5] = [
+        DiagnosticStatus::Queued,
+        DiagnosticStatus::Running,
+        DiagnosticStatus::Succeeded,
+        DiagnosticStatus::Failed,
+        DiagnosticStatus::Interrupted,
+    ];
+
+    /// The value in the `status` column.
+    pub fn name(self) -> &'static str {
+        match self {
+            DiagnosticStatus::Queued => "queued",
+            DiagnosticStatus::Running => "running",
+            DiagnosticStatus::Succeeded => "succeeded",
+            DiagnosticStatus::Failed => "failed",
+            DiagnosticStatus::Interrupted => "interrupted",
+        }
+    }
+
+    fn parse(name: &str) -> DiagnosticStatus {
+        DiagnosticStatus::ALL
+            .into_iter()
+            .find(|s| s.name() == name)
+            .unwrap_or(DiagnosticStatus::Failed)
+    }
+
+    /// Whether the diagnostic has ended (nothing will change it any more).
+    pub fn is_final(self) -> bool {
+        !matches!(self, DiagnosticStatus::Queued | DiagnosticStatus::Running)
+    }
+}
+
+/// A diagnostic as stored.
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct DiagnosticRecord {
+    pub id: i64,
+    /// `coord-depth`, `coord-width` or `linearization`.
+    pub kind: String,
+    pub status: DiagnosticStatus,
+    /// The options it runs with, every default filled in.
+    pub options: Value,
+    /// The result (succeeded diagnostics only).
+    pub result: Option<Value>,
+    /// Why it failed (failed diagnostics only).
+    pub error: Option<String>,
+    /// The study it belongs to, if any.
+    pub sweep_id: Option<i64>,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+}
+
+/// A diagnostic claimed by the runner.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClaimedDiagnostic {
+    pub id: i64,
+    pub kind: String,
+    pub options: Value,
+}
+
+const DIAGNOSTIC_COLUMNS: &str =
+    "id, kind, status, config, result, error, sweep_id, created_at, started_at, finished_at";
+
+fn diagnostic_from_row(row: &SqliteRow) -> Result<DiagnosticRecord, sqlx::Error> {
+    let options: String = row.try_get("config")?;
+    let result: String = row.try_get("result")?;
+    let status: String = row.try_get("status")?;
+    Ok(DiagnosticRecord {
+        id: row.try_get("id")?,
+        kind: row.try_get("kind")?,
+        status: DiagnosticStatus::parse(&status),
+        options: serde_json::from_str(&options).unwrap_or(Value::Null),
+        result: serde_json::from_str(&result)
+            .ok()
+            .filter(|v: &Value| !v.is_null()),
+        error: row.try_get("error")?,
+        sweep_id: row.try_get("sweep_id")?,
+        created_at: row.try_get("created_at")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+    })
+}
+
+impl Store {
+    /// Stores a queued diagnostic of `kind` with its (validated) options; `sweep_id`, if given,
+    /// must name an existing sweep.
+    pub async fn create_diagnostic(
+        &self,
+        kind: &str,
+        options: &Value,
+        sweep_id: Option<i64>,
+    ) -> Result<i64, StoreError> {
+        if let Some(sweep) = sweep_id {
+            self.sweep(sweep).await?;
+        }
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO diagnostics (kind, config, result, status, sweep_id) \
+             VALUES (?, ?, 'null', 'queued', ?) RETURNING id",
+        )
+        .bind(kind)
+        .bind(options.to_string())
+        .bind(sweep_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(id)
+    }
+
+    /// One diagnostic, or `None` if there is no such id.
+    pub async fn diagnostic(&self, id: i64) -> Result<Option<DiagnosticRecord>, StoreError> {
+        let sql = format!("SELECT {DIAGNOSTIC_COLUMNS} FROM diagnostics WHERE id = ?");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(diagnostic_from_row).transpose()?)
+    }
+
+    /// The newest `limit` diagnostics, newest first.
+    pub async fn diagnostics(&self, limit: i64) -> Result<Vec<DiagnosticRecord>, StoreError> {
+        let sql = format!("SELECT {DIAGNOSTIC_COLUMNS} FROM diagnostics ORDER BY id DESC LIMIT ?");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(diagnostic_from_row)
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// The diagnostics of sweep (study) `sweep_id`, oldest first.
+    pub async fn diagnostics_of_sweep(
+        &self,
+        sweep_id: i64,
+    ) -> Result<Vec<DiagnosticRecord>, StoreError> {
+        let sql =
+            format!("SELECT {DIAGNOSTIC_COLUMNS} FROM diagnostics WHERE sweep_id = ? ORDER BY id");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(sweep_id)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(diagnostic_from_row)
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// Claims the oldest queued diagnostic and marks it running.
+    pub async fn claim_diagnostic(&self) -> Result<Option<ClaimedDiagnostic>, StoreError> {
+        let row: Option<(i64, String, String)> = sqlx::query_as(
+            "UPDATE diagnostics SET status = 'running', \
+             started_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
+             WHERE id = (SELECT id FROM diagnostics WHERE status = 'queued' ORDER BY id LIMIT 1) \
+             RETURNING id, kind, config",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(id, kind, options)| ClaimedDiagnostic {
+            id,
+            kind,
+            options: serde_json::from_str(&options).unwrap_or(Value::Null),
+        }))
+    }
+
+    /// Records how a running diagnostic ended: its result, or the error.
+    pub async fn finish_diagnostic(
+        &self,
+        id: i64,
+        outcome: Result<&Value, &str>,
+    ) -> Result<(), StoreError> {
+        let update = match outcome {
+            Ok(result) => sqlx::query(
+                "UPDATE diagnostics SET status = 'succeeded', result = ?, error = NULL, \
+                 finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?",
+            )
+            .bind(result.to_string()),
+            Err(message) => sqlx::query(
+                "UPDATE diagnostics SET status = 'failed', error = ?, \
+                 finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?",
+            )
+            .bind(message),
+        };
+        update.bind(id).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// At start-up: diagnostics left queued or running by a stopped server become
+    /// `interrupted` (they do not run again; launch them anew). Returns how many.
+    pub async fn interrupt_diagnostics(&self) -> Result<u64, StoreError> {
+        Ok(sqlx::query(
+            "UPDATE diagnostics SET status = 'interrupted', \
+             finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
+             WHERE status IN ('queued', 'running')",
+        )
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
     }
 }

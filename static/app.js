@@ -41,11 +41,14 @@
     updateCount();
   }
 
-  // A sweep's page: while runs are unfinished, refresh its progress, chart and table every 3 s
+  // A sweep's or a study's page: while runs are unfinished, refresh its progress, results and
+  // table every 3 s
   // from a fresh copy of the page (parts holding the keyboard focus are left alone).
   const sweep = document.getElementById("sweep");
   if (sweep && sweep.dataset.final === "false") {
-    const parts = ["sweep-progress", "sweep-chart", "sweep-runs"];
+    // The parts marked `data-refresh` (a study page marks its own).
+    const marked = Array.from(sweep.querySelectorAll("[data-refresh]")).map(function (e) { return e.id; });
+    const parts = marked.length ? marked : ["sweep-progress", "sweep-chart", "sweep-runs"];
     let busy = false;
     const timer = setInterval(function () {
       if (busy || document.hidden) return;
@@ -157,4 +160,34 @@
   });
   source.addEventListener("metrics", refreshChart);
   window.addEventListener("pagehide", function () { source.close(); });
+})();
+
+// A diagnostic's page: while it is queued or running, refresh its status, progress and results
+// every 3 s from a fresh copy of the page, and stop once it has ended.
+(function () {
+  const diagnostic = document.getElementById("diagnostic");
+  if (!diagnostic || diagnostic.dataset.final !== "false") return;
+  let busy = false;
+  const timer = setInterval(function () {
+    if (busy || document.hidden) return;
+    busy = true;
+    fetch(window.location.href, { cache: "no-store" })
+      .then(function (response) {
+        if (!response.ok) throw new Error("HTTP " + response.status);
+        return response.text();
+      })
+      .then(function (html) {
+        const fresh = new DOMParser().parseFromString(html, "text/html");
+        const now = document.getElementById("diagnostic-live");
+        const next = fresh.getElementById("diagnostic-live");
+        if (now && next && now.innerHTML !== next.innerHTML) now.innerHTML = next.innerHTML;
+        const freshDiagnostic = fresh.getElementById("diagnostic");
+        if (freshDiagnostic && freshDiagnostic.dataset.final === "true") {
+          clearInterval(timer);
+          diagnostic.dataset.final = "true";
+        }
+      })
+      .catch(function () { /* keep what is shown; try again next time */ })
+      .finally(function () { busy = false; });
+  }, 3000);
 })();

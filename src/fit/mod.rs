@@ -219,6 +219,46 @@ pub struct ChinchillaFit {
     pub n: usize,
 }
 
+/// How well a compute curve describes its points.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PowerLawGoodness {
+    /// `(L_obs - L_fit) / L_fit` per point, in input order: the relative residual (0.01: the
+    /// run's loss is 1% above the curve).
+    pub relative_residuals: Vec<f64>,
+    /// Root-mean-square of `ln L_obs - ln L_fit` (nats of log-loss; about the typical relative
+    /// residual).
+    pub rmse_log_loss: f64,
+    /// `R^2 = 1 - sum (L_obs - L_fit)^2 / sum (L_obs - mean L_obs)^2` on the loss itself; `None`
+    /// when every observed loss is equal.
+    pub r_squared: Option<f64>,
+}
+
+/// The goodness of fit of `curve` on `(compute FLOPs, loss)` points (see
+/// [`PowerLawGoodness`]); the relative residuals and the RMSE are NaN for points where the curve
+/// is not positive and finite, which a fitted curve never is on its own points.
+pub fn power_law_goodness(curve: &PowerLaw, points: &[(f64, f64)]) -> PowerLawGoodness {
+    let fitted: Vec<f64> = points.iter().map(|&(c, _)| curve.loss(c)).collect();
+    let relative_residuals = (points.iter().zip(&fitted))
+        .map(|(&(_, l), &f)| (l - f) / f)
+        .collect();
+    let n = points.len().max(1) as f64;
+    let rmse_log_loss = ((points.iter().zip(&fitted))
+        .map(|(&(_, l), &f)| (l.ln() - f.ln()).powi(2))
+        .sum::<f64>()
+        / n)
+        .sqrt();
+    let mean_loss = points.iter().map(|p| p.1).sum::<f64>() / n;
+    let total: f64 = points.iter().map(|p| (p.1 - mean_loss).powi(2)).sum();
+    let residual: f64 = (points.iter().zip(&fitted))
+        .map(|(&(_, l), &f)| (l - f).powi(2))
+        .sum();
+    PowerLawGoodness {
+        relative_residuals,
+        rmse_log_loss,
+        r_squared: (total > 0.0).then(|| 1.0 - residual / total),
+    }
+}
+
 /// Settings of a bootstrap.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BootstrapOptions {
@@ -1168,6 +1208,48 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn goodness_of_fit_measures_planted_noise() {
+        let curve = PowerLaw {
+            e: 1.7,
+            a: 300.0,
+            b: 0.12,
+        };
+        // Exact points: zero residuals, R^2 = 1.
+        let exact = planted_power_law(&curve, 10, 0.0, 0);
+        let g = power_law_goodness(&curve, &exact);
+        assert!(g.relative_residuals.iter().all(|r| r.abs() < 1e-12));
+        assert!(g.rmse_log_loss < 1e-12 && (g.r_squared.unwrap() - 1.0).abs() < 1e-12);
+        // Alternating +-1% multiplicative residuals: RMSE of log-loss ln(1.01) (and ln(0.99)).
+        let points: Vec<(f64, f64)> = (exact.iter().enumerate())
+            .map(|(i, &(c, l))| (c, l * if i % 2 == 0 { 1.01 } else { 0.99 }))
+            .collect();
+        let g = power_law_goodness(&curve, &points);
+        for (i, r) in g.relative_residuals.iter().enumerate() {
+            let expected = if i % 2 == 0 { 0.01 } else { -0.01 };
+            assert!((r - expected).abs() < 1e-12, "{i}: {r}");
+        }
+        let expected = ((1.01f64.ln().powi(2) + 0.99f64.ln().powi(2)) / 2.0).sqrt();
+        assert!((g.rmse_log_loss - expected).abs() < 1e-12);
+        let r2 = g.r_squared.unwrap();
+        assert!(r2 > 0.9 && r2 < 1.0, "{r2}");
+        // A fitted curve's residuals match the fit's own (log) residuals.
+        let noisy = planted_power_law(&curve, 30, 0.02, 4);
+        let fit = fit_power_law(&noisy, &FitOptions::default()).unwrap();
+        let g = power_law_goodness(&fit.curve, &noisy);
+        for (relative, log) in g.relative_residuals.iter().zip(&fit.residuals) {
+            // ln L_pred - ln L_obs = -ln(1 + relative).
+            assert!((relative.ln_1p() + log).abs() < 1e-9);
+        }
+        assert!(
+            (g.rmse_log_loss - 0.02).abs() < 0.008,
+            "{}",
+            g.rmse_log_loss
+        );
+        let flat = [(1e18, 2.0), (1e19, 2.0)];
+        assert_eq!(power_law_goodness(&curve, &flat).r_squared, None);
     }
 
     #[test]

@@ -6,15 +6,23 @@
 //! filters of `GET /api/v1/runs`); only `succeeded` runs carrying the numbers a fit needs are
 //! used. The maths is [`crate::fit`]; it runs on the blocking pool, and its refusals (too few
 //! scales, unreachable loss, ...) answer 422 with the reason.
+//!
+//! The pages share the handlers' logic: [`compute_report`] fits every group with its goodness
+//! of fit (relative residuals, RMSE of the log-loss, `R^2`) and keeps the bootstrap curves for
+//! confidence bands, [`savings_between`] reads FLOP savings off two fitted groups, and
+//! [`savings_report`] is the savings endpoint. Each group's bootstrap is seeded by the
+//! request's seed mixed with the group's name, so a group's interval does not depend on which
+//! other groups the selection holds, and the savings page and endpoint agree.
 
 use super::AppState;
 use super::error::ApiError;
 use super::runs::{json_object, parse_run_query};
 use crate::fit::{
     BootstrapOptions, FitError, FitOptions, Interval, PowerLaw, bootstrap_chinchilla,
-    bootstrap_power_law, fit_chinchilla, fit_power_law, flop_savings,
+    bootstrap_power_law, fit_chinchilla, fit_power_law, flop_savings, power_law_goodness,
 };
 use crate::param::Parameterization;
+use crate::rng::mix64;
 use crate::store::{Comparison, Condition, FilterValue, RunQuery, RunRecord, StoredStatus};
 use axum::body::Bytes;
 use axum::extract::State;
@@ -22,8 +30,10 @@ use axum::extract::rejection::BytesRejection;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
+use utoipa::ToSchema;
 
 /// The routes of this resource.
 pub fn router() -> Router<AppState> {
@@ -38,14 +48,14 @@ const MAX_SELECTED_RUNS: i64 = 10_000;
 /// Runs read from the store per page.
 const PAGE: i64 = 1000;
 /// The most bootstrap resamples one request may ask for.
-const MAX_RESAMPLES: u64 = 5000;
+pub(crate) const MAX_RESAMPLES: u64 = 5000;
 
 // ---------------------------------------------------------------------------------------------
 // Body parsing
 
 /// Builds the store query of a `selection`: exactly one of `run_ids`, `sweep_id`, `tags` or
 /// `filters` (the query parameters of `GET /api/v1/runs`, as an object).
-fn parse_selection(value: Option<Value>) -> Result<RunQuery, ApiError> {
+pub(crate) fn parse_selection(value: Option<Value>) -> Result<RunQuery, ApiError> {
     const KINDS: &str = "'run_ids', 'sweep_id', 'tags' or 'filters'";
     let Some(Value::Object(selection)) = value else {
         return Err(ApiError::BadRequest(format!(
@@ -138,7 +148,7 @@ fn parse_selection(value: Option<Value>) -> Result<RunQuery, ApiError> {
 }
 
 /// An optional non-negative integer field within `0..=max`.
-fn integer_field(
+pub(crate) fn integer_field(
     body: &mut Map<String, Value>,
     key: &str,
     default: u64,
@@ -153,7 +163,9 @@ fn integer_field(
 }
 
 /// The bootstrap settings `resamples`, `seed` and `confidence`.
-fn bootstrap_fields(body: &mut Map<String, Value>) -> Result<BootstrapOptions, ApiError> {
+pub(crate) fn bootstrap_fields(
+    body: &mut Map<String, Value>,
+) -> Result<BootstrapOptions, ApiError> {
     let resamples = integer_field(body, "resamples", 1000, MAX_RESAMPLES)? as usize;
     let seed = integer_field(body, "seed", 0, u64::MAX)?;
     let confidence = match body.remove("confidence") {
@@ -174,7 +186,7 @@ fn bootstrap_fields(body: &mut Map<String, Value>) -> Result<BootstrapOptions, A
     })
 }
 
-fn no_unknown_fields(body: &Map<String, Value>, known: &str) -> Result<(), ApiError> {
+pub(crate) fn no_unknown_fields(body: &Map<String, Value>, known: &str) -> Result<(), ApiError> {
     match body.keys().next() {
         Some(unknown) => Err(ApiError::BadRequest(format!(
             "unknown field '{unknown}': the body has {known}"
@@ -187,22 +199,39 @@ fn no_unknown_fields(body: &Map<String, Value>, known: &str) -> Result<(), ApiEr
 // Selecting runs
 
 /// Every succeeded run the query matches (at most [`MAX_SELECTED_RUNS`]), by id.
-async fn select_runs(state: &AppState, mut query: RunQuery) -> Result<Vec<RunRecord>, ApiError> {
+pub(crate) async fn select_runs(
+    state: &AppState,
+    query: RunQuery,
+) -> Result<Vec<RunRecord>, ApiError> {
+    select_runs_with_status(state, query, &[StoredStatus::Succeeded]).await
+}
+
+/// Every run the query matches whose status is one of `statuses` (at most
+/// [`MAX_SELECTED_RUNS`]), by id.
+pub(crate) async fn select_runs_with_status(
+    state: &AppState,
+    mut query: RunQuery,
+    statuses: &[StoredStatus],
+) -> Result<Vec<RunRecord>, ApiError> {
     query.conditions.push(Condition {
         column: "status",
-        comparison: Comparison::Eq,
-        values: vec![FilterValue::Text(StoredStatus::Succeeded.name().into())],
+        comparison: Comparison::In,
+        values: (statuses.iter())
+            .map(|s| FilterValue::Text(s.name().into()))
+            .collect(),
     });
     query.sort = "id";
     query.descending = false;
     query.limit = PAGE;
     query.offset = 0;
+    let names: Vec<&str> = statuses.iter().map(|s| s.name()).collect();
     let mut runs = Vec::new();
     loop {
         let (page, total) = state.store.runs(&query).await?;
         if total > MAX_SELECTED_RUNS {
             return Err(ApiError::Unprocessable(format!(
-                "the selection holds {total} succeeded runs: at most {MAX_SELECTED_RUNS} can be fitted"
+                "the selection holds {total} {} runs: at most {MAX_SELECTED_RUNS} can be fitted",
+                names.join(" or ")
             )));
         }
         let last = (page.len() as i64) < PAGE;
@@ -215,7 +244,7 @@ async fn select_runs(state: &AppState, mut query: RunQuery) -> Result<Vec<RunRec
 }
 
 /// The final loss of a run: validation if measured, else training.
-fn final_loss(run: &RunRecord) -> Option<f64> {
+pub(crate) fn final_loss(run: &RunRecord) -> Option<f64> {
     run.final_val_loss.or(run.final_train_loss)
 }
 
@@ -235,7 +264,7 @@ fn refusal(error: FitError, run_ids: &[i64]) -> String {
 }
 
 /// Runs a fit on the blocking pool.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(work)
@@ -247,43 +276,401 @@ fn pair(interval: &Interval) -> Value {
     json!([interval.low, interval.high])
 }
 
-/// A power-law fit with its intervals (`null` without resamples) and its resample curves.
-struct PowerLawResult {
-    curve: PowerLaw,
-    intervals: Value,
-    curves: Vec<PowerLaw>,
+fn bounds(interval: &Interval) -> [f64; 2] {
+    [interval.low, interval.high]
 }
 
-impl PowerLawResult {
-    /// `{"E", "A", "b", "intervals"}`.
-    fn to_json(&self) -> Value {
-        let c = &self.curve;
-        json!({"E": c.e, "A": c.a, "b": c.b, "intervals": self.intervals})
+// ---------------------------------------------------------------------------------------------
+// Loss against compute: the report the endpoint and the pages share
+
+/// How the runs of a compute report are grouped and bootstrapped.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct ComputeOptions {
+    /// One fit per parameterization (else one over all runs, group `all`).
+    pub by_parameterization: bool,
+    /// `resamples: 0` fits once, without intervals.
+    pub bootstrap: BootstrapOptions,
+}
+
+impl Default for ComputeOptions {
+    fn default() -> Self {
+        ComputeOptions {
+            by_parameterization: true,
+            bootstrap: BootstrapOptions::default(),
+        }
     }
 }
 
-/// Fits `L(C)` to `(FLOPs, loss)` points, bootstrapped when `resamples > 0`; a refusal is its
+/// Bootstrap intervals `[low, high]` of a compute curve's parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, ToSchema)]
+pub(crate) struct PowerLawBounds {
+    #[serde(rename = "E")]
+    #[schema(value_type = super::openapi::Bounds)]
+    pub e: [f64; 2],
+    #[serde(rename = "A")]
+    #[schema(value_type = super::openapi::Bounds)]
+    pub a: [f64; 2],
+    #[schema(value_type = super::openapi::Bounds)]
+    pub b: [f64; 2],
+}
+
+/// One run of a compute fit, against the fitted curve.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, ToSchema)]
+pub(crate) struct ComputeResidual {
+    pub run_id: i64,
+    /// Training FLOPs.
+    pub flops: f64,
+    /// Final loss (validation, else training; nats/token).
+    pub loss: f64,
+    /// `L(C)` of the fitted curve at the run's FLOPs.
+    pub fitted: f64,
+    /// `(loss - fitted) / fitted`.
+    pub relative_residual: f64,
+}
+
+/// The curve `L(C) = E + A C^-b` of one group (`C` in FLOPs) and how well it fits.
+#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
+pub(crate) struct ComputeGroupFit {
+    /// The parameterization, or `all`.
+    pub group: String,
+    /// Irreducible loss (nats/token).
+    #[serde(rename = "E")]
+    pub e: f64,
+    #[serde(rename = "A")]
+    pub a: f64,
+    pub b: f64,
+    /// `null` with `resamples: 0`.
+    pub intervals: Option<PowerLawBounds>,
+    pub n_runs: usize,
+    /// Every run fitted, in id order, with its relative residual.
+    pub residuals: Vec<ComputeResidual>,
+    /// Root-mean-square of `ln loss - ln fitted` over the runs.
+    pub rmse_log_loss: f64,
+    /// `1 - SS_res / SS_tot` of the loss; `null` when every loss is equal.
+    pub r_squared: Option<f64>,
+    /// The confidence level of the intervals.
+    #[serde(skip)]
+    pub confidence: f64,
+    /// The curve fitted to every bootstrap resample (empty without resamples): confidence bands
+    /// and savings intervals come from these.
+    #[serde(skip)]
+    pub curves: Vec<PowerLaw>,
+}
+
+impl ComputeGroupFit {
+    /// The fitted curve.
+    pub fn curve(&self) -> PowerLaw {
+        PowerLaw {
+            e: self.e,
+            a: self.a,
+            b: self.b,
+        }
+    }
+}
+
+/// A group the fit refused.
+#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
+pub(crate) struct ComputeRefusal {
+    pub group: String,
+    pub n_runs: usize,
+    /// Why, e.g. too few distinct compute scales.
+    pub error: String,
+}
+
+/// One fit per group, and the groups that could not be fitted.
+#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
+pub(crate) struct ComputeReport {
+    pub groups: Vec<ComputeGroupFit>,
+    pub refused: Vec<ComputeRefusal>,
+}
+
+/// The bootstrap seed of one group: the request's seed mixed with the group's name, so that
+/// the resamples of two groups are independent and a group's interval does not depend on the
+/// other groups of the selection.
+fn group_seed(seed: u64, group: &str) -> u64 {
+    // FNV-1a of the name.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in group.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    mix64(seed ^ hash)
+}
+
+/// Fits `L(C)` to one group's runs, bootstrapped when `resamples > 0`; a refusal is its
 /// message.
-fn power_law(
+fn fit_group(
+    group: &str,
+    ids: &[i64],
     points: &[(f64, f64)],
-    run_ids: &[i64],
     bootstrap: &BootstrapOptions,
-) -> Result<PowerLawResult, String> {
+) -> Result<ComputeGroupFit, String> {
     let options = FitOptions::default();
-    if bootstrap.resamples == 0 {
-        let fit = fit_power_law(points, &options).map_err(|e| refusal(e, run_ids))?;
-        return Ok(PowerLawResult {
-            curve: fit.curve,
-            intervals: Value::Null,
-            curves: Vec::new(),
-        });
-    }
-    let b = bootstrap_power_law(points, bootstrap, &options).map_err(|e| refusal(e, run_ids))?;
-    Ok(PowerLawResult {
-        curve: b.fit.curve,
-        intervals: json!({"E": pair(&b.e), "A": pair(&b.a), "b": pair(&b.b)}),
-        curves: b.curves,
+    let (curve, intervals, curves) = if bootstrap.resamples == 0 {
+        let fit = fit_power_law(points, &options).map_err(|e| refusal(e, ids))?;
+        (fit.curve, None, Vec::new())
+    } else {
+        let seeded = BootstrapOptions {
+            seed: group_seed(bootstrap.seed, group),
+            ..*bootstrap
+        };
+        let b = bootstrap_power_law(points, &seeded, &options).map_err(|e| refusal(e, ids))?;
+        let intervals = PowerLawBounds {
+            e: bounds(&b.e),
+            a: bounds(&b.a),
+            b: bounds(&b.b),
+        };
+        (b.fit.curve, Some(intervals), b.curves)
+    };
+    let goodness = power_law_goodness(&curve, points);
+    let residuals = (ids.iter().zip(points).zip(&goodness.relative_residuals))
+        .map(
+            |((&run_id, &(flops, loss)), &relative_residual)| ComputeResidual {
+                run_id,
+                flops,
+                loss,
+                fitted: curve.loss(flops),
+                relative_residual,
+            },
+        )
+        .collect();
+    Ok(ComputeGroupFit {
+        group: group.to_string(),
+        e: curve.e,
+        a: curve.a,
+        b: curve.b,
+        intervals,
+        n_runs: points.len(),
+        residuals,
+        rmse_log_loss: goodness.rmse_log_loss,
+        r_squared: goodness.r_squared,
+        confidence: bootstrap.confidence,
+        curves,
     })
+}
+
+/// Fits loss against compute per group of the selected succeeded runs (see
+/// `POST /api/v1/fits/compute`). Groups the fit refuses are listed with the reason; a
+/// selection without any run carrying FLOPs and a final loss is refused (422).
+pub(crate) async fn compute_report(
+    state: &AppState,
+    query: RunQuery,
+    options: ComputeOptions,
+) -> Result<ComputeReport, ApiError> {
+    let groups = compute_groups(
+        &select_runs(state, query).await?,
+        options.by_parameterization,
+    );
+    if groups.is_empty() {
+        return Err(ApiError::Unprocessable(
+            "the selection has no succeeded runs with FLOPs and a final loss".into(),
+        ));
+    }
+    let bootstrap = options.bootstrap;
+    blocking(move || {
+        let mut report = ComputeReport {
+            groups: Vec::new(),
+            refused: Vec::new(),
+        };
+        for (group, (ids, points)) in groups {
+            match fit_group(&group, &ids, &points, &bootstrap) {
+                Ok(fit) => report.groups.push(fit),
+                Err(error) => report.refused.push(ComputeRefusal {
+                    group,
+                    n_runs: points.len(),
+                    error,
+                }),
+            }
+        }
+        Ok(report)
+    })
+    .await
+}
+
+/// Run ids and `(FLOPs, loss)` points of each group, groups by name.
+type Groups = BTreeMap<String, (Vec<i64>, Vec<(f64, f64)>)>;
+
+fn compute_groups(runs: &[RunRecord], by_parameterization: bool) -> Groups {
+    let mut groups = Groups::new();
+    for run in runs {
+        let (Some(flops), Some(loss)) = (run.flops, final_loss(run)) else {
+            continue;
+        };
+        let name = if by_parameterization {
+            run.parameterization.clone()
+        } else {
+            "all".into()
+        };
+        let (ids, points) = groups.entry(name).or_default();
+        ids.push(run.id);
+        points.push((flops, loss));
+    }
+    groups
+}
+
+// ---------------------------------------------------------------------------------------------
+// FLOP savings at matched loss
+
+/// Where the loss of a savings comparison came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum LossSource {
+    /// The request gave it.
+    Given,
+    /// The midpoint of the range of final losses both groups observed.
+    OverlapMidpoint,
+}
+
+/// FLOP savings of one fitted group over another at one loss.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub(crate) struct Savings {
+    /// `1 - C_candidate(L) / C_baseline(L)`.
+    pub savings: f64,
+    /// Percentile interval from the resample curves paired by index; `None` without resamples
+    /// or when no pair reaches the loss.
+    pub interval: Option<[f64; 2]>,
+    /// The loss compared at.
+    pub loss: f64,
+    pub loss_source: LossSource,
+    /// Resample pairs left out because a curve never reaches the loss.
+    pub unreachable_resamples: usize,
+}
+
+/// The savings of `candidate` over `baseline` at `loss`, or at the midpoint of the range of
+/// final losses both observed; a refusal is its message (ranges that do not overlap, a loss a
+/// curve never reaches).
+pub(crate) fn savings_between(
+    candidate: &ComputeGroupFit,
+    baseline: &ComputeGroupFit,
+    loss: Option<f64>,
+) -> Result<Savings, String> {
+    let (loss, loss_source) = match loss {
+        Some(loss) => (loss, LossSource::Given),
+        None => {
+            let range = |fit: &ComputeGroupFit| {
+                let losses = fit.residuals.iter().map(|r| r.loss);
+                (
+                    losses.clone().fold(f64::INFINITY, f64::min),
+                    losses.fold(f64::NEG_INFINITY, f64::max),
+                )
+            };
+            let ((cand_low, cand_high), (base_low, base_high)) =
+                (range(candidate), range(baseline));
+            let (low, high) = (cand_low.max(base_low), cand_high.min(base_high));
+            if low > high {
+                return Err(format!(
+                    "the observed losses do not overlap ({}: {cand_low} to {cand_high}, \
+                     {}: {base_low} to {base_high}): give 'loss'",
+                    candidate.group, baseline.group
+                ));
+            }
+            ((low + high) / 2.0, LossSource::OverlapMidpoint)
+        }
+    };
+    let savings =
+        flop_savings(&candidate.curve(), &baseline.curve(), loss).map_err(|e| e.to_string())?;
+    // Resample i of one curve against resample i of the other.
+    let values: Vec<f64> = (candidate.curves.iter().zip(&baseline.curves))
+        .filter_map(|(c, b)| flop_savings(c, b, loss).ok())
+        .collect();
+    let paired = candidate.curves.len().min(baseline.curves.len());
+    let unreachable = paired - values.len();
+    let interval = (!values.is_empty()).then(|| {
+        bounds(&Interval::from_resamples(
+            savings,
+            values,
+            candidate.confidence,
+        ))
+    });
+    Ok(Savings {
+        savings,
+        interval,
+        loss,
+        loss_source,
+        unreachable_resamples: unreachable,
+    })
+}
+
+/// What a savings comparison compares.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct SavingsOptions {
+    /// The candidate parameterization's name.
+    pub candidate: String,
+    /// The baseline parameterization's name.
+    pub baseline: String,
+    /// The loss to compare at; the overlap midpoint when `None`.
+    pub loss: Option<f64>,
+    pub bootstrap: BootstrapOptions,
+}
+
+/// One side of a savings comparison.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub(crate) struct SavingsCurve {
+    pub parameterization: String,
+    #[serde(rename = "E")]
+    pub e: f64,
+    #[serde(rename = "A")]
+    pub a: f64,
+    pub b: f64,
+    pub intervals: Option<PowerLawBounds>,
+    pub n_runs: usize,
+}
+
+impl From<&ComputeGroupFit> for SavingsCurve {
+    fn from(fit: &ComputeGroupFit) -> Self {
+        SavingsCurve {
+            parameterization: fit.group.clone(),
+            e: fit.e,
+            a: fit.a,
+            b: fit.b,
+            intervals: fit.intervals,
+            n_runs: fit.n_runs,
+        }
+    }
+}
+
+/// The answer of `POST /api/v1/analysis/savings`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub(crate) struct SavingsReport {
+    #[serde(flatten)]
+    pub savings: Savings,
+    pub candidate: SavingsCurve,
+    pub baseline: SavingsCurve,
+}
+
+/// FLOP savings of one parameterization over another among the selected succeeded runs (see
+/// `POST /api/v1/analysis/savings`); refusals are 422s.
+pub(crate) async fn savings_report(
+    state: &AppState,
+    query: RunQuery,
+    options: SavingsOptions,
+) -> Result<SavingsReport, ApiError> {
+    let mut groups = compute_groups(&select_runs(state, query).await?, true);
+    let mut take = |name: &str| {
+        groups.remove(name).ok_or_else(|| {
+            ApiError::Unprocessable(format!(
+                "the selection has no succeeded '{name}' runs with FLOPs and a final loss"
+            ))
+        })
+    };
+    let candidate = take(&options.candidate)?;
+    let baseline = take(&options.baseline)?;
+    blocking(move || {
+        let fit = |name: &str, (ids, points): &(Vec<i64>, Vec<(f64, f64)>), role: &str| {
+            fit_group(name, ids, points, &options.bootstrap)
+                .map_err(|e| ApiError::Unprocessable(format!("{role} runs: {e}")))
+        };
+        let candidate = fit(&options.candidate, &candidate, "candidate")?;
+        let baseline = fit(&options.baseline, &baseline, "baseline")?;
+        let savings = savings_between(&candidate, &baseline, options.loss)
+            .map_err(ApiError::Unprocessable)?;
+        Ok(SavingsReport {
+            savings,
+            candidate: SavingsCurve::from(&candidate),
+            baseline: SavingsCurve::from(&baseline),
+        })
+    })
+    .await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -382,15 +769,16 @@ async fn chinchilla_fit(
 ///
 /// `L(C) = E + A C^-b` with `C` the training FLOPs and `L` the final validation loss (training
 /// loss when there is none), per parameterization (`group_by: "parameterization"`, the default)
-/// or over all runs (`"none"`, group `all`). Groups the fit refuses are listed in `refused` with
-/// the reason instead of failing the request.
+/// or over all runs (`"none"`, group `all`). Each fit comes with its goodness: every run's
+/// relative residual `(L - L(C)) / L(C)`, the RMSE of the log-loss and `R^2`. Groups the fit
+/// refuses are listed in `refused` with the reason instead of failing the request.
 #[utoipa::path(
     post,
     path = "/api/v1/fits/compute",
     tag = "fits",
     request_body(content = super::openapi::ComputeFitRequest, content_type = "application/json"),
     responses(
-        (status = 200, description = "One fit per group, and the groups that could not be fitted", body = super::openapi::ComputeFitResult),
+        (status = 200, description = "One fit per group, and the groups that could not be fitted", body = ComputeReport),
         (status = 400, description = "Malformed JSON, a bad selection or setting, or an unknown field", body = super::openapi::ErrorBody),
         (status = 422, description = "No usable runs in the selection, or too many", body = super::openapi::ErrorBody),
     )
@@ -417,53 +805,11 @@ async fn compute_fit(
         &body,
         "'selection', 'group_by', 'resamples', 'seed' and 'confidence'",
     )?;
-
-    let groups = compute_groups(&select_runs(&state, query).await?, by_parameterization);
-    if groups.is_empty() {
-        return Err(ApiError::Unprocessable(
-            "the selection has no succeeded runs with FLOPs and a final loss".into(),
-        ));
-    }
-    let (fitted, refused) = blocking(move || {
-        let (mut fitted, mut refused) = (Vec::new(), Vec::new());
-        for (group, (ids, points)) in groups {
-            match power_law(&points, &ids, &bootstrap) {
-                Ok(result) => {
-                    let mut value = result.to_json();
-                    value["group"] = json!(group);
-                    value["n_runs"] = json!(points.len());
-                    fitted.push(value);
-                }
-                Err(error) => {
-                    refused.push(json!({"group": group, "n_runs": points.len(), "error": error}))
-                }
-            }
-        }
-        Ok((fitted, refused))
-    })
-    .await?;
-    Ok(Json(json!({"groups": fitted, "refused": refused})).into_response())
-}
-
-/// Run ids and `(FLOPs, loss)` points of each group, groups by name.
-type Groups = BTreeMap<String, (Vec<i64>, Vec<(f64, f64)>)>;
-
-fn compute_groups(runs: &[RunRecord], by_parameterization: bool) -> Groups {
-    let mut groups = Groups::new();
-    for run in runs {
-        let (Some(flops), Some(loss)) = (run.flops, final_loss(run)) else {
-            continue;
-        };
-        let name = if by_parameterization {
-            run.parameterization.clone()
-        } else {
-            "all".into()
-        };
-        let (ids, points) = groups.entry(name).or_default();
-        ids.push(run.id);
-        points.push((flops, loss));
-    }
-    groups
+    let options = ComputeOptions {
+        by_parameterization,
+        bootstrap,
+    };
+    Ok(Json(compute_report(&state, query, options).await?).into_response())
 }
 
 fn parameterization_field(
@@ -530,81 +876,11 @@ async fn savings_analysis(
         &body,
         "'selection', 'candidate', 'baseline', 'loss', 'resamples', 'seed' and 'confidence'",
     )?;
-
-    let mut groups = compute_groups(&select_runs(&state, query).await?, true);
-    let mut take = |name: &str| {
-        groups.remove(name).ok_or_else(|| {
-            ApiError::Unprocessable(format!(
-                "the selection has no succeeded '{name}' runs with FLOPs and a final loss"
-            ))
-        })
+    let options = SavingsOptions {
+        candidate,
+        baseline,
+        loss,
+        bootstrap,
     };
-    let (cand_ids, cand_points) = take(&candidate)?;
-    let (base_ids, base_points) = take(&baseline)?;
-    let (loss, loss_source) = match loss {
-        Some(loss) => (loss, "given"),
-        None => {
-            let range = |points: &[(f64, f64)]| {
-                let losses = points.iter().map(|p| p.1);
-                (
-                    losses.clone().fold(f64::INFINITY, f64::min),
-                    losses.fold(f64::NEG_INFINITY, f64::max),
-                )
-            };
-            let ((cand_low, cand_high), (base_low, base_high)) =
-                (range(&cand_points), range(&base_points));
-            let (low, high) = (cand_low.max(base_low), cand_high.min(base_high));
-            if low > high {
-                return Err(ApiError::Unprocessable(format!(
-                    "the observed losses do not overlap ({candidate}: {cand_low} to {cand_high}, \
-                     {baseline}: {base_low} to {base_high}): give 'loss'"
-                )));
-            }
-            ((low + high) / 2.0, "overlap_midpoint")
-        }
-    };
-    let n_cand = cand_points.len();
-    let n_base = base_points.len();
-    let (cand_seed, base_seed) = (bootstrap.seed, bootstrap.seed ^ 0x9e37_79b9_7f4a_7c15);
-    let (cand, base, savings, interval, unreachable) = blocking(move || {
-        let fit = |points: &[(f64, f64)], ids: &[i64], seed, name: &str| {
-            let options = BootstrapOptions { seed, ..bootstrap };
-            power_law(points, ids, &options)
-                .map_err(|e| ApiError::Unprocessable(format!("{name} runs: {e}")))
-        };
-        let cand = fit(&cand_points, &cand_ids, cand_seed, "candidate")?;
-        let base = fit(&base_points, &base_ids, base_seed, "baseline")?;
-        let savings = flop_savings(&cand.curve, &base.curve, loss)
-            .map_err(|e| ApiError::Unprocessable(e.to_string()))?;
-        // Resample i of one curve against resample i of the other.
-        let values: Vec<f64> = (cand.curves.iter().zip(&base.curves))
-            .filter_map(|(c, b)| flop_savings(c, b, loss).ok())
-            .collect();
-        let unreachable = cand.curves.len() - values.len();
-        let interval = (!values.is_empty()).then(|| {
-            pair(&Interval::from_resamples(
-                savings,
-                values,
-                bootstrap.confidence,
-            ))
-        });
-        Ok((cand, base, savings, interval, unreachable))
-    })
-    .await?;
-    let summary = |fit: PowerLawResult, name: &str, n: usize| {
-        let mut fit = fit.to_json();
-        fit["parameterization"] = json!(name);
-        fit["n_runs"] = json!(n);
-        fit
-    };
-    Ok(Json(json!({
-        "savings": savings,
-        "interval": interval,
-        "loss": loss,
-        "loss_source": loss_source,
-        "candidate": summary(cand, &candidate, n_cand),
-        "baseline": summary(base, &baseline, n_base),
-        "unreachable_resamples": unreachable,
-    }))
-    .into_response())
+    Ok(Json(savings_report(&state, query, options).await?).into_response())
 }

@@ -126,6 +126,17 @@ pub async fn serve_on(
     if requeued > 0 {
         tracing::info!("re-queued {requeued} interrupted run(s)");
     }
+    let interrupted =
+        store
+            .interrupt_diagnostics()
+            .await
+            .map_err(|source| ServeError::Database {
+                path: config.db.clone(),
+                source,
+            })?;
+    if interrupted > 0 {
+        tracing::info!("marked {interrupted} unfinished diagnostic(s) interrupted");
+    }
     let jobs = Jobs::new(store.clone());
     let workers = jobs.spawn_workers(config.workers.max(1));
     let app = router(AppState { store, jobs });

@@ -1,14 +1,1035 @@
-//! `/api/v1/plan/recommend`: the planner over fitted runs.
+//! `/api/v1/plan/recommend`: the planner over fitted runs (section 6 of the CompleteP spec).
+//!
+//! From a compute budget (FLOPs, or device-hours at a sustained FLOP rate), the model's
+//! vocabulary and context and optional limits, the planner fits `L(C) = E + A C^-b` to the
+//! selected runs of each parameterization, reads the width/depth penalty of their shapes, and
+//! ranks the concrete shapes that use the budget ([`crate::plan`] has the method). It also
+//! writes the body of a sweep that would confirm the recommendation, and creates it on request.
+//!
+//! The penalty is the one the width/depth tolerance analysis pools over the runs' compute scales
+//! ([`crate::fit::shape`]). With a penalty, `L(C)` is fitted to each run's loss divided by its
+//! shape's `1 + excess`: the curve is then that of the optimal shape, as the planner's
+//! prediction `L(budget) (1 + excess)` assumes (fitting the raw losses would count the shapes'
+//! penalties twice). Runs that record no shape enter the fit as they are.
+//!
+//! The page `/planner` calls [`plan_request`] with the same body, so the page and the API accept,
+//! refuse and answer alike.
 
 use super::AppState;
-use axum::Router;
+use super::error::ApiError;
+use super::fits::{MAX_RESAMPLES, blocking, final_loss, parse_selection, select_runs};
+use super::runs::json_object;
+use crate::fit::shape::{ShapeOptions, ShapePenalty, ShapePoint, fit_shape_tolerance};
+use crate::fit::{BootstrapOptions, FitOptions, Interval, PowerLaw};
+use crate::fit::{bootstrap_power_law, fit_power_law};
+use crate::param::{BaseHparams, Parameterization};
+use crate::plan::{
+    Architecture, Budget, Candidate, DEFAULT_BATCH, DEFAULT_MAX_DEPTH, DEFAULT_TOKENS_PER_PARAM,
+    FALLBACK_WIDTH_DEPTH_RATIO, GIB, MatchedCompute, ParameterizationFit, ParameterizationPlan,
+    PlanError, RankedShape, ShapeLimits, candidate_shapes, rank_without_fit, recommend,
+};
+use crate::store::{RunQuery, RunRecord, RunSource};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
+use utoipa::OpenApi;
 
 /// The routes of this resource.
 pub fn router() -> Router<AppState> {
-    Router::new()
+    Router::new().route("/api/v1/plan/recommend", post(recommend_shapes))
 }
 
 /// The OpenAPI description of this resource's routes (merged into the API document).
 pub fn api_doc() -> utoipa::openapi::OpenApi {
-    utoipa::openapi::OpenApiBuilder::new().build()
+    Doc::openapi()
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    paths(recommend_shapes),
+    components(schemas(
+        schemas::RecommendRequest,
+        schemas::RecommendResult,
+        schemas::ParameterizationRecommendation,
+        schemas::PlannedFit,
+        schemas::ShapePenaltyBody,
+        schemas::RecommendedShape,
+        schemas::CandidateShape,
+        schemas::MatchedComputeBody,
+        schemas::RefusedParameterization,
+        schemas::CreatedSweep,
+    )),
+    tags((name = "planner", description = "From a compute budget to ranked shapes and token counts per fitted parameterization, and the sweep that confirms them."))
+)]
+struct Doc;
+
+/// Bootstrap resamples per parameterization when the request names none: enough for stable
+/// 95% percentile intervals of a three-parameter curve, and quick on a small machine.
+const DEFAULT_RESAMPLES: u64 = 200;
+/// Ranked shapes returned per parameterization when the request names no `top`.
+const DEFAULT_TOP: u64 = 5;
+/// The most ranked shapes per parameterization one request may ask for.
+const MAX_TOP: u64 = 100;
+/// Head dimension when none is given (the paper's).
+const DEFAULT_D_HEAD: u64 = 64;
+/// Tag of the runs of a confirming sweep.
+const CONFIRM_TAG: &str = "planner";
+/// Run settings a confirming sweep copies from the selected runs when every local run agrees on
+/// them: everything that is neither the shape, the rule, the learning rate, the token count nor
+/// the seed.
+const SHARED_SETTINGS: [&str; 19] = [
+    "base_width",
+    "base_depth",
+    "init_std",
+    "eps",
+    "weight_decay",
+    "attention_scale",
+    "positions",
+    "activation",
+    "tied_embeddings",
+    "biases",
+    "batch",
+    "schedule",
+    "warmup_fraction",
+    "grad_clip",
+    "beta1",
+    "beta2",
+    "val_sequences",
+    "divergence_factor",
+    "data",
+];
+
+// ---------------------------------------------------------------------------------------------
+// The request
+
+/// A parsed planner request.
+pub(crate) struct PlanRequest {
+    /// The runs to fit.
+    pub selection: RunQuery,
+    pub budget: Budget,
+    /// Vocabulary, context and head dimension of the shapes (biases come from the runs).
+    pub architecture: Architecture,
+    /// `r` when given; else each parameterization's runs set it.
+    pub tokens_per_param: Option<f64>,
+    pub limits: ShapeLimits,
+    /// Whether the request gave `batch` (then the confirming sweep uses it).
+    pub batch_given: bool,
+    /// Ranked shapes to report per parameterization.
+    pub top: usize,
+    pub bootstrap: BootstrapOptions,
+    /// Create the confirming sweep.
+    pub create_sweep: bool,
+}
+
+/// The fields a request may have, for the unknown-field message.
+const FIELDS: &str = "'selection', 'budget_flops', 'device_hours', 'flops_per_second', 'vocab', \
+    'context', 'd_head', 'tokens_per_param', 'max_depth', 'min_width', 'max_width', 'memory_gib', \
+    'batch', 'top', 'resamples', 'seed', 'confidence' and 'create_sweep'";
+
+fn bad(message: impl Into<String>) -> ApiError {
+    ApiError::BadRequest(message.into())
+}
+
+/// A plan refusal: out-of-range settings are bad requests, the rest (limits no shape meets,
+/// an unusable fit) cannot be processed.
+fn plan_error(e: PlanError) -> ApiError {
+    match e {
+        PlanError::Invalid { .. } => ApiError::BadRequest(e.to_string()),
+        other => ApiError::Unprocessable(other.to_string()),
+    }
+}
+
+/// An optional positive number.
+fn number(body: &mut Map<String, Value>, key: &str) -> Result<Option<f64>, ApiError> {
+    match body.remove(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(value) => value
+            .as_f64()
+            .filter(|v| v.is_finite() && *v > 0.0)
+            .map(Some)
+            .ok_or_else(|| bad(format!("'{key}' must be a positive number"))),
+    }
+}
+
+/// An optional integer in `1..=max`.
+fn integer(body: &mut Map<String, Value>, key: &str, max: u64) -> Result<Option<u64>, ApiError> {
+    match body.remove(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(value) => value
+            .as_u64()
+            .filter(|v| (1..=max).contains(v))
+            .map(Some)
+            .ok_or_else(|| bad(format!("'{key}' must be an integer from 1 to {max}"))),
+    }
+}
+
+/// Parses and checks a planner body (the JSON object `POST /api/v1/plan/recommend` takes).
+pub(crate) fn parse_request(mut body: Map<String, Value>) -> Result<PlanRequest, ApiError> {
+    let selection = parse_selection(body.remove("selection"))?;
+    let budget_flops = number(&mut body, "budget_flops")?;
+    let device_hours = number(&mut body, "device_hours")?;
+    let flops_per_second = number(&mut body, "flops_per_second")?;
+    let budget = match (budget_flops, device_hours, flops_per_second) {
+        (Some(flops), None, None) => Budget::from_flops(flops),
+        (None, Some(hours), Some(rate)) => Budget::from_device_hours(hours, rate),
+        (None, None, None) => {
+            return Err(bad(
+                "a budget is required: 'budget_flops', or 'device_hours' with 'flops_per_second'",
+            ));
+        }
+        (Some(_), _, _) => {
+            return Err(bad(
+                "give the budget once: 'budget_flops' or 'device_hours' with 'flops_per_second', \
+                 not both",
+            ));
+        }
+        (None, _, _) => {
+            return Err(bad(
+                "'device_hours' and 'flops_per_second' go together: the budget is their product \
+                 times 3600",
+            ));
+        }
+    }
+    .map_err(plan_error)?;
+    let vocab = integer(&mut body, "vocab", 1 << 24)?
+        .ok_or_else(|| bad("'vocab' is required: the model's vocabulary size"))?;
+    let context = integer(&mut body, "context", 1 << 24)?
+        .ok_or_else(|| bad("'context' is required: the context length in tokens"))?;
+    let d_head = integer(&mut body, "d_head", 4096)?.unwrap_or(DEFAULT_D_HEAD);
+    let tokens_per_param = number(&mut body, "tokens_per_param")?;
+    if tokens_per_param.is_some_and(|r| r > 1e6) {
+        return Err(bad("'tokens_per_param' must be at most 1e6"));
+    }
+    let max_depth = integer(&mut body, "max_depth", crate::plan::MAX_DEPTH as u64)?
+        .unwrap_or(DEFAULT_MAX_DEPTH as u64);
+    let max_width = integer(&mut body, "max_width", crate::plan::MAX_WIDTH as u64)?;
+    let min_width = integer(&mut body, "min_width", crate::plan::MAX_WIDTH as u64)?.unwrap_or(1);
+    let memory = number(&mut body, "memory_gib")?.map(|gib| gib * GIB);
+    let batch = integer(&mut body, "batch", 1 << 20)?;
+    let top = integer(&mut body, "top", MAX_TOP)?.unwrap_or(DEFAULT_TOP);
+    let resamples = match body.remove("resamples") {
+        None | Some(Value::Null) => DEFAULT_RESAMPLES,
+        Some(value) => value
+            .as_u64()
+            .filter(|v| *v <= MAX_RESAMPLES)
+            .ok_or_else(|| {
+                bad(format!(
+                    "'resamples' must be an integer in [0, {MAX_RESAMPLES}]"
+                ))
+            })?,
+    };
+    let seed = match body.remove("seed") {
+        None | Some(Value::Null) => 0,
+        Some(value) => value
+            .as_u64()
+            .ok_or_else(|| bad("'seed' must be a non-negative integer"))?,
+    };
+    let confidence = match body.remove("confidence") {
+        None | Some(Value::Null) => 0.95,
+        Some(value) => value
+            .as_f64()
+            .filter(|c| *c > 0.0 && *c < 1.0)
+            .ok_or_else(|| bad("'confidence' must be a number strictly between 0 and 1"))?,
+    };
+    let create_sweep = match body.remove("create_sweep") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => b,
+        Some(_) => return Err(bad("'create_sweep' must be true or false")),
+    };
+    if let Some(unknown) = body.keys().next() {
+        return Err(bad(format!(
+            "unknown field '{unknown}': the body has {FIELDS}"
+        )));
+    }
+    Ok(PlanRequest {
+        selection,
+        budget,
+        architecture: Architecture {
+            vocab: vocab as usize,
+            context: context as usize,
+            d_head: d_head as usize,
+            biases: true,
+        },
+        tokens_per_param,
+        limits: ShapeLimits {
+            max_depth: max_depth as usize,
+            min_width: min_width as usize,
+            max_width: max_width.map(|w| w as usize),
+            memory_bytes: memory,
+            batch: batch.map_or(DEFAULT_BATCH, |b| b as usize),
+        },
+        batch_given: batch.is_some(),
+        top: top as usize,
+        bootstrap: BootstrapOptions {
+            resamples: resamples as usize,
+            seed,
+            confidence,
+        },
+        create_sweep,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Planning
+
+/// One parameterization's runs, and its fit when there is one.
+pub(crate) struct Group {
+    /// The parameterization's name (`alpha=0.75` for a custom alpha).
+    pub name: String,
+    /// Runs with FLOPs and a final loss.
+    pub n_runs: usize,
+    /// The fit, or why there is none.
+    pub fit: Result<GroupFit, String>,
+}
+
+/// A fitted parameterization.
+pub(crate) struct GroupFit {
+    /// Intervals of `E`, `A` and `b` (`None` without resamples).
+    pub intervals: Option<[Interval; 3]>,
+    /// FLOPs of the largest selected run: the budget over this says how far the plan
+    /// extrapolates.
+    pub largest_run_flops: f64,
+    /// Median base learning rate of the runs, if they record one.
+    pub base_lr: Option<f64>,
+    /// Why the runs give no width/depth penalty (`None`: they give one).
+    pub penalty_refusal: Option<String>,
+}
+
+/// Everything the planner answers.
+pub(crate) struct PlanOutcome {
+    pub budget: Budget,
+    pub architecture: Architecture,
+    /// Every parameterization in the selection, by name.
+    pub groups: Vec<Group>,
+    /// The plans of the fitted ones, best first.
+    pub plans: Vec<ParameterizationPlan>,
+    /// `r` of the candidate shapes below: the request's, else the median over all selected runs.
+    pub tokens_per_param: f64,
+    /// The shapes that use the budget at `tokens_per_param`, ranked by closeness to
+    /// [`FALLBACK_WIDTH_DEPTH_RATIO`] (no loss prediction).
+    pub candidates: Vec<Candidate>,
+    /// The body of `POST /api/v1/sweeps` that confirms the best shape; `None` with nothing fitted.
+    pub confirm_sweep: Option<Map<String, Value>>,
+    /// What to run, when nothing could be fitted.
+    pub note: Option<String>,
+}
+
+impl PlanOutcome {
+    /// The group of a parameterization.
+    pub fn group(&self, name: &str) -> Option<&Group> {
+        self.groups.iter().find(|g| g.name == name)
+    }
+}
+
+/// The median of values (none: `None`).
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.retain(|v| v.is_finite());
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let middle = values.len() / 2;
+    Some(if values.len() % 2 == 1 {
+        values[middle]
+    } else {
+        (values[middle - 1] + values[middle]) / 2.0
+    })
+}
+
+/// Tokens per non-embedding parameter of the runs that record both.
+fn ratios<'a>(runs: impl Iterator<Item = &'a RunRecord>) -> Vec<f64> {
+    runs.filter_map(|r| Some(r.tokens? as f64 / r.params_non_embedding? as f64))
+        .filter(|r| r.is_finite() && *r > 0.0)
+        .collect()
+}
+
+/// The group a run belongs to: its parameterization, with the alpha for a custom one.
+fn group_name(run: &RunRecord) -> String {
+    match run.alpha {
+        Some(alpha) if run.parameterization == "alpha" => format!("alpha={alpha}"),
+        _ => run.parameterization.clone(),
+    }
+}
+
+/// The settings every selected local run agrees on ([`SHARED_SETTINGS`]); imported runs carry
+/// no trainer config and are not consulted.
+fn shared_settings(runs: &[&RunRecord]) -> Map<String, Value> {
+    let configs: Vec<&Map<String, Value>> = runs
+        .iter()
+        .filter(|r| r.source == RunSource::Local)
+        .filter_map(|r| r.config.as_object())
+        .collect();
+    let mut shared = Map::new();
+    for key in SHARED_SETTINGS {
+        let mut values = configs.iter().map(|c| c.get(key));
+        if let Some(Some(first)) = values.next()
+            && !first.is_null()
+            && values.all(|v| v == Some(first))
+        {
+            shared.insert(key.to_string(), first.clone());
+        }
+    }
+    shared
+}
+
+/// The width, depth, FLOPs and final loss of the runs that record them all.
+fn shape_points(runs: &[&RunRecord]) -> Vec<ShapePoint> {
+    runs.iter()
+        .filter_map(|r| {
+            Some(ShapePoint {
+                width: r.width? as f64,
+                depth: r.depth? as f64,
+                flops: r.flops?,
+                loss: final_loss(r)?,
+            })
+        })
+        .collect()
+}
+
+/// The shape penalty of a parameterization's runs, pooled over compute scales by the
+/// width/depth tolerance analysis ([`fit_shape_tolerance`], without its bootstrap: the planner
+/// uses the pooled penalty only); the reason when there is none.
+fn shape_penalty(points: &[ShapePoint]) -> Result<ShapePenalty, String> {
+    let options = ShapeOptions {
+        bootstrap: BootstrapOptions {
+            resamples: 0,
+            ..BootstrapOptions::default()
+        },
+        ..ShapeOptions::default()
+    };
+    let tolerance = fit_shape_tolerance(points, &options).map_err(|e| e.to_string())?;
+    tolerance.penalty.ok_or_else(|| {
+        "the losses of its shapes at matched compute show no positive curvature".to_string()
+    })
+}
+
+/// What one parameterization brings to the planner: its name, `(FLOPs, loss, N:L)` points
+/// (`N:L` when the run records its shape) and their run ids, its ratio `r`, median base LR and
+/// shape points.
+struct GroupData {
+    name: String,
+    points: Vec<(f64, f64, Option<f64>)>,
+    ids: Vec<i64>,
+    tokens_per_param: f64,
+    base_lr: Option<f64>,
+    shapes: Vec<ShapePoint>,
+}
+
+/// Fits every parameterization of the selection and plans the budget (see the module docs).
+pub(crate) async fn plan_request(
+    state: &AppState,
+    request: &PlanRequest,
+) -> Result<PlanOutcome, ApiError> {
+    let runs = select_runs(state, request.selection.clone()).await?;
+    let usable: Vec<&RunRecord> = runs
+        .iter()
+        .filter(|r| r.flops.is_some() && final_loss(r).is_some())
+        .collect();
+    let shared = shared_settings(&usable);
+    let architecture = Architecture {
+        biases: shared
+            .get("biases")
+            .and_then(Value::as_bool)
+            .unwrap_or(true),
+        ..request.architecture
+    };
+    let mut by_group: BTreeMap<String, Vec<&RunRecord>> = BTreeMap::new();
+    for run in &usable {
+        by_group.entry(group_name(run)).or_default().push(run);
+    }
+    let tokens_per_param = request.tokens_per_param.unwrap_or_else(|| {
+        median(ratios(usable.iter().copied())).unwrap_or(DEFAULT_TOKENS_PER_PARAM)
+    });
+    let candidates = candidate_shapes(
+        request.budget,
+        &architecture,
+        &request.limits,
+        tokens_per_param,
+    )
+    .map_err(plan_error)?;
+
+    let data: Vec<GroupData> = by_group
+        .iter()
+        .map(|(name, runs)| GroupData {
+            name: name.clone(),
+            points: runs
+                .iter()
+                .filter_map(|r| {
+                    let ratio = Some(r.width? as f64 / r.depth? as f64);
+                    Some((r.flops?, final_loss(r)?, ratio.filter(|x| x.is_finite())))
+                })
+                .collect(),
+            ids: runs.iter().map(|r| r.id).collect(),
+            tokens_per_param: request.tokens_per_param.unwrap_or_else(|| {
+                median(ratios(runs.iter().copied())).unwrap_or(DEFAULT_TOKENS_PER_PARAM)
+            }),
+            base_lr: median(runs.iter().filter_map(|r| r.lr).collect()),
+            shapes: shape_points(runs),
+        })
+        .collect();
+    let (budget, limits, bootstrap) = (request.budget, request.limits, request.bootstrap);
+    let (groups, plans) = blocking(move || {
+        let mut groups = Vec::new();
+        let mut fits = Vec::new();
+        for (index, group) in data.into_iter().enumerate() {
+            // Independent resamples per parameterization: their data are independent.
+            let seed = bootstrap
+                .seed
+                .wrapping_add((index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            let penalty = shape_penalty(&group.shapes);
+            // `L(C)` is the loss of the optimal shape: with a penalty, each run's loss is
+            // divided by its shape's `1 + excess` before the fit, so that the penalty is not
+            // counted twice when a shape's loss is predicted as `L(C) (1 + excess)`.
+            let points: Vec<(f64, f64)> = (group.points.iter())
+                .map(|&(flops, loss, ratio)| match (&penalty, ratio) {
+                    (Ok(p), Some(ratio)) => (flops, loss / (1.0 + p.excess(ratio))),
+                    _ => (flops, loss),
+                })
+                .collect();
+            let fitted = fit_group(&points, &group.ids, BootstrapOptions { seed, ..bootstrap });
+            let fit = fitted.map(|(curve, intervals, resamples)| {
+                fits.push(ParameterizationFit {
+                    name: group.name.clone(),
+                    curve,
+                    resamples,
+                    tokens_per_param: group.tokens_per_param,
+                    penalty: penalty.as_ref().ok().copied(),
+                });
+                GroupFit {
+                    intervals,
+                    largest_run_flops: group.points.iter().map(|p| p.0).fold(0.0, f64::max),
+                    base_lr: group.base_lr,
+                    penalty_refusal: penalty.err(),
+                }
+            });
+            groups.push(Group {
+                name: group.name,
+                n_runs: group.points.len(),
+                fit,
+            });
+        }
+        let plans = recommend(budget, &architecture, &limits, &fits, bootstrap.confidence)
+            .map_err(plan_error)?;
+        Ok((groups, plans))
+    })
+    .await?;
+
+    let note = plans.is_empty().then(|| {
+        let refused = if groups.is_empty() {
+            "The selection has no succeeded runs with FLOPs and a final loss."
+        } else {
+            "No parameterization in the selection has enough runs to fit loss against compute."
+        };
+        format!(
+            "{refused} Run the compute-efficiency study (the Studies page, or POST \
+             /api/v1/studies with kind \"compute-efficiency\"): every parameterization to compare \
+             at {} or more compute scales, several width/depth shapes at each, trained at a fixed \
+             number of tokens per parameter. Until then the candidate shapes below use the budget \
+             at {tokens_per_param} tokens per parameter, ranked by closeness of N:L to \
+             {FALLBACK_WIDTH_DEPTH_RATIO}.",
+            crate::fit::MIN_DISTINCT_SCALES
+        )
+    });
+    let mut outcome = PlanOutcome {
+        budget,
+        architecture,
+        groups,
+        plans,
+        tokens_per_param,
+        candidates: rank_without_fit(candidates),
+        confirm_sweep: None,
+        note,
+    };
+    outcome.confirm_sweep = confirm_sweep(&outcome, shared, request);
+    Ok(outcome)
+}
+
+/// Fits one parameterization: the curve, intervals of `E`, `A`, `b`, and the resample curves.
+type FittedCurve = (PowerLaw, Option<[Interval; 3]>, Vec<PowerLaw>);
+
+fn fit_group(
+    points: &[(f64, f64)],
+    ids: &[i64],
+    bootstrap: BootstrapOptions,
+) -> Result<FittedCurve, String> {
+    let refusal = |e: crate::fit::FitError| match e {
+        crate::fit::FitError::InvalidPoint {
+            index,
+            quantity,
+            value,
+        } if index < ids.len() => {
+            format!(
+                "run {}: {quantity} must be positive and finite, got {value}",
+                ids[index]
+            )
+        }
+        other => other.to_string(),
+    };
+    let options = FitOptions::default();
+    if bootstrap.resamples == 0 {
+        let fit = fit_power_law(points, &options).map_err(refusal)?;
+        return Ok((fit.curve, None, Vec::new()));
+    }
+    let b = bootstrap_power_law(points, &bootstrap, &options).map_err(refusal)?;
+    Ok((b.fit.curve, Some([b.e, b.a, b.b]), b.curves))
+}
+
+/// The body of `POST /api/v1/sweeps` that confirms the plan: the best shape of the best
+/// parameterization at its token count, under every fitted parameterization that a sweep can
+/// name (a custom alpha needs its own config), over base learning rates half, once and twice
+/// each parameterization's median base LR (the paper's default when none is recorded), with the
+/// settings the selected runs share.
+fn confirm_sweep(
+    outcome: &PlanOutcome,
+    shared: Map<String, Value>,
+    request: &PlanRequest,
+) -> Option<Map<String, Value>> {
+    let best = &outcome.plans.first()?.shapes.first()?.shape;
+    let mut parameterizations = Vec::new();
+    let mut lrs: Vec<f64> = Vec::new();
+    for plan in &outcome.plans {
+        let Ok(p) = plan.parameterization.parse::<Parameterization>() else {
+            continue;
+        };
+        if p == Parameterization::Alpha {
+            continue;
+        }
+        parameterizations.push(p.name());
+        let base = outcome
+            .group(&plan.parameterization)
+            .and_then(|g| g.fit.as_ref().ok())
+            .and_then(|f| f.base_lr)
+            .unwrap_or(BaseHparams::default().lr);
+        for factor in [0.5, 1.0, 2.0] {
+            let lr = base * factor;
+            if !lrs.iter().any(|l| (l / lr - 1.0).abs() < 1e-9) {
+                lrs.push(lr);
+            }
+        }
+    }
+    if parameterizations.is_empty() {
+        return None;
+    }
+    lrs.sort_by(f64::total_cmp);
+    let architecture = outcome.architecture;
+    let mut config = shared;
+    if request.batch_given {
+        config.insert("batch".into(), json!(request.limits.batch));
+    }
+    if !config.contains_key("data") && (16..=65536).contains(&architecture.vocab) {
+        config.insert(
+            "data".into(),
+            json!({"kind": "builtin", "seed": 0, "vocab": architecture.vocab}),
+        );
+    }
+    config.insert("d_head".into(), json!(architecture.d_head));
+    config.insert("context".into(), json!(architecture.context));
+    config.insert("vocab".into(), json!(architecture.vocab));
+    config.insert("tokens".into(), json!(best.tokens));
+    let mut body = Map::new();
+    body.insert(
+        "name".into(),
+        json!(format!(
+            "confirm plan {:.3e} FLOPs: {} x {}",
+            outcome.budget.flops(),
+            best.width,
+            best.depth
+        )),
+    );
+    body.insert("parameterizations".into(), json!(parameterizations));
+    body.insert("widths".into(), json!([best.width]));
+    body.insert("depths".into(), json!([best.depth]));
+    body.insert("lrs".into(), json!(lrs));
+    body.insert("config".into(), Value::Object(config));
+    body.insert("tags".into(), json!([CONFIRM_TAG]));
+    Some(body)
+}
+
+/// Creates the confirming sweep as `POST /api/v1/sweeps` would: the sweep id and its run ids.
+pub(crate) async fn create_confirming_sweep(
+    state: &AppState,
+    outcome: &PlanOutcome,
+) -> Result<(i64, Vec<i64>), ApiError> {
+    let Some(body) = outcome.confirm_sweep.clone() else {
+        return Err(ApiError::Unprocessable(
+            "no parameterization is fitted, so there is no recommendation to confirm: run the \
+             compute-efficiency study first"
+                .into(),
+        ));
+    };
+    let (name, spec, runs) = super::sweeps::build_sweep(body).await?;
+    let created = state.store.create_sweep(&name, &spec, &runs).await?;
+    state.jobs.wake();
+    Ok(created)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The answer
+
+fn bounds(interval: &Option<Interval>) -> Value {
+    interval.map_or(Value::Null, |i| json!([i.low, i.high]))
+}
+
+fn candidate_json(c: &Candidate) -> Map<String, Value> {
+    let mut value = Map::new();
+    for (key, v) in [
+        ("width", json!(c.width)),
+        ("depth", json!(c.depth)),
+        ("heads", json!(c.heads)),
+        ("width_depth_ratio", json!(c.width_depth_ratio)),
+        ("params_non_embedding", json!(c.params_non_embedding)),
+        ("params_total", json!(c.params_total)),
+        ("tokens", json!(c.tokens)),
+        ("tokens_per_param", json!(c.tokens_per_param)),
+        ("flops", json!(c.flops.total())),
+        ("memory_gib", json!(c.memory_bytes / GIB)),
+    ] {
+        value.insert(key.into(), v);
+    }
+    value
+}
+
+fn ranked_json(rank: usize, s: &RankedShape) -> Value {
+    let mut value = candidate_json(&s.shape);
+    value.insert("rank".into(), json!(rank));
+    value.insert("relative_penalty".into(), json!(s.relative_penalty));
+    value.insert("predicted_loss".into(), json!(s.loss));
+    value.insert("interval".into(), bounds(&s.interval));
+    Value::Object(value)
+}
+
+fn matched_json(m: &MatchedCompute) -> Value {
+    json!({
+        "parameterization": m.parameterization,
+        "loss": m.loss,
+        "flops": m.flops,
+        "ratio": m.ratio,
+        "interval": bounds(&m.interval),
+        "unreachable_resamples": m.unreachable_resamples,
+        "refusal": m.refusal,
+    })
+}
+
+/// The note of a parameterization planned without a shape penalty, with the tolerance
+/// analysis's reason.
+pub(crate) fn no_penalty_note(outcome: &PlanOutcome, name: &str) -> String {
+    let reason = (outcome.group(name))
+        .and_then(|g| g.fit.as_ref().ok())
+        .and_then(|f| f.penalty_refusal.clone())
+        .unwrap_or_default();
+    format!(
+        "no width/depth penalty for {name} ({reason}): every shape of this budget predicts the \
+         same loss, and the shapes are ranked by closeness of N:L to {FALLBACK_WIDTH_DEPTH_RATIO}"
+    )
+}
+
+/// The answer of `POST /api/v1/plan/recommend` (without the created sweep).
+pub(crate) fn outcome_json(outcome: &PlanOutcome, top: usize) -> Value {
+    let budget = outcome.budget.flops();
+    let parameterizations: Vec<Value> = outcome
+        .plans
+        .iter()
+        .map(|plan| {
+            let group = outcome.group(&plan.parameterization);
+            let fit = group.and_then(|g| g.fit.as_ref().ok());
+            let c = plan.curve;
+            let intervals = fit.and_then(|f| f.intervals).map(|[e, a, b]| {
+                json!({"E": [e.low, e.high], "A": [a.low, a.high], "b": [b.low, b.high]})
+            });
+            let largest = fit.map_or(f64::NAN, |f| f.largest_run_flops);
+            json!({
+                "parameterization": plan.parameterization,
+                "n_runs": group.map_or(0, |g| g.n_runs),
+                "tokens_per_param": plan.tokens_per_param,
+                "fit": {
+                    "E": c.e, "A": c.a, "b": c.b, "intervals": intervals,
+                    "largest_run_flops": largest,
+                    "extrapolation": budget / largest,
+                },
+                "loss_at_budget": plan.loss_at_budget,
+                "loss_at_budget_interval": bounds(&plan.loss_at_budget_interval),
+                "shape_penalty": plan.penalty.map(|p| json!({
+                    "log_ratio_optimum": p.log_ratio_optimum,
+                    "optimal_width_depth_ratio": p.log_ratio_optimum.exp(),
+                    "curvature": p.curvature,
+                })),
+                "shape_note": plan.penalty.is_none()
+                    .then(|| no_penalty_note(outcome, &plan.parameterization)),
+                "shapes": plan.shapes.iter().take(top).enumerate()
+                    .map(|(i, s)| ranked_json(i + 1, s)).collect::<Vec<_>>(),
+                "matched_compute": plan.matched_compute.iter().map(matched_json).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let refused: Vec<Value> = outcome
+        .groups
+        .iter()
+        .filter_map(|g| {
+            let error = g.fit.as_ref().err()?;
+            Some(json!({"parameterization": g.name, "n_runs": g.n_runs, "error": error}))
+        })
+        .collect();
+    let a = outcome.architecture;
+    json!({
+        "budget_flops": budget,
+        "architecture": {"vocab": a.vocab, "context": a.context, "d_head": a.d_head, "biases": a.biases},
+        "parameterizations": parameterizations,
+        "refused": refused,
+        "tokens_per_param": outcome.tokens_per_param,
+        "candidate_shapes": outcome.candidates.iter().take(top)
+            .map(|c| Value::Object(candidate_json(c))).collect::<Vec<_>>(),
+        "note": outcome.note,
+        "confirm_sweep": outcome.confirm_sweep,
+        "sweep": Value::Null,
+    })
+}
+
+/// Recommends shapes and token counts for a compute budget.
+///
+/// Fits `L(C) = E + A C^-b` to the selected runs of each parameterization (bootstrap intervals
+/// with `resamples > 0`) and ranks the shapes that use the budget at the runs' tokens per
+/// parameter: widths a multiple of `d_head`, every depth up to `max_depth`, within the width
+/// and memory limits. Predicted loss is `L(budget) (1 + curvature (ln(N:L) - optimum)^2)` with
+/// the width/depth penalty of the runs; without one, all shapes of the budget predict the same
+/// loss and rank by closeness of `N:L` to 62. For each parameterization's best shape, the FLOPs
+/// every other fitted one needs for the same loss. `confirm_sweep` is a ready body for `POST
+/// /api/v1/sweeps`; `"create_sweep": true` creates it (201, `sweep` holds its id).
+#[utoipa::path(
+    post,
+    path = "/api/v1/plan/recommend",
+    tag = "planner",
+    request_body(content = schemas::RecommendRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Ranked shapes per fitted parameterization, the refused ones, and the confirming sweep's body", body = schemas::RecommendResult),
+        (status = 201, description = "The same, with the confirming sweep created (`create_sweep: true`)", body = schemas::RecommendResult),
+        (status = 400, description = "Malformed JSON, a missing or out-of-range setting, a bad selection, or an unknown field", body = super::openapi::ErrorBody),
+        (status = 422, description = "Limits no shape meets, a budget too small for any model, too many runs, or a sweep that cannot be created", body = super::openapi::ErrorBody),
+    )
+)]
+#[tracing::instrument(skip_all)]
+async fn recommend_shapes(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let request = parse_request(json_object(body)?)?;
+    let outcome = plan_request(&state, &request).await?;
+    let mut answer = outcome_json(&outcome, request.top);
+    if !request.create_sweep {
+        return Ok(Json(answer).into_response());
+    }
+    let (id, run_ids) = create_confirming_sweep(&state, &outcome).await?;
+    answer["sweep"] = json!({"id": id, "run_ids": run_ids});
+    Ok((StatusCode::CREATED, Json(answer)).into_response())
+}
+
+/// The documentation-only request and response shapes (the handler parses and answers with
+/// `serde_json` values of these shapes).
+#[allow(dead_code)]
+mod schemas {
+    use crate::web::openapi::{Bounds, CreateSweep, PowerLawIntervals, RunSelection};
+    use utoipa::ToSchema;
+
+    /// A compute budget and the model's vocabulary and context; optional limits on the shapes.
+    /// The budget is `budget_flops`, or `device_hours` times `flops_per_second` times 3600.
+    #[derive(ToSchema)]
+    #[schema(example = json!({
+        "selection": {"tags": ["compute-study"]}, "budget_flops": 1e20, "vocab": 50257,
+        "context": 1024, "max_depth": 64, "memory_gib": 80, "batch": 8, "top": 3
+    }))]
+    pub struct RecommendRequest {
+        selection: RunSelection,
+        /// Training FLOPs to spend.
+        budget_flops: Option<f64>,
+        /// Device-hours to spend (with `flops_per_second`).
+        device_hours: Option<f64>,
+        /// FLOP/s one device sustains in training (peak times utilisation).
+        flops_per_second: Option<f64>,
+        /// Vocabulary size `V`.
+        vocab: u64,
+        /// Context length `T`, in tokens.
+        context: u64,
+        /// Head dimension; widths are multiples of it.
+        #[schema(required = false, default = 64)]
+        d_head: u64,
+        /// Tokens per non-embedding parameter; by default the median of each parameterization's
+        /// runs (20 without any).
+        tokens_per_param: Option<f64>,
+        /// Deepest model considered (blocks).
+        #[schema(required = false, default = 256, minimum = 1, maximum = 10000)]
+        max_depth: u64,
+        /// Narrowest width allowed.
+        #[schema(required = false, default = 1)]
+        min_width: u64,
+        /// Widest width allowed.
+        max_width: Option<u64>,
+        /// Training memory allowed per replica, GiB: fp32 weights, gradients and AdamW moments
+        /// (16 bytes per parameter, embeddings included) plus one micro-batch's activations
+        /// (Korthikanti et al. 2022, adapted to fp32 without dropout).
+        memory_gib: Option<f64>,
+        /// Sequences per micro-batch, for the memory estimate (and the confirming sweep).
+        #[schema(required = false, default = 16)]
+        batch: u64,
+        /// Ranked shapes returned per parameterization.
+        #[schema(required = false, default = 5, minimum = 1, maximum = 100)]
+        top: u64,
+        /// Bootstrap resamples per parameterization; 0 fits once, without intervals.
+        #[schema(required = false, default = 200, minimum = 0, maximum = 5000)]
+        resamples: u64,
+        #[schema(required = false, default = 0)]
+        seed: u64,
+        /// Two-sided confidence level of the intervals, in (0, 1).
+        #[schema(required = false, default = 0.95)]
+        confidence: f64,
+        /// Create the confirming sweep (201, its id in `sweep`).
+        #[schema(required = false, default = false)]
+        create_sweep: bool,
+    }
+
+    /// The fitted `L(C) = E + A C^-b` a plan uses.
+    #[derive(ToSchema)]
+    pub struct PlannedFit {
+        #[serde(rename = "E")]
+        e: f64,
+        #[serde(rename = "A")]
+        a: f64,
+        b: f64,
+        /// `null` with `resamples: 0`.
+        intervals: Option<PowerLawIntervals>,
+        /// FLOPs of the largest run fitted.
+        largest_run_flops: f64,
+        /// The budget over `largest_run_flops`: how far the plan extrapolates the fit.
+        extrapolation: f64,
+    }
+
+    /// The width/depth penalty: relative excess loss `curvature (ln(N:L) - log_ratio_optimum)^2`.
+    #[derive(ToSchema)]
+    pub struct ShapePenaltyBody {
+        log_ratio_optimum: f64,
+        /// `exp(log_ratio_optimum)`.
+        optimal_width_depth_ratio: f64,
+        curvature: f64,
+    }
+
+    /// A shape that uses the budget, without a loss prediction.
+    #[derive(ToSchema)]
+    pub struct CandidateShape {
+        /// Width `N`, a multiple of `d_head`.
+        width: u64,
+        /// Depth `L` (blocks).
+        depth: u64,
+        heads: u64,
+        /// `N:L`.
+        width_depth_ratio: f64,
+        params_non_embedding: u64,
+        /// With the untied embedding and unembedding.
+        params_total: u64,
+        /// Training tokens: the budget over the FLOPs per token.
+        tokens: u64,
+        tokens_per_param: f64,
+        /// Training FLOPs, the budget to within one token.
+        flops: f64,
+        /// Estimated training memory per replica, GiB.
+        memory_gib: f64,
+    }
+
+    /// A ranked shape with its predicted loss.
+    #[derive(ToSchema)]
+    pub struct RecommendedShape {
+        /// 1 for the best.
+        rank: u64,
+        width: u64,
+        depth: u64,
+        heads: u64,
+        width_depth_ratio: f64,
+        params_non_embedding: u64,
+        params_total: u64,
+        tokens: u64,
+        tokens_per_param: f64,
+        flops: f64,
+        memory_gib: f64,
+        /// `curvature (ln(N:L) - optimum)^2`; 0 without a penalty.
+        relative_penalty: f64,
+        /// Predicted final loss, nats/token.
+        predicted_loss: f64,
+        /// `null` with `resamples: 0`.
+        interval: Option<Bounds>,
+    }
+
+    /// The compute another parameterization needs, at its optimal shape, to reach the predicted
+    /// loss of this one's best shape.
+    #[derive(ToSchema)]
+    pub struct MatchedComputeBody {
+        parameterization: String,
+        loss: f64,
+        /// `null` when its curve never reaches the loss (see `refusal`).
+        flops: Option<f64>,
+        /// `flops` over the budget.
+        ratio: Option<f64>,
+        /// Bootstrap interval of `flops`, resamples paired by index.
+        interval: Option<Bounds>,
+        unreachable_resamples: u64,
+        refusal: Option<String>,
+    }
+
+    /// The plan of one fitted parameterization.
+    #[derive(ToSchema)]
+    pub struct ParameterizationRecommendation {
+        parameterization: String,
+        n_runs: u64,
+        /// Tokens per non-embedding parameter of its shapes.
+        tokens_per_param: f64,
+        fit: PlannedFit,
+        /// `L(budget)`, the loss at the optimal shape.
+        loss_at_budget: f64,
+        loss_at_budget_interval: Option<Bounds>,
+        /// `null` when no width/depth penalty is fitted (see `shape_note`).
+        shape_penalty: Option<ShapePenaltyBody>,
+        shape_note: Option<String>,
+        /// The best `top` shapes.
+        shapes: Vec<RecommendedShape>,
+        matched_compute: Vec<MatchedComputeBody>,
+    }
+
+    /// A parameterization the fit refused.
+    #[derive(ToSchema)]
+    pub struct RefusedParameterization {
+        parameterization: String,
+        n_runs: u64,
+        /// Why, e.g. too few distinct compute scales.
+        error: String,
+    }
+
+    /// The created confirming sweep.
+    #[derive(ToSchema)]
+    pub struct CreatedSweep {
+        id: i64,
+        run_ids: Vec<i64>,
+    }
+
+    /// The planner's answer.
+    #[derive(ToSchema)]
+    pub struct RecommendResult {
+        budget_flops: f64,
+        /// Vocabulary, context, head dimension, and whether blocks have biases (from the runs).
+        architecture: std::collections::BTreeMap<String, serde_json::Value>,
+        /// Fitted parameterizations, best predicted loss first.
+        parameterizations: Vec<ParameterizationRecommendation>,
+        refused: Vec<RefusedParameterization>,
+        /// `r` of `candidate_shapes`.
+        tokens_per_param: f64,
+        /// The best `top` shapes that use the budget, by closeness of N:L to 62, without a loss.
+        candidate_shapes: Vec<CandidateShape>,
+        /// What to run, when nothing is fitted.
+        note: Option<String>,
+        /// A body for `POST /api/v1/sweeps`; `null` when nothing is fitted.
+        confirm_sweep: Option<CreateSweep>,
+        /// The created sweep (`create_sweep: true`), else `null`.
+        sweep: Option<CreatedSweep>,
+    }
 }

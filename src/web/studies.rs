@@ -1,14 +1,630 @@
-//! `/api/v1/studies`: one-click studies.
+//! `/api/v1/studies`: one-click studies ([`crate::study`]). A study is stored as a sweep whose
+//! `kind` names the study; its runs are ordinary queued runs of that sweep, and a coordinate-check
+//! study owns diagnostics instead of runs.
+//!
+//! `POST /api/v1/studies` with `"dry_run": true` answers the settings and the run-time estimate
+//! without queuing anything, so a client can show the cost before launch.
 
 use super::AppState;
-use axum::Router;
+use super::error::ApiError;
+use super::runs::json_object;
+use crate::data::DataSource;
+use crate::jobs::{DiagnosticKind, DiagnosticSpec};
+use crate::store::{
+    Comparison, Condition, FilterValue, NewRun, RunQuery, StoredStatus, SweepRecord,
+};
+use crate::study::{
+    ComputeEfficiencySettings, DepthTransferSettings, Estimate, Job, StudyError, StudyKind,
+    StudySize, Throughput, TimedRun, estimate, estimate_jobs, settings_with_overrides,
+};
+use crate::train::RunConfig;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use utoipa::OpenApi;
 
 /// The routes of this resource.
 pub fn router() -> Router<AppState> {
     Router::new()
+        .route("/api/v1/studies", post(create_study).get(list_studies))
+        .route("/api/v1/studies/{id}", get(get_study))
 }
 
 /// The OpenAPI description of this resource's routes (merged into the API document).
 pub fn api_doc() -> utoipa::openapi::OpenApi {
-    utoipa::openapi::OpenApiBuilder::new().build()
+    Doc::openapi()
 }
+
+#[derive(OpenApi)]
+#[openapi(
+    paths(create_study, list_studies, get_study),
+    components(schemas(CreateStudy, StudyPreview, StudyCreated, StudySummary, StudyDetail, EstimateBody, ThroughputBody)),
+    tags((name = "studies", description = "One-click studies: depth transfer, coordinate check, compute efficiency; their run-time estimates and results."))
+)]
+struct Doc;
+
+/// Most finished runs the run-time calibration reads.
+const CALIBRATION_RUNS: i64 = 200;
+
+// ---------------------------------------------------------------------------------------------
+// Expanding a request
+
+/// A study ready to launch: its settings, its runs and what they cost.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct StudyPlan {
+    pub kind: StudyKind,
+    pub size: StudySize,
+    pub name: String,
+    /// The full settings (the size's defaults with the request's overrides).
+    pub settings: Value,
+    #[serde(skip)]
+    pub runs: Vec<RunConfig>,
+    #[serde(skip)]
+    pub tags: Vec<String>,
+    /// The diagnostics of a coordinate-check study, validated.
+    #[serde(skip)]
+    pub diagnostics: Vec<(DiagnosticKind, Value)>,
+    pub estimate: EstimateView,
+}
+
+/// An [`Estimate`] with its duration in words.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct EstimateView {
+    pub runs: usize,
+    pub flops: f64,
+    pub seconds: f64,
+    pub duration: String,
+    pub throughput: Throughput,
+}
+
+impl From<Estimate> for EstimateView {
+    fn from(e: Estimate) -> EstimateView {
+        EstimateView {
+            runs: e.runs,
+            flops: e.flops,
+            seconds: e.seconds,
+            duration: crate::study::human_duration(e.seconds),
+            throughput: e.throughput,
+        }
+    }
+}
+
+fn invalid(e: StudyError) -> ApiError {
+    ApiError::Unprocessable(e.to_string())
+}
+
+/// The vocabulary a run trains with, for FLOP counts.
+fn run_vocab(config: &RunConfig) -> usize {
+    config.vocab.unwrap_or(match &config.data {
+        DataSource::Builtin { vocab, .. } | DataSource::NanoGpt { vocab, .. } => *vocab,
+        DataSource::Text { .. } => 256,
+    })
+}
+
+/// This server's throughput, fitted to its most recent succeeded local runs
+/// ([`Throughput::calibrate`]).
+pub(crate) async fn throughput(state: &AppState) -> Result<Throughput, ApiError> {
+    let query = RunQuery {
+        conditions: vec![
+            Condition {
+                column: "status",
+                comparison: Comparison::Eq,
+                values: vec![FilterValue::Text(StoredStatus::Succeeded.name().into())],
+            },
+            Condition {
+                column: "source",
+                comparison: Comparison::Eq,
+                values: vec![FilterValue::Text("local".into())],
+            },
+        ],
+        sort: "id",
+        descending: true,
+        limit: CALIBRATION_RUNS,
+        ..RunQuery::default()
+    };
+    let (runs, _) = state.store.runs(&query).await?;
+    let timed: Vec<TimedRun> = runs
+        .iter()
+        .filter_map(|r| {
+            let (tokens, rate) = (r.tokens? as f64, r.tokens_per_sec?);
+            let steps = tokens / (r.batch? * r.context?) as f64;
+            Some(TimedRun {
+                flops: r.flops?,
+                block_steps: steps * r.depth? as f64,
+                seconds: tokens / rate,
+            })
+        })
+        .collect();
+    Ok(Throughput::calibrate(&timed))
+}
+
+/// Expands a study request (kind, size, name, settings overrides, tags) into its runs and their
+/// estimated cost. The runs are not yet checked against the corpus: see [`check_study`].
+pub(crate) async fn plan_study(
+    state: &AppState,
+    mut body: Map<String, Value>,
+) -> Result<StudyPlan, ApiError> {
+    let kinds = StudyKind::ALL.map(StudyKind::name).join(", ");
+    let kind = match body.remove("kind") {
+        Some(Value::String(name)) => StudyKind::parse(&name).ok_or_else(|| {
+            ApiError::Unprocessable(format!("unknown study kind '{name}': use one of {kinds}"))
+        })?,
+        _ => {
+            return Err(ApiError::Unprocessable(format!(
+                "'kind' is required: one of {kinds}"
+            )));
+        }
+    };
+    let size = match body.remove("size") {
+        None | Some(Value::Null) => StudySize::Default,
+        Some(Value::String(name)) => StudySize::parse(&name).ok_or_else(|| {
+            ApiError::Unprocessable(format!(
+                "unknown size '{name}': use small, default or large"
+            ))
+        })?,
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "'size' must be a string: small, default or large".into(),
+            ));
+        }
+    };
+    let name = match body.remove("name") {
+        None | Some(Value::Null) => format!("{} ({})", kind.title(), size.name()),
+        Some(Value::String(s)) if !s.is_empty() && s.len() <= 200 => s,
+        Some(_) => {
+            return Err(ApiError::Unprocessable(
+                "'name' must be a string of 1 to 200 characters".into(),
+            ));
+        }
+    };
+    let overrides = match body.remove("settings") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(map)) => Some(map),
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "'settings' must be an object of the study's settings to change".into(),
+            ));
+        }
+    };
+    let tags: Vec<String> = match body.remove("tags") {
+        None | Some(Value::Null) => vec![kind.name().to_string()],
+        Some(value) => serde_json::from_value(value)
+            .map_err(|_| ApiError::BadRequest("'tags' must be a list of strings".into()))?,
+    };
+    body.remove("dry_run");
+    if let Some(unknown) = body.keys().next() {
+        return Err(ApiError::BadRequest(format!(
+            "unknown field '{unknown}': a study has kind, size, name, settings, tags, dry_run"
+        )));
+    }
+    let (settings, runs) = match kind {
+        StudyKind::DepthTransfer => {
+            let s = settings_with_overrides(&DepthTransferSettings::for_size(size), overrides)
+                .map_err(invalid)?;
+            let runs = s.runs().map_err(invalid)?;
+            (serde_json::to_value(&s), runs)
+        }
+        StudyKind::ComputeEfficiency => {
+            let s = settings_with_overrides(&ComputeEfficiencySettings::for_size(size), overrides)
+                .map_err(invalid)?;
+            let runs = s.runs().map_err(invalid)?;
+            (serde_json::to_value(&s), runs)
+        }
+        StudyKind::CoordCheck => {
+            let (settings, diagnostics, jobs) = coord_check_plan(size, overrides)?;
+            let estimate = estimate_jobs(&jobs, throughput(state).await?);
+            return Ok(StudyPlan {
+                kind,
+                size,
+                name,
+                settings,
+                runs: Vec::new(),
+                tags,
+                diagnostics,
+                estimate: estimate.into(),
+            });
+        }
+    };
+    let settings = settings.map_err(|e| ApiError::Internal(e.to_string()))?;
+    if runs.len() > super::sweeps::MAX_SWEEP_RUNS {
+        return Err(ApiError::Unprocessable(format!(
+            "the study has {} runs; at most {} per study",
+            runs.len(),
+            super::sweeps::MAX_SWEEP_RUNS
+        )));
+    }
+    let vocab = runs.first().map_or(256, run_vocab);
+    let estimate = estimate(&runs, vocab, throughput(state).await?)
+        .map_err(|e| ApiError::Unprocessable(e.to_string()))?;
+    Ok(StudyPlan {
+        kind,
+        size,
+        name,
+        settings,
+        runs,
+        tags,
+        diagnostics: Vec::new(),
+        estimate: estimate.into(),
+    })
+}
+
+/// The stored settings, the diagnostics with their options, and their cost.
+type CoordCheckPlan = (Value, Vec<(DiagnosticKind, Value)>, Vec<Job>);
+
+/// The diagnostics of a coordinate-check study: each kind with its default options, changed by
+/// the size (seeds: 1 for `small`, the defaults, twice the defaults for `large`) and by the
+/// request's `settings` (`{"coord-depth": {...}, "coord-width": {...}, "linearization": {...}}`).
+/// Returns the settings to store, the validated diagnostics and their cost for the estimate.
+fn coord_check_plan(
+    size: StudySize,
+    overrides: Option<Map<String, Value>>,
+) -> Result<CoordCheckPlan, ApiError> {
+    let mut overrides = overrides.unwrap_or_default();
+    let names: Vec<&str> = DiagnosticKind::ALL.iter().map(|k| k.name()).collect();
+    if let Some(unknown) = overrides.keys().find(|k| !names.contains(&k.as_str())) {
+        return Err(ApiError::Unprocessable(format!(
+            "unknown setting '{unknown}': this study has {}",
+            names.join(", ")
+        )));
+    }
+    let (mut settings, mut diagnostics, mut jobs) = (Map::new(), Vec::new(), Vec::new());
+    for kind in DiagnosticKind::ALL {
+        let mut options = kind.default_options();
+        let default_seeds = options.get("seeds").and_then(Value::as_u64).unwrap_or(1);
+        let seeds = match size {
+            StudySize::Small => 1,
+            StudySize::Default => default_seeds,
+            StudySize::Large => 2 * default_seeds,
+        };
+        options.insert("seeds".into(), seeds.into());
+        match overrides.remove(kind.name()) {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(given)) => options.extend(given),
+            Some(_) => {
+                return Err(ApiError::Unprocessable(format!(
+                    "setting '{}' must be an object of its options",
+                    kind.name()
+                )));
+            }
+        }
+        let options = Value::Object(options);
+        let spec = DiagnosticSpec::parse(kind, &options)
+            .map_err(|e| ApiError::Unprocessable(format!("{}: {e}", kind.name())))?;
+        jobs.extend(diagnostic_jobs(&spec));
+        settings.insert(kind.name().into(), options.clone());
+        diagnostics.push((kind, options));
+    }
+    Ok((Value::Object(settings), diagnostics, jobs))
+}
+
+/// The models a diagnostic trains, as estimate jobs (vocabulary 256, the built-in corpus's).
+/// A linearization point costs about two training steps: one step, and forward passes at
+/// `theta_0`, `theta_1` and the two finite-difference points.
+fn diagnostic_jobs(spec: &DiagnosticSpec) -> Vec<Job> {
+    const VOCAB: usize = 256;
+    let mut jobs = Vec::new();
+    match spec {
+        DiagnosticSpec::Coord(o) => {
+            let shapes: Vec<(usize, usize)> = match o.axis {
+                crate::coord::CoordAxis::Depth => o.depths.iter().map(|&d| (o.width, d)).collect(),
+                crate::coord::CoordAxis::Width => o.widths.iter().map(|&w| (w, o.depth)).collect(),
+            };
+            for _ in 0..o.parameterizations.len() as u64 * o.seeds {
+                for &(width, depth) in &shapes {
+                    jobs.push(Job::training(
+                        width, depth, o.context, VOCAB, o.batch, o.steps,
+                    ));
+                }
+            }
+        }
+        DiagnosticSpec::Linearization(o) => {
+            for _ in 0..o.parameterizations.len() as u64 * o.seeds {
+                for &depth in &o.depths {
+                    jobs.push(Job::training(o.width, depth, o.context, VOCAB, o.batch, 2));
+                }
+            }
+        }
+    }
+    jobs
+}
+
+/// Checks every run of a planned study as `POST /api/v1/runs` would, the corpus included.
+pub(crate) async fn check_study(plan: &StudyPlan) -> Result<(), ApiError> {
+    let runs = plan.runs.clone();
+    tokio::task::spawn_blocking(move || {
+        runs.iter().try_for_each(|run| {
+            run.check().map_err(|e| {
+                format!(
+                    "run {} {}x{} lr {}: {e}",
+                    run.parameterization.name(),
+                    run.width,
+                    run.depth,
+                    run.lr
+                )
+            })
+        })
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .map_err(ApiError::Unprocessable)
+}
+
+/// Stores a planned study and queues its runs; returns the study (a sweep) and the run ids.
+pub(crate) async fn launch_study(
+    state: &AppState,
+    plan: &StudyPlan,
+) -> Result<(SweepRecord, Vec<i64>), ApiError> {
+    let spec = json!({
+        "kind": plan.kind,
+        "size": plan.size,
+        "settings": plan.settings,
+        "estimate": plan.estimate,
+    });
+    let runs: Vec<NewRun> = plan
+        .runs
+        .iter()
+        .map(|config| NewRun {
+            name: None,
+            tags: plan.tags.clone(),
+            config: config.clone(),
+            sweep_id: None,
+        })
+        .collect();
+    let (id, run_ids) = state
+        .store
+        .create_sweep_of_kind(plan.kind.name(), &plan.name, &spec, &runs)
+        .await?;
+    state.jobs.wake();
+    for (kind, options) in &plan.diagnostics {
+        state
+            .jobs
+            .enqueue_diagnostic(*kind, options, Some(id))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+    }
+    Ok((state.store.sweep(id).await?, run_ids))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handlers
+
+/// Plans (`dry_run`) or launches a one-click study.
+///
+/// `kind` is `depth-transfer`, `coord-check` or `compute-efficiency`; `size` (`small`,
+/// `default`, `large`) picks the defaults, sized so that `default` takes about an hour on a
+/// 2-core CPU; `settings` overrides any of them. The answer carries the estimated run time,
+/// from this server's measured throughput.
+#[utoipa::path(
+    post,
+    path = "/api/v1/studies",
+    tag = "studies",
+    request_body(content = CreateStudy, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Dry run: the settings and the estimate; nothing queued", body = StudyPreview),
+        (status = 201, description = "The study and its queued runs", body = StudyCreated),
+        (status = 400, description = "Malformed JSON or an unknown field", body = super::openapi::ErrorBody),
+        (status = 422, description = "An unknown kind or size, or settings that give invalid runs", body = super::openapi::ErrorBody),
+    )
+)]
+#[tracing::instrument(skip_all)]
+async fn create_study(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = json_object(body)?;
+    let dry_run = match body.get("dry_run") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "'dry_run' must be true or false".into(),
+            ));
+        }
+    };
+    let plan = plan_study(&state, body).await?;
+    check_study(&plan).await?;
+    if dry_run {
+        return Ok(Json(plan).into_response());
+    }
+    let (study, run_ids) = launch_study(&state, &plan).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"study": study, "run_ids": run_ids, "estimate": plan.estimate})),
+    )
+        .into_response())
+}
+
+/// Every study, newest first, with its progress.
+#[utoipa::path(
+    get,
+    path = "/api/v1/studies",
+    tag = "studies",
+    responses((status = 200, description = "The studies", body = Vec<StudySummary>))
+)]
+async fn list_studies(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let studies: Vec<Value> = state
+        .store
+        .sweeps()
+        .await?
+        .into_iter()
+        .filter(|(sweep, _, _)| sweep.kind != "grid")
+        .map(|(study, runs, finished)| json!({"study": study, "runs": runs, "finished": finished}))
+        .collect();
+    Ok(Json(studies).into_response())
+}
+
+/// One study: its settings, progress and the analysis of its finished runs so far.
+#[utoipa::path(
+    get,
+    path = "/api/v1/studies/{id}",
+    tag = "studies",
+    params(("id" = i64, Path, description = "Study id")),
+    responses(
+        (status = 200, description = "The study", body = StudyDetail),
+        (status = 400, description = "The id is not an integer", body = super::openapi::ErrorBody),
+        (status = 404, description = "No such study", body = super::openapi::ErrorBody),
+    )
+)]
+async fn get_study(
+    State(state): State<AppState>,
+    path: Result<Path<i64>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = path
+        .map(|Path(id)| id)
+        .map_err(|_| ApiError::BadRequest("the study id must be an integer".into()))?;
+    let study = state.store.sweep(id).await?;
+    if study.kind == "grid" {
+        return Err(ApiError::NotFound(format!(
+            "sweep {id} is a plain sweep, not a study: see /api/v1/sweeps/{id}"
+        )));
+    }
+    let (runs, _) = state
+        .store
+        .runs(&super::sweeps::sweep_runs_query(id))
+        .await?;
+    let mut counts = Map::new();
+    for status in StoredStatus::ALL {
+        let n = runs.iter().filter(|r| r.status == status).count();
+        counts.insert(status.name().into(), n.into());
+    }
+    let query = super::sweeps::sweep_runs_query(id);
+    let analysis = match StudyKind::parse(&study.kind) {
+        Some(StudyKind::DepthTransfer) => {
+            let options = super::analysis::TransferReportOptions::default();
+            json!({"transfer": report_json(super::analysis::transfer_report(&state, query, options).await)})
+        }
+        Some(StudyKind::ComputeEfficiency) => {
+            let compute = super::fits::compute_report(
+                &state,
+                query.clone(),
+                super::fits::ComputeOptions {
+                    by_parameterization: true,
+                    bootstrap: Default::default(),
+                },
+            );
+            let tolerance = super::analysis::tolerance_report(&state, query, Default::default());
+            let (compute, tolerance) = tokio::join!(compute, tolerance);
+            json!({"compute": report_json(compute), "shape_tolerance": report_json(tolerance)})
+        }
+        Some(StudyKind::CoordCheck) => {
+            json!({"diagnostics": state.store.diagnostics_of_sweep(id).await?})
+        }
+        None => json!({}),
+    };
+    Ok(Json(json!({
+        "study": study,
+        "progress": {"total": runs.len(), "counts": counts},
+        "analysis": analysis,
+    }))
+    .into_response())
+}
+
+/// A report as JSON, or `{"error": reason}` when the runs cannot support it (yet).
+fn report_json<T: Serialize>(report: Result<T, ApiError>) -> Value {
+    match report {
+        Ok(report) => serde_json::to_value(report).unwrap_or(Value::Null),
+        Err(e) => json!({"error": e.to_string()}),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Documentation-only shapes
+
+#[allow(dead_code)]
+mod shapes {
+    use utoipa::ToSchema;
+
+    /// A study request.
+    #[derive(ToSchema)]
+    #[schema(example = json!({"kind": "depth-transfer", "size": "small", "settings": {"width": 64}, "dry_run": true}))]
+    pub struct CreateStudy {
+        /// `depth-transfer`, `coord-check` or `compute-efficiency`.
+        kind: String,
+        /// `small`, `default` (about an hour on a 2-core CPU) or `large`.
+        size: Option<String>,
+        /// Defaults to the kind's title and the size.
+        name: Option<String>,
+        /// Settings to change from the size's defaults (the dry-run answer lists them all).
+        #[schema(value_type = Object)]
+        settings: Option<serde_json::Value>,
+        /// Tags of the study's runs (default: the kind).
+        tags: Option<Vec<String>>,
+        /// Only plan and estimate.
+        dry_run: Option<bool>,
+    }
+
+    /// The measured speed behind an estimate.
+    #[derive(ToSchema)]
+    pub struct ThroughputBody {
+        /// Sustained FLOP rate `R`.
+        flops_per_second: f64,
+        /// Fixed seconds per block and training step.
+        seconds_per_block_step: f64,
+        /// Finished runs the two numbers were fitted to (0: the built-in defaults).
+        calibrated_on: u64,
+    }
+
+    /// What a study will cost.
+    #[derive(ToSchema)]
+    pub struct EstimateBody {
+        runs: u64,
+        /// Training FLOPs of all runs, validation passes included.
+        flops: f64,
+        /// Estimated seconds, one run at a time.
+        seconds: f64,
+        /// The same in words, e.g. "52 min".
+        duration: String,
+        throughput: ThroughputBody,
+    }
+
+    /// A planned study (dry run).
+    #[derive(ToSchema)]
+    pub struct StudyPreview {
+        kind: String,
+        size: String,
+        name: String,
+        /// Every setting, defaults included.
+        #[schema(value_type = Object)]
+        settings: serde_json::Value,
+        estimate: EstimateBody,
+    }
+
+    /// A launched study.
+    #[derive(ToSchema)]
+    pub struct StudyCreated {
+        study: crate::store::SweepRecord,
+        run_ids: Vec<i64>,
+        estimate: EstimateBody,
+    }
+
+    /// A study in the list.
+    #[derive(ToSchema)]
+    pub struct StudySummary {
+        study: crate::store::SweepRecord,
+        runs: i64,
+        /// Runs that have ended.
+        finished: i64,
+    }
+
+    /// One study.
+    #[derive(ToSchema)]
+    pub struct StudyDetail {
+        study: crate::store::SweepRecord,
+        /// `total` runs and a count per status.
+        #[schema(value_type = Object)]
+        progress: serde_json::Value,
+        /// The analysis of the finished runs so far: `transfer` (depth transfer, as
+        /// `POST /api/v1/analysis/transfer`), `compute` and `shape_tolerance` (compute
+        /// efficiency, as `POST /api/v1/fits/compute` and `/api/v1/analysis/shape-tolerance`);
+        /// each is `{"error": reason}` while the runs cannot support it.
+        #[schema(value_type = Object)]
+        analysis: serde_json::Value,
+    }
+}
+use shapes::*;

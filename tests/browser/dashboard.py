@@ -1,5 +1,6 @@
 """Browser test: headless Chromium opens the dashboard, launches a run from the form and sees its
-loss curve appear (live, over server-sent events) on the run page.
+loss curve appear (live, over server-sent events) on the run page; then launches a (tiny) depth
+transfer study from the studies page and waits for its drift table.
 
 Run against a live server: `bash .ci/with_server.sh python3 tests/browser/dashboard.py`
 (needs Debian's chromium and chromium-driver, and `pip install selenium`).
@@ -29,6 +30,34 @@ def browser():
         options.add_argument(flag)
     # An explicit driver path keeps Selenium Manager from trying to download one.
     return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+
+
+# A depth-transfer study small enough for CI: width 32, depths 1 and 2, three learning rates,
+# ten steps per run.
+TINY_STUDY = ('{"parameterizations": ["mup", "completep"], "width": 32, "depths": [1, 2], '
+              '"lrs": [0.004, 0.016, 0.064], "tokens": 640, "d_head": 16, "context": 16, "batch": 4}')
+
+
+def depth_transfer_study(driver):
+    driver.find_element(By.LINK_TEXT, "Studies").click()
+    WebDriverWait(driver, 10).until(lambda d: d.current_url.endswith("/studies"))
+    card = driver.find_element(By.ID, "card-depth-transfer").find_element(By.XPATH, "..")
+    estimate = card.find_element(By.CSS_SELECTOR, "table.estimates").text
+    assert "default" in estimate and ("min" in estimate or " h" in estimate), estimate
+    card.find_element(By.TAG_NAME, "summary").click()
+    card.find_element(By.ID, "name-depth-transfer").send_keys("browser study")
+    card.find_element(By.ID, "settings-depth-transfer").send_keys(TINY_STUDY)
+    card.find_element(By.XPATH, ".//button[starts-with(normalize-space(.), 'Launch')]").click()
+    WebDriverWait(driver, 15).until(lambda d: re.search(r"/studies/\d+$", d.current_url))
+    print("browser: study page", driver.current_url)
+    # The page refreshes itself until every run has ended, then shows the drift table.
+    WebDriverWait(driver, 120, poll_frequency=1).until(
+        lambda d: "12 of 12 runs finished" in d.find_element(By.ID, "sweep-progress").text)
+    results = WebDriverWait(driver, 30, poll_frequency=1).until(
+        lambda d: (lambda t: t if "octaves per doubling" in t else None)(
+            d.find_element(By.ID, "study-results").text))
+    assert "mup" in results and "completep" in results, results
+    print("browser: study results shown")
 
 
 def main():
@@ -65,6 +94,7 @@ def main():
         screenshot = os.environ.get("SHAPEWISE_SCREENSHOT")
         if screenshot:
             driver.save_screenshot(screenshot)
+        depth_transfer_study(driver)
     except Exception:
         print("browser: FAILED on", driver.current_url, file=sys.stderr)
         print(driver.page_source[:3000], file=sys.stderr)

@@ -142,11 +142,28 @@ async fn compute_fits_and_savings_recover_planted_curves() {
         assert!((group["E"].as_f64().unwrap() - E).abs() < 0.1, "{group}");
         let [low, high] = [0, 1].map(|i| group["intervals"]["b"][i].as_f64().unwrap());
         assert!(low <= high, "{group}");
+        // Goodness of fit: the planted noise is at most 0.5% per run.
+        let residuals = group["residuals"].as_array().unwrap();
+        assert_eq!(residuals.len(), 20);
+        for r in residuals {
+            let relative = r["relative_residual"].as_f64().unwrap();
+            assert!(relative.abs() < 0.008, "{r}");
+            let (loss, fitted) = (r["loss"].as_f64().unwrap(), r["fitted"].as_f64().unwrap());
+            assert!(((loss - fitted) / fitted - relative).abs() < 1e-12, "{r}");
+            assert!(r["run_id"].as_i64().is_some() && r["flops"].as_f64().unwrap() >= 1e15);
+        }
+        let rmse = group["rmse_log_loss"].as_f64().unwrap();
+        assert!(rmse > 0.0 && rmse < 0.005, "{group}");
+        assert!(group["r_squared"].as_f64().unwrap() > 0.99, "{group}");
     }
     assert_eq!(
         keys(&fits),
         documented_fields(&app, "/api/v1/fits/compute").await
     );
+    let (_, doc) = call(&app, "GET", "/api/v1/openapi.json", None).await;
+    let schema = |name: &str| keys(&doc["components"]["schemas"][name]["properties"]);
+    assert_eq!(keys(&groups[0]), schema("ComputeGroupFit"));
+    assert_eq!(keys(&groups[0]["residuals"][0]), schema("ComputeResidual"));
 
     // One group over all runs; filters select like GET /api/v1/runs.
     let request = json!({"selection": {"tags": ["planted"]}, "group_by": "none", "resamples": 0});

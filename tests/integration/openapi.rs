@@ -120,6 +120,15 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/fits/compute"),
     ("post", "/api/v1/analysis/savings"),
     ("get", "/api/v1/openapi.json"),
+    ("post", "/api/v1/studies"),
+    ("get", "/api/v1/studies"),
+    ("get", "/api/v1/studies/{id}"),
+    ("post", "/api/v1/plan/recommend"),
+    ("post", "/api/v1/analysis/transfer"),
+    ("post", "/api/v1/analysis/shape-tolerance"),
+    ("post", "/api/v1/diagnostics"),
+    ("get", "/api/v1/diagnostics"),
+    ("get", "/api/v1/diagnostics/{id}"),
 ];
 
 #[tokio::test]

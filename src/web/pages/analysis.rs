@@ -1,9 +1,707 @@
-//! The analysis page: fits, savings, LR transfer and width/depth tolerance of a run selection.
+//! The analysis page (`GET /analysis`): fits, savings, LR transfer and width/depth tolerance of
+//! a run selection.
+//!
+//! A GET form chooses the runs (a sweep, tags, or parameterization, width and depth filters as
+//! on the runs page) and the settings; every section is computed by the same report functions
+//! as the API ([`crate::web::fits::compute_report`], [`crate::web::analysis::transfer_report`],
+//! [`crate::web::analysis::tolerance_report`]) and shows the refusal message instead when the
+//! runs cannot support it.
 
+use super::{
+    PARAMETERIZATIONS, Page, PageError, SelectOption, fmt_loss, fmt_real, fmt_sci, options, render,
+};
+use crate::fit::BootstrapOptions;
+use crate::fit::transfer::{DEFAULT_DRIFT_THRESHOLD, SizeAxis};
 use crate::web::AppState;
+use crate::web::analysis::{
+    ParameterizationTolerance, ParameterizationTransfer, ToleranceReport, ToleranceReportOptions,
+    TransferReport, TransferReportOptions, tolerance_report, transfer_report,
+};
+use crate::web::charts::{self, analysis as analysis_charts};
+use crate::web::error::ApiError;
+use crate::web::fits::{
+    ComputeGroupFit, ComputeOptions, ComputeReport, compute_report, savings_between,
+};
+use crate::web::runs::parse_run_query;
+use askama::Template;
 use axum::Router;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::get;
 
 /// The routes of these pages.
 pub(super) fn routes() -> Router<AppState> {
-    Router::new()
+    Router::new().route("/analysis", get(analysis_page))
+}
+
+/// Bootstrap resamples when the form names none: enough for stable 95% intervals, quick
+/// enough for a page.
+const DEFAULT_PAGE_RESAMPLES: usize = 200;
+/// The most resamples the page runs.
+const MAX_PAGE_RESAMPLES: usize = 2000;
+/// The order candidates are preferred in the savings table: a row compares a parameterization
+/// with every one after it.
+const SAVINGS_ORDER: [&str; 5] = ["completep", "depth-mup", "alpha", "mup", "sp"];
+
+/// The form as typed.
+#[derive(Clone, Debug, Default)]
+struct AnalysisForm {
+    sweep_id: String,
+    tags: String,
+    parameterization: String,
+    width: String,
+    depth: String,
+    axis: String,
+    threshold: String,
+    tolerance: String,
+    resamples: String,
+    seed: String,
+}
+
+impl AnalysisForm {
+    fn from_params(params: &[(String, String)]) -> AnalysisForm {
+        let get = |key: &str| {
+            params
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.trim().to_string())
+                .unwrap_or_default()
+        };
+        AnalysisForm {
+            sweep_id: get("sweep_id"),
+            tags: get("tags"),
+            parameterization: get("parameterization"),
+            width: get("width"),
+            depth: get("depth"),
+            axis: get("axis"),
+            threshold: get("threshold"),
+            tolerance: get("tolerance"),
+            resamples: get("resamples"),
+            seed: get("seed"),
+        }
+    }
+
+    /// Whether the form chooses any runs (a page without a selection only shows the form).
+    fn selects(&self) -> bool {
+        [
+            &self.sweep_id,
+            &self.tags,
+            &self.parameterization,
+            &self.width,
+            &self.depth,
+        ]
+        .iter()
+        .any(|v| !v.is_empty())
+    }
+}
+
+/// The parsed form.
+struct Settings {
+    query: crate::store::RunQuery,
+    axis: SizeAxis,
+    threshold: f64,
+    tolerance: f64,
+    bootstrap: BootstrapOptions,
+}
+
+fn bad(message: impl Into<String>) -> ApiError {
+    ApiError::BadRequest(message.into())
+}
+
+fn parse_form(form: &AnalysisForm) -> Result<Settings, ApiError> {
+    let mut pairs = Vec::new();
+    if !form.sweep_id.is_empty() {
+        let id: i64 = (form.sweep_id.parse())
+            .map_err(|_| bad(format!("sweep '{}' is not a sweep id", form.sweep_id)))?;
+        pairs.push(("sweep_id".to_string(), id.to_string()));
+    }
+    for tag in form
+        .tags
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+    {
+        pairs.push(("tag".to_string(), tag.to_string()));
+    }
+    for (key, value) in [
+        ("parameterization", &form.parameterization),
+        ("width", &form.width),
+        ("depth", &form.depth),
+    ] {
+        if !value.is_empty() {
+            pairs.push((key.to_string(), value.clone()));
+        }
+    }
+    let query = parse_run_query(pairs)?;
+    let axis = match form.axis.as_str() {
+        "" | "depth" => SizeAxis::Depth,
+        "width" => SizeAxis::Width,
+        other => return Err(bad(format!("axis '{other}' must be depth or width"))),
+    };
+    let number = |text: &str, default: f64, name: &str, valid: &dyn Fn(f64) -> bool| {
+        if text.is_empty() {
+            return Ok(default);
+        }
+        text.parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite() && valid(*v))
+            .ok_or_else(|| bad(format!("{name} '{text}' is out of range")))
+    };
+    let threshold = number(
+        &form.threshold,
+        DEFAULT_DRIFT_THRESHOLD,
+        "the drift threshold",
+        &|v| v > 0.0,
+    )?;
+    // The form takes the tolerance in percent.
+    let tolerance = number(&form.tolerance, 1.0, "the tolerance", &|v| {
+        v > 0.0 && v <= 100.0
+    })? / 100.0;
+    let resamples = match form.resamples.as_str() {
+        "" => DEFAULT_PAGE_RESAMPLES,
+        text => text
+            .parse::<usize>()
+            .ok()
+            .filter(|r| *r <= MAX_PAGE_RESAMPLES)
+            .ok_or_else(|| {
+                bad(format!(
+                    "resamples must be a whole number from 0 to {MAX_PAGE_RESAMPLES}"
+                ))
+            })?,
+    };
+    let seed = match form.seed.as_str() {
+        "" => 0,
+        text => text
+            .parse::<u64>()
+            .map_err(|_| bad("the seed must be a whole number"))?,
+    };
+    Ok(Settings {
+        query,
+        axis,
+        threshold,
+        tolerance,
+        bootstrap: BootstrapOptions {
+            resamples,
+            seed,
+            confidence: 0.95,
+        },
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Views
+
+/// `0.153 [0.141, 0.166]`.
+fn with_interval(estimate: f64, interval: Option<[f64; 2]>, format: fn(f64) -> String) -> String {
+    match interval {
+        Some([low, high]) => format!("{} [{}, {}]", format(estimate), format(low), format(high)),
+        None => format(estimate),
+    }
+}
+
+fn chart_or_message(chart: Result<String, charts::ChartError>) -> String {
+    chart.unwrap_or_else(|e| {
+        tracing::warn!("{e}");
+        charts::message_svg("the chart could not be drawn")
+    })
+}
+
+/// The message a section shows in place of its content.
+fn refusal(error: &ApiError) -> String {
+    if let ApiError::Internal(detail) = error {
+        tracing::error!("internal error: {detail}");
+    }
+    error.to_string()
+}
+
+struct ComputeRow {
+    group: String,
+    e: String,
+    a: String,
+    b: String,
+    n_runs: usize,
+    rmse: String,
+    r_squared: String,
+}
+
+struct RefusedRow {
+    name: String,
+    n_runs: usize,
+    error: String,
+}
+
+struct SavingsRow {
+    candidate: String,
+    baseline: String,
+    savings: String,
+    loss: String,
+}
+
+struct ComputeSection {
+    chart: String,
+    residual_chart: String,
+    rows: Vec<ComputeRow>,
+    refused: Vec<RefusedRow>,
+    savings: Vec<SavingsRow>,
+}
+
+fn compute_section(report: &ComputeReport) -> ComputeSection {
+    let rows = (report.groups.iter())
+        .map(|g| {
+            let i = g.intervals;
+            ComputeRow {
+                group: g.group.clone(),
+                e: with_interval(g.e, i.map(|i| i.e), fmt_real),
+                a: with_interval(g.a, i.map(|i| i.a), fmt_real),
+                b: with_interval(g.b, i.map(|i| i.b), fmt_real),
+                n_runs: g.n_runs,
+                rmse: format!("{:.2}%", 100.0 * g.rmse_log_loss),
+                r_squared: g.r_squared.map_or("—".into(), |r| format!("{r:.4}")),
+            }
+        })
+        .collect();
+    let refused = (report.refused.iter())
+        .map(|r| RefusedRow {
+            name: r.group.clone(),
+            n_runs: r.n_runs,
+            error: r.error.clone(),
+        })
+        .collect();
+    ComputeSection {
+        chart: chart_or_message(analysis_charts::compute_chart(&report.groups)),
+        residual_chart: chart_or_message(analysis_charts::residual_chart(&report.groups)),
+        rows,
+        refused,
+        savings: savings_rows(&report.groups),
+    }
+}
+
+/// Savings of every fitted parameterization over each one after it in [`SAVINGS_ORDER`]
+/// (unknown names last, by name), at the overlap midpoint of their losses.
+fn savings_rows(groups: &[ComputeGroupFit]) -> Vec<SavingsRow> {
+    let rank = |name: &str| {
+        SAVINGS_ORDER
+            .iter()
+            .position(|p| *p == name)
+            .unwrap_or(SAVINGS_ORDER.len())
+    };
+    let mut ordered: Vec<&ComputeGroupFit> = groups.iter().collect();
+    ordered.sort_by(|a, b| {
+        rank(&a.group)
+            .cmp(&rank(&b.group))
+            .then(a.group.cmp(&b.group))
+    });
+    let mut rows = Vec::new();
+    for (i, candidate) in ordered.iter().enumerate() {
+        for baseline in &ordered[i + 1..] {
+            let (savings, loss) = match savings_between(candidate, baseline, None) {
+                Ok(s) => (
+                    with_interval(
+                        s.savings * 100.0,
+                        s.interval.map(|[l, h]| [l * 100.0, h * 100.0]),
+                        |v| format!("{v:.1}%"),
+                    ),
+                    fmt_loss(s.loss),
+                ),
+                Err(error) => (error, "—".into()),
+            };
+            rows.push(SavingsRow {
+                candidate: candidate.group.clone(),
+                baseline: baseline.group.clone(),
+                savings,
+                loss,
+            });
+        }
+    }
+    rows
+}
+
+struct OptimumRow {
+    size: String,
+    lr: String,
+    log2_lr: String,
+    predicted_loss: String,
+    note: String,
+    points: usize,
+    diverged: usize,
+}
+
+struct TransferView {
+    parameterization: String,
+    chart: String,
+    drift: String,
+    method: String,
+    verdict: String,
+    n_runs: usize,
+    n_diverged: usize,
+    optima: Vec<OptimumRow>,
+    warnings: Vec<String>,
+}
+
+fn transfer_view(p: &ParameterizationTransfer, threshold: f64) -> TransferView {
+    let optima = (p.optima.iter())
+        .map(|o| {
+            let mut notes = Vec::new();
+            if !o.from_vertex {
+                notes.push("best grid point".to_string());
+            }
+            if let Some(edge) = &o.edge {
+                notes.push(format!("at the {edge} edge of the grid"));
+            }
+            OptimumRow {
+                size: fmt_real(o.size),
+                lr: with_interval(o.lr, o.lr_interval, fmt_real),
+                log2_lr: with_interval(o.log2_lr, o.log2_lr_interval, |v| format!("{v:.2}")),
+                predicted_loss: fmt_loss(o.predicted_loss),
+                note: notes.join("; "),
+                points: o.points,
+                diverged: o.diverged,
+            }
+        })
+        .collect();
+    let verdict = match (p.transfers, p.interval_within_threshold) {
+        (true, Some(true)) => {
+            format!("transfers: |drift| < {threshold}, interval inside ±{threshold}")
+        }
+        (true, Some(false)) => {
+            format!("transfers (|drift| < {threshold}), but the interval reaches past ±{threshold}")
+        }
+        (true, None) => format!("transfers: |drift| < {threshold} (no interval)"),
+        (false, _) => format!("does not transfer: |drift| ≥ {threshold}"),
+    };
+    TransferView {
+        parameterization: p.parameterization.clone(),
+        chart: chart_or_message(analysis_charts::transfer_chart(&p.fit)),
+        drift: with_interval(p.drift, p.drift_interval, |v| format!("{v:+.3}")),
+        method: match p.method.as_deref() {
+            Some("seed_bootstrap") => "bootstrap over seeds".into(),
+            Some("student_t") => "Student-t".into(),
+            _ => "none".into(),
+        },
+        verdict,
+        n_runs: p.n_runs,
+        n_diverged: p.n_diverged,
+        optima,
+        warnings: p.warnings.clone(),
+    }
+}
+
+struct TransferSection {
+    axis: &'static str,
+    views: Vec<TransferView>,
+    refused: Vec<RefusedRow>,
+}
+
+fn transfer_section(report: &TransferReport, axis: SizeAxis) -> TransferSection {
+    TransferSection {
+        axis: axis.name(),
+        views: (report.parameterizations.iter())
+            .map(|p| transfer_view(p, report.threshold))
+            .collect(),
+        refused: (report.refused.iter())
+            .map(|r| RefusedRow {
+                name: r.parameterization.clone(),
+                n_runs: r.n_runs,
+                error: r.error.clone(),
+            })
+            .collect(),
+    }
+}
+
+struct ScaleRow {
+    flops: String,
+    optimum: String,
+    optimal_loss: String,
+    range: String,
+    note: String,
+    points: usize,
+    shapes: usize,
+}
+
+struct ToleranceView {
+    parameterization: String,
+    chart: String,
+    scales: Vec<ScaleRow>,
+    penalty: String,
+    n_runs: usize,
+    warnings: Vec<String>,
+}
+
+fn tolerance_view(p: &ParameterizationTolerance, tolerance: f64) -> ToleranceView {
+    let scales = (p.scales.iter())
+        .map(|s| {
+            let mut notes = Vec::new();
+            if !s.from_vertex {
+                notes.push("best shape tried".to_string());
+            }
+            if let Some(edge) = &s.edge {
+                notes.push(format!("at the {edge} edge of the shapes"));
+            }
+            let [low, high] = s.ratio_range;
+            let range = format!(
+                "{}{} to {}{}",
+                if s.range_clipped_low { "≤ " } else { "" },
+                fmt_real(low),
+                if s.range_clipped_high { "≥ " } else { "" },
+                fmt_real(high)
+            );
+            ScaleRow {
+                flops: fmt_sci(s.flops),
+                optimum: with_interval(s.optimal_width_depth_ratio, s.ratio_interval, fmt_real),
+                optimal_loss: fmt_loss(s.optimal_loss),
+                range,
+                note: notes.join("; "),
+                points: s.points,
+                shapes: s.shapes,
+            }
+        })
+        .collect();
+    let penalty = match &p.penalty {
+        Some(penalty) => format!(
+            "L/L* − 1 = {} · (ln(N:L) − ln {})²: within {}% for N:L from {} to {}",
+            fmt_real(penalty.curvature),
+            fmt_real(penalty.optimal_width_depth_ratio),
+            fmt_real(tolerance * 100.0),
+            fmt_real(penalty.ratio_range[0]),
+            fmt_real(penalty.ratio_range[1])
+        ),
+        None => "no pooled penalty: the losses do not rise away from any shape".into(),
+    };
+    ToleranceView {
+        parameterization: p.parameterization.clone(),
+        chart: chart_or_message(analysis_charts::tolerance_chart(&p.fit)),
+        scales,
+        penalty,
+        n_runs: p.n_runs,
+        warnings: p.warnings.clone(),
+    }
+}
+
+struct ToleranceSection {
+    tolerance: String,
+    views: Vec<ToleranceView>,
+    refused: Vec<RefusedRow>,
+}
+
+fn tolerance_section(report: &ToleranceReport) -> ToleranceSection {
+    ToleranceSection {
+        tolerance: fmt_real(report.tolerance * 100.0),
+        views: (report.parameterizations.iter())
+            .map(|p| tolerance_view(p, report.tolerance))
+            .collect(),
+        refused: (report.refused.iter())
+            .map(|r| RefusedRow {
+                name: r.parameterization.clone(),
+                n_runs: r.n_runs,
+                error: r.error.clone(),
+            })
+            .collect(),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "analysis.html")]
+struct AnalysisTemplate {
+    page: Page,
+    form: AnalysisForm,
+    parameterizations: Vec<SelectOption>,
+    axes: Vec<SelectOption>,
+    /// Why the form could not be used; empty when it could.
+    error: String,
+    /// Whether the form selects runs (else only the form is shown).
+    selected: bool,
+    /// The rendered [`AnalysisSections`].
+    sections: String,
+}
+
+/// The analysis sections (loss versus compute with savings, LR transfer, width/depth
+/// tolerance); `None` leaves a section out.
+#[derive(Template)]
+#[template(path = "analysis_sections.html")]
+struct AnalysisSections {
+    resamples: usize,
+    compute: Option<Result<ComputeSection, String>>,
+    transfer: Option<Result<TransferSection, String>>,
+    tolerance: Option<Result<ToleranceSection, String>>,
+}
+
+impl AnalysisSections {
+    fn html(&self) -> String {
+        self.render().unwrap_or_else(|e| {
+            tracing::error!("rendering the analysis sections failed: {e}");
+            "<p class=\"refusal\">The analysis could not be rendered.</p>".into()
+        })
+    }
+}
+
+/// Which analyses a study page shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum StudyAnalyses {
+    /// LR transfer across depth.
+    Transfer,
+    /// Loss versus compute with savings, and the width/depth tolerance.
+    ComputeEfficiency,
+}
+
+/// The analysis sections of a study's runs, with the default settings (as the analysis page
+/// without a form).
+pub(super) async fn study_sections(
+    state: &AppState,
+    query: crate::store::RunQuery,
+    which: StudyAnalyses,
+) -> String {
+    let bootstrap = BootstrapOptions {
+        resamples: DEFAULT_PAGE_RESAMPLES,
+        ..BootstrapOptions::default()
+    };
+    let mut sections = AnalysisSections {
+        resamples: DEFAULT_PAGE_RESAMPLES,
+        compute: None,
+        transfer: None,
+        tolerance: None,
+    };
+    match which {
+        StudyAnalyses::Transfer => {
+            let options = TransferReportOptions {
+                bootstrap,
+                ..TransferReportOptions::default()
+            };
+            sections.transfer = Some(
+                (transfer_report(state, query, options).await.as_ref())
+                    .map(|r| transfer_section(r, SizeAxis::Depth))
+                    .map_err(refusal),
+            );
+        }
+        StudyAnalyses::ComputeEfficiency => {
+            let compute_options = ComputeOptions {
+                by_parameterization: true,
+                bootstrap,
+            };
+            let tolerance_options = ToleranceReportOptions {
+                bootstrap,
+                ..ToleranceReportOptions::default()
+            };
+            let (compute, tolerance) = tokio::join!(
+                compute_report(state, query.clone(), compute_options),
+                tolerance_report(state, query, tolerance_options),
+            );
+            sections.compute = Some(compute.as_ref().map(compute_section).map_err(refusal));
+            sections.tolerance = Some(tolerance.as_ref().map(tolerance_section).map_err(refusal));
+        }
+    }
+    sections.html()
+}
+
+/// `GET /analysis`.
+async fn analysis_page(
+    State(state): State<AppState>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, PageError> {
+    let Query(params) =
+        query.map_err(|e| PageError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let form = AnalysisForm::from_params(&params);
+    let mut choices = vec![("", "any")];
+    choices.extend(PARAMETERIZATIONS);
+    let parameterizations = options(&choices, &form.parameterization);
+    let axes = options(
+        &[("depth", "depth"), ("width", "width")],
+        if form.axis.is_empty() {
+            "depth"
+        } else {
+            &form.axis
+        },
+    );
+    let mut template = AnalysisTemplate {
+        page: Page::new("Analysis", "analysis"),
+        form: form.clone(),
+        parameterizations,
+        axes,
+        error: String::new(),
+        selected: form.selects(),
+        sections: String::new(),
+    };
+    if !template.selected {
+        return render(StatusCode::OK, &template);
+    }
+    let settings = match parse_form(&form) {
+        Ok(settings) => settings,
+        Err(error) => {
+            template.error = error.to_string();
+            template.selected = false;
+            return render(StatusCode::BAD_REQUEST, &template);
+        }
+    };
+    let compute_options = ComputeOptions {
+        by_parameterization: true,
+        bootstrap: settings.bootstrap,
+    };
+    let transfer_options = TransferReportOptions {
+        axis: settings.axis,
+        threshold: settings.threshold,
+        bootstrap: settings.bootstrap,
+    };
+    let tolerance_options = ToleranceReportOptions {
+        tolerance: settings.tolerance,
+        bootstrap: settings.bootstrap,
+        ..ToleranceReportOptions::default()
+    };
+    let (compute, transfer, tolerance) = tokio::join!(
+        compute_report(&state, settings.query.clone(), compute_options),
+        transfer_report(&state, settings.query.clone(), transfer_options),
+        tolerance_report(&state, settings.query.clone(), tolerance_options),
+    );
+    template.sections = AnalysisSections {
+        resamples: settings.bootstrap.resamples,
+        compute: Some(compute.as_ref().map(compute_section).map_err(refusal)),
+        transfer: Some(
+            (transfer.as_ref())
+                .map(|r| transfer_section(r, settings.axis))
+                .map_err(refusal),
+        ),
+        tolerance: Some(tolerance.as_ref().map(tolerance_section).map_err(refusal)),
+    }
+    .html();
+    render(StatusCode::OK, &template)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forms_parse_into_queries_and_settings() {
+        let params: Vec<(String, String)> = [
+            ("tags", "a, b"),
+            ("parameterization", "mup"),
+            ("depth", "in:2,4"),
+            ("axis", "width"),
+            ("tolerance", "2"),
+            ("resamples", "50"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .into();
+        let form = AnalysisForm::from_params(&params);
+        assert!(form.selects());
+        let settings = parse_form(&form).unwrap();
+        assert_eq!(settings.query.tags, ["a", "b"]);
+        assert_eq!(settings.query.conditions.len(), 2);
+        assert_eq!(settings.axis, SizeAxis::Width);
+        assert!((settings.tolerance - 0.02).abs() < 1e-12);
+        assert_eq!(settings.bootstrap.resamples, 50);
+        assert_eq!(settings.threshold, DEFAULT_DRIFT_THRESHOLD);
+
+        for (key, value) in [
+            ("sweep_id", "three"),
+            ("axis", "height"),
+            ("threshold", "-1"),
+            ("resamples", "100000"),
+            ("width", "wide"),
+        ] {
+            let form = AnalysisForm::from_params(&[(key.to_string(), value.to_string())]);
+            assert!(parse_form(&form).is_err(), "{key}={value}");
+        }
+        assert!(!AnalysisForm::default().selects());
+    }
 }

@@ -1,9 +1,543 @@
-//! Studies: the new-study form, the list and one study's page.
+//! Studies: the list with one launch card per kind (`GET /studies`, each size's estimated run
+//! time shown before launch), a preview of custom settings (`GET /studies/preview`), the launch
+//! (`POST /studies`) and one study's page (`GET /studies/{id}`) with its progress and results.
 
+use super::{
+    Page, PageError, fmt_loss, fmt_opt, fmt_real, fmt_sci, fmt_time, render, same_origin, shape,
+    status_text,
+};
+use crate::store::{DiagnosticRecord, DiagnosticStatus, RunRecord, StoredStatus};
+use crate::study::{StudyKind, StudySize, human_duration};
 use crate::web::AppState;
+use crate::web::error::ApiError;
+use crate::web::studies::{StudyPlan, check_study, launch_study, plan_study};
+use askama::Template;
 use axum::Router;
+use axum::extract::rejection::{FormRejection, PathRejection};
+use axum::extract::{Form, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use serde_json::{Map, Value};
+use std::collections::HashMap;
 
 /// The routes of these pages.
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
+        .route("/studies", get(studies_page).post(launch))
+        .route("/studies/preview", get(preview))
+        .route("/studies/{id}", get(study_page))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The request a form carries
+
+/// The fields of a launch or preview form: kind, size, name and settings overrides as JSON.
+#[derive(Clone, Default)]
+struct StudyForm {
+    kind: String,
+    size: String,
+    name: String,
+    settings: String,
+}
+
+impl StudyForm {
+    fn from_pairs(pairs: HashMap<String, String>) -> StudyForm {
+        let get = |key: &str| {
+            pairs
+                .get(key)
+                .map(|v| v.trim().to_string())
+                .unwrap_or_default()
+        };
+        StudyForm {
+            kind: get("kind"),
+            size: get("size"),
+            name: get("name"),
+            settings: get("settings"),
+        }
+    }
+
+    /// The JSON body `POST /api/v1/studies` would take.
+    fn to_body(&self) -> Result<Map<String, Value>, ApiError> {
+        let mut body = Map::new();
+        body.insert("kind".into(), self.kind.clone().into());
+        if !self.size.is_empty() {
+            body.insert("size".into(), self.size.clone().into());
+        }
+        if !self.name.is_empty() {
+            body.insert("name".into(), self.name.clone().into());
+        }
+        if !self.settings.is_empty() {
+            let settings: Value = serde_json::from_str(&self.settings).map_err(|e| {
+                ApiError::Unprocessable(format!("the settings are not valid JSON: {e}"))
+            })?;
+            if !settings.is_object() {
+                return Err(ApiError::Unprocessable(
+                    "the settings must be a JSON object, e.g. {\"width\": 64}".into(),
+                ));
+            }
+            body.insert("settings".into(), settings);
+        }
+        Ok(body)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// GET /studies: the list and the launch cards
+
+struct SizeEstimate {
+    size: &'static str,
+    checked: bool,
+    runs: String,
+    flops: String,
+    duration: String,
+}
+
+struct KindCard {
+    kind: &'static str,
+    title: &'static str,
+    question: &'static str,
+    what: &'static str,
+    sizes: Vec<SizeEstimate>,
+    /// Why the kind cannot be planned here, if it cannot.
+    unavailable: String,
+}
+
+struct StudyRow {
+    href: String,
+    id: i64,
+    name: String,
+    kind: &'static str,
+    created: String,
+    total: i64,
+    finished: i64,
+    percent: i64,
+}
+
+#[derive(Template)]
+#[template(path = "studies.html")]
+struct StudiesTemplate {
+    page: Page,
+    cards: Vec<KindCard>,
+    studies: Vec<StudyRow>,
+    error: String,
+    form: StudyFormView,
+    calibration: String,
+}
+
+/// The values to put back into a refused form.
+#[derive(Default)]
+struct StudyFormView {
+    kind: String,
+    name: String,
+    settings: String,
+}
+
+fn what_it_trains(kind: StudyKind) -> &'static str {
+    match kind {
+        StudyKind::DepthTransfer => {
+            "A fixed width, depths 2 to 16, a grid of base learning rates an octave apart at every depth, under muP, depth-muP and CompleteP. Shows each parameterization's optimal learning rate per depth and its drift in octaves per doubling of depth, with intervals."
+        }
+        StudyKind::CoordCheck => {
+            "Ten training steps of every depth (and width) at a fixed learning rate, measuring the residual stream, and the relative distance from linearization of a block after one step. No long training: minutes."
+        }
+        StudyKind::ComputeEfficiency => {
+            "Three compute scales, four width/depth shapes at each, every model trained on 20 tokens per parameter, under muP and CompleteP. Fits loss against FLOPs, the FLOPs CompleteP saves at matched loss, and the range of width:depth ratios within 1% of the best loss."
+        }
+    }
+}
+
+async fn cards(state: &AppState) -> (Vec<KindCard>, String) {
+    let mut cards = Vec::new();
+    let mut calibration = String::new();
+    for kind in StudyKind::ALL {
+        let mut sizes = Vec::new();
+        let mut unavailable = String::new();
+        for size in StudySize::ALL {
+            let mut body = Map::new();
+            body.insert("kind".into(), kind.name().into());
+            body.insert("size".into(), size.name().into());
+            match plan_study(state, body).await {
+                Ok(plan) => {
+                    calibration = calibration_text(&plan);
+                    sizes.push(SizeEstimate {
+                        size: size.name(),
+                        checked: size == StudySize::Default,
+                        runs: plan.estimate.runs.to_string(),
+                        flops: fmt_sci(plan.estimate.flops),
+                        duration: plan.estimate.duration.clone(),
+                    });
+                }
+                Err(e) => unavailable = e.to_string(),
+            }
+        }
+        cards.push(KindCard {
+            kind: kind.name(),
+            title: kind.title(),
+            question: kind.question(),
+            what: what_it_trains(kind),
+            sizes,
+            unavailable,
+        });
+    }
+    (cards, calibration)
+}
+
+fn calibration_text(plan: &StudyPlan) -> String {
+    let t = plan.estimate.throughput;
+    let speed = format!(
+        "{} GFLOP/s and {} ms per block and step",
+        fmt_real(t.flops_per_second / 1e9),
+        fmt_real(t.seconds_per_block_step * 1e3)
+    );
+    if t.calibrated_on == 0 {
+        format!(
+            "Estimates assume {speed}, measured on a 2-core CPU; they are refitted to this server's own runs once {} have succeeded.",
+            crate::study::MIN_CALIBRATION_RUNS
+        )
+    } else {
+        format!(
+            "Estimates use {speed}, fitted to the last {} succeeded runs on this server, one run at a time.",
+            t.calibrated_on
+        )
+    }
+}
+
+async fn studies_template(
+    state: &AppState,
+    error: String,
+    form: StudyFormView,
+) -> Result<StudiesTemplate, PageError> {
+    let studies = state
+        .store
+        .sweeps()
+        .await?
+        .into_iter()
+        .filter_map(|(sweep, total, finished)| {
+            let kind = StudyKind::parse(&sweep.kind)?;
+            Some(StudyRow {
+                href: format!("/studies/{}", sweep.id),
+                id: sweep.id,
+                name: sweep.name,
+                kind: kind.title(),
+                created: fmt_time(&sweep.created_at),
+                total,
+                finished,
+                percent: (finished * 100).checked_div(total).unwrap_or(0),
+            })
+        })
+        .collect();
+    let (cards, calibration) = cards(state).await;
+    Ok(StudiesTemplate {
+        page: Page::new("Studies", "studies"),
+        cards,
+        studies,
+        error,
+        form,
+        calibration,
+    })
+}
+
+async fn studies_page(State(state): State<AppState>) -> Result<Response, PageError> {
+    let template = studies_template(&state, String::new(), StudyFormView::default()).await?;
+    render(StatusCode::OK, &template)
+}
+
+// ---------------------------------------------------------------------------------------------
+// GET /studies/preview and POST /studies
+
+#[derive(Template)]
+#[template(path = "study_preview.html")]
+struct PreviewTemplate {
+    page: Page,
+    kind: String,
+    title: &'static str,
+    size: &'static str,
+    name: String,
+    settings: String,
+    runs: usize,
+    flops: String,
+    duration: String,
+    calibration: String,
+}
+
+async fn preview(
+    State(state): State<AppState>,
+    Query(pairs): Query<HashMap<String, String>>,
+) -> Result<Response, PageError> {
+    let form = StudyForm::from_pairs(pairs);
+    let plan = match form.to_body() {
+        Ok(body) => plan_study(&state, body).await,
+        Err(e) => Err(e),
+    };
+    let plan = match plan {
+        Ok(plan) => plan,
+        Err(ApiError::Internal(detail)) => return Err(ApiError::Internal(detail).into()),
+        Err(e) => return refuse(&state, &form, e).await,
+    };
+    let template = PreviewTemplate {
+        page: Page::new(format!("Preview: {}", plan.name), "studies"),
+        kind: plan.kind.name().into(),
+        title: plan.kind.title(),
+        size: plan.size.name(),
+        name: plan.name.clone(),
+        settings: serde_json::to_string_pretty(&plan.settings).unwrap_or_default(),
+        runs: plan.estimate.runs,
+        flops: fmt_sci(plan.estimate.flops),
+        duration: plan.estimate.duration.clone(),
+        calibration: calibration_text(&plan),
+    };
+    render(StatusCode::OK, &template)
+}
+
+/// The studies page again, with the refusal and the submitted values.
+async fn refuse(
+    state: &AppState,
+    form: &StudyForm,
+    error: ApiError,
+) -> Result<Response, PageError> {
+    let view = StudyFormView {
+        kind: form.kind.clone(),
+        name: form.name.clone(),
+        settings: form.settings.clone(),
+    };
+    let template = studies_template(state, error.to_string(), view).await?;
+    render(StatusCode::UNPROCESSABLE_ENTITY, &template)
+}
+
+async fn launch(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    form: Result<Form<HashMap<String, String>>, FormRejection>,
+) -> Result<Response, PageError> {
+    same_origin(&headers)?;
+    let Form(pairs) = form.map_err(|e| PageError::new(e.status(), e.body_text()))?;
+    let form = StudyForm::from_pairs(pairs);
+    let planned = match form.to_body() {
+        Ok(body) => match plan_study(&state, body).await {
+            Ok(plan) => check_study(&plan).await.map(|()| plan),
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e),
+    };
+    let plan = match planned {
+        Ok(plan) => plan,
+        Err(ApiError::Internal(detail)) => return Err(ApiError::Internal(detail).into()),
+        Err(e) => return refuse(&state, &form, e).await,
+    };
+    let (study, _) = launch_study(&state, &plan).await?;
+    Ok(Redirect::to(&format!("/studies/{}", study.id)).into_response())
+}
+
+// ---------------------------------------------------------------------------------------------
+// GET /studies/{id}
+
+struct Progress {
+    total: usize,
+    finished: usize,
+    counts: Vec<(&'static str, usize)>,
+}
+
+impl Progress {
+    fn of(runs: &[RunRecord]) -> Progress {
+        Progress {
+            total: runs.len(),
+            finished: runs.iter().filter(|r| r.status.is_final()).count(),
+            counts: StoredStatus::ALL
+                .iter()
+                .map(|s| (s.name(), runs.iter().filter(|r| r.status == *s).count()))
+                .filter(|(_, n)| *n > 0)
+                .collect(),
+        }
+    }
+
+    /// The progress of a study made of diagnostics.
+    fn of_diagnostics(diagnostics: &[DiagnosticRecord]) -> Progress {
+        Progress {
+            total: diagnostics.len(),
+            finished: diagnostics.iter().filter(|d| d.status.is_final()).count(),
+            counts: DiagnosticStatus::ALL
+                .iter()
+                .map(|s| {
+                    (
+                        s.name(),
+                        diagnostics.iter().filter(|d| d.status == *s).count(),
+                    )
+                })
+                .filter(|(_, n)| *n > 0)
+                .collect(),
+        }
+    }
+
+    fn percent(&self) -> usize {
+        (self.finished * 100).checked_div(self.total).unwrap_or(0)
+    }
+}
+
+/// A diagnostic kind as a section title.
+fn diagnostic_title(kind: &str) -> &'static str {
+    match kind {
+        "coord-depth" => "Coordinate check over depth",
+        "coord-width" => "Coordinate check over width",
+        "linearization" => "Distance from linearization over depth",
+        _ => "Diagnostic",
+    }
+}
+
+struct StudyRunRow {
+    href: String,
+    id: i64,
+    parameterization: String,
+    shape: String,
+    lr: String,
+    status: String,
+    status_class: &'static str,
+    final_val_loss: String,
+}
+
+#[derive(Template)]
+#[template(path = "study.html")]
+struct StudyTemplate {
+    page: Page,
+    id: i64,
+    name: String,
+    title: &'static str,
+    question: &'static str,
+    size: String,
+    created: String,
+    estimate: String,
+    remaining: String,
+    is_final: bool,
+    progress: Progress,
+    /// What the progress counts: runs, or diagnostics.
+    unit: &'static str,
+    settings: Vec<(String, String)>,
+    /// The kind's results, as HTML built by the analysis and diagnostics pages.
+    results: String,
+    runs: Vec<StudyRunRow>,
+}
+
+async fn study_page(
+    State(state): State<AppState>,
+    path: Result<Path<i64>, PathRejection>,
+) -> Result<Response, PageError> {
+    let id = path
+        .map(|Path(id)| id)
+        .map_err(|_| PageError::not_found("there is no such study: study ids are integers"))?;
+    let study = state.store.sweep(id).await?;
+    let Some(kind) = StudyKind::parse(&study.kind) else {
+        return Ok(Redirect::to(&format!("/sweeps/{id}")).into_response());
+    };
+    let (runs, _) = state
+        .store
+        .runs(&crate::web::sweeps::sweep_runs_query(id))
+        .await?;
+    let diagnostics = state.store.diagnostics_of_sweep(id).await?;
+    let progress = if kind == StudyKind::CoordCheck {
+        Progress::of_diagnostics(&diagnostics)
+    } else {
+        Progress::of(&runs)
+    };
+    let estimate_seconds = study.spec["estimate"]["seconds"].as_f64();
+    let unfinished = progress.total - progress.finished;
+    let remaining = match estimate_seconds {
+        Some(seconds) if unfinished > 0 && progress.total > 0 => format!(
+            "about {} left",
+            human_duration(seconds * unfinished as f64 / progress.total as f64)
+        ),
+        _ => String::new(),
+    };
+    let settings = study.spec["settings"]
+        .as_object()
+        .map(|s| {
+            s.iter()
+                .map(|(k, v)| (k.clone(), setting_text(v)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let results = match kind {
+        StudyKind::CoordCheck => diagnostics
+            .iter()
+            .map(|d| {
+                format!(
+                    "<section class=\"analysis-section\"><h2><a href=\"/diagnostics/{}\">{}</a></h2>{}</section>",
+                    d.id,
+                    diagnostic_title(&d.kind),
+                    super::diagnostics::results_html(d)
+                )
+            })
+            .collect(),
+        _ => study_results(&state, kind, id).await,
+    };
+    let rows = runs
+        .iter()
+        .map(|run| StudyRunRow {
+            href: format!("/runs/{}", run.id),
+            id: run.id,
+            parameterization: run.parameterization.clone(),
+            shape: shape(run),
+            lr: fmt_opt(run.lr, fmt_real),
+            status: status_text(run),
+            status_class: run.status.name(),
+            final_val_loss: fmt_opt(run.final_val_loss, fmt_loss),
+        })
+        .collect();
+    let template = StudyTemplate {
+        page: Page::new(format!("Study #{id} {}", study.name), "studies"),
+        id,
+        name: study.name.clone(),
+        title: kind.title(),
+        question: kind.question(),
+        size: study.spec["size"].as_str().unwrap_or("custom").to_string(),
+        created: fmt_time(&study.created_at),
+        estimate: study.spec["estimate"]["duration"]
+            .as_str()
+            .unwrap_or("—")
+            .to_string(),
+        remaining,
+        is_final: progress.finished == progress.total,
+        progress,
+        unit: if kind == StudyKind::CoordCheck {
+            "diagnostics"
+        } else {
+            "runs"
+        },
+        settings,
+        results,
+        runs: rows,
+    };
+    render(StatusCode::OK, &template)
+}
+
+/// A setting for people: lists joined by commas, learning rates as powers of two.
+fn setting_text(value: &Value) -> String {
+    match value {
+        Value::Array(items) => items
+            .iter()
+            .map(setting_text)
+            .collect::<Vec<_>>()
+            .join(", "),
+        Value::Number(n) => match n.as_f64() {
+            Some(x) if x > 0.0 && x < 1.0 && x.log2().fract() == 0.0 => {
+                format!("2^{}", x.log2())
+            }
+            _ => n.to_string(),
+        },
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The results section of a study: the analysis of its finished runs so far, as an HTML
+/// fragment (the analysis page's sections).
+async fn study_results(state: &AppState, kind: StudyKind, id: i64) -> String {
+    use super::analysis::{StudyAnalyses, study_sections};
+    let runs = crate::web::sweeps::sweep_runs_query(id);
+    match kind {
+        StudyKind::DepthTransfer => study_sections(state, runs, StudyAnalyses::Transfer).await,
+        StudyKind::ComputeEfficiency => {
+            study_sections(state, runs, StudyAnalyses::ComputeEfficiency).await
+        }
+        StudyKind::CoordCheck => String::new(),
+    }
 }
