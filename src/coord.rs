@@ -59,6 +59,30 @@ pub const MAX_STEPS: u64 = 200;
 pub const MAX_SEEDS: u64 = 16;
 pub const MAX_MODELS: u64 = 400;
 
+/// The limits a coordinate check and a linearization check share: 1 to [`MAX_SEEDS`] seeds, a
+/// positive finite learning rate, at most 256 sequences of at most 1024 tokens.
+pub(crate) fn check_seeds_lr_batch(
+    seeds: u64,
+    lr: f64,
+    batch: usize,
+    context: usize,
+) -> Result<(), String> {
+    if seeds == 0 || seeds > MAX_SEEDS {
+        return Err(format!(
+            "seeds must be between 1 and {MAX_SEEDS}, got {seeds}"
+        ));
+    }
+    if !lr.is_finite() || lr <= 0.0 {
+        return Err(format!("lr must be a positive number, got {lr}"));
+    }
+    if context > 1024 || batch > 256 {
+        return Err(format!(
+            "batch must be at most 256 and context at most 1024, got {batch} and {context}"
+        ));
+    }
+    Ok(())
+}
+
 impl CoordOptions {
     /// Settings that finish in a few minutes on two CPU cores: all four parameterizations, the
     /// paper's base learning rate `2^-8`, 10 steps, 2 seeds, batch 8 x 64 tokens, `d_head` 32;
@@ -123,21 +147,7 @@ impl CoordOptions {
                 self.steps
             ));
         }
-        if self.seeds == 0 || self.seeds > MAX_SEEDS {
-            return Err(format!(
-                "seeds must be between 1 and {MAX_SEEDS}, got {}",
-                self.seeds
-            ));
-        }
-        if !self.lr.is_finite() || self.lr <= 0.0 {
-            return Err(format!("lr must be a positive number, got {}", self.lr));
-        }
-        if self.context > 1024 || self.batch > 256 {
-            return Err(format!(
-                "batch must be at most 256 and context at most 1024, got {} and {}",
-                self.batch, self.context
-            ));
-        }
+        check_seeds_lr_batch(self.seeds, self.lr, self.batch, self.context)?;
         if self.model_count() > MAX_MODELS {
             return Err(format!(
                 "the grid has {} models (parameterizations x sizes x seeds); at most {MAX_MODELS}",

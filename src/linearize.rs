@@ -77,12 +77,10 @@ pub const FINITE_DIFFERENCE_STEP: f64 = 1e-3;
 /// LayerNorm's epsilon, burn's `LayerNormConfig` default that [`crate::model::Gpt`] uses.
 const LAYER_NORM_EPS: f64 = 1e-5;
 
-/// Largest depth, width, seed count and model count a linearization check accepts (it trains
-/// one step per model and re-evaluates one block in f64: these bound it to minutes on a CPU).
-pub const MAX_DEPTH: usize = 256;
-pub const MAX_WIDTH: usize = 2048;
-pub const MAX_SEEDS: u64 = 16;
-pub const MAX_MODELS: u64 = 400;
+/// Largest depth, width and model count a linearization check accepts, the coordinate check's
+/// (it trains one step per model and re-evaluates one block in f64: these bound it to minutes on
+/// a CPU).
+pub use crate::coord::{MAX_DEPTH, MAX_MODELS, MAX_WIDTH};
 
 /// The grid and settings of a linearization check. Every field has a default; together they
 /// finish in about a minute on two CPU cores (muP, depth-muP and CompleteP; SP coincides with muP
@@ -189,21 +187,7 @@ impl LinearizeOptions {
                 self.width
             ));
         }
-        if self.seeds == 0 || self.seeds > MAX_SEEDS {
-            return Err(format!(
-                "seeds must be between 1 and {MAX_SEEDS}, got {}",
-                self.seeds
-            ));
-        }
-        if !self.lr.is_finite() || self.lr <= 0.0 {
-            return Err(format!("lr must be a positive number, got {}", self.lr));
-        }
-        if self.context > 1024 || self.batch > 256 {
-            return Err(format!(
-                "batch must be at most 256 and context at most 1024, got {} and {}",
-                self.batch, self.context
-            ));
-        }
+        crate::coord::check_seeds_lr_batch(self.seeds, self.lr, self.batch, self.context)?;
         if self.model_count() > MAX_MODELS {
             return Err(format!(
                 "the grid has {} models (parameterizations x depths x seeds); at most {MAX_MODELS}",

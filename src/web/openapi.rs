@@ -766,37 +766,6 @@ mod schemas {
         b: Bounds,
     }
 
-    /// The curve `L(C) = E + A C^-b` of one group (`C` in FLOPs).
-    #[derive(ToSchema)]
-    pub struct ComputeFit {
-        /// The parameterization, or `all`.
-        group: String,
-        #[serde(rename = "E")]
-        e: f64,
-        #[serde(rename = "A")]
-        a: f64,
-        b: f64,
-        /// `null` with `resamples: 0`.
-        intervals: Option<PowerLawIntervals>,
-        n_runs: u64,
-    }
-
-    /// A group the fit refused.
-    #[derive(ToSchema)]
-    pub struct RefusedGroup {
-        group: String,
-        n_runs: u64,
-        /// Why, e.g. too few distinct compute scales.
-        error: String,
-    }
-
-    /// One fit per group, and the groups that could not be fitted.
-    #[derive(ToSchema)]
-    pub struct ComputeFitResult {
-        groups: Vec<ComputeFit>,
-        refused: Vec<RefusedGroup>,
-    }
-
     /// FLOP savings of one parameterization over another at matched loss.
     #[derive(ToSchema)]
     #[schema(example = json!({"selection": {"sweep_id": 3}, "candidate": "completep", "baseline": "mup", "resamples": 500}))]

@@ -2,11 +2,12 @@
 //! time shown before launch), a preview of custom settings (`GET /studies/preview`), the launch
 //! (`POST /studies`) and one study's page (`GET /studies/{id}`) with its progress and results.
 
+use super::sweeps::Progress;
 use super::{
     Page, PageError, fmt_loss, fmt_opt, fmt_real, fmt_sci, fmt_time, render, same_origin, shape,
     status_text,
 };
-use crate::store::{DiagnosticRecord, DiagnosticStatus, RunRecord, StoredStatus};
+use crate::store::{DiagnosticRecord, DiagnosticStatus};
 use crate::study::{StudyKind, StudySize, human_duration};
 use crate::web::AppState;
 use crate::web::error::ApiError;
@@ -332,25 +333,7 @@ async fn launch(
 // ---------------------------------------------------------------------------------------------
 // GET /studies/{id}
 
-struct Progress {
-    total: usize,
-    finished: usize,
-    counts: Vec<(&'static str, usize)>,
-}
-
 impl Progress {
-    fn of(runs: &[RunRecord]) -> Progress {
-        Progress {
-            total: runs.len(),
-            finished: runs.iter().filter(|r| r.status.is_final()).count(),
-            counts: StoredStatus::ALL
-                .iter()
-                .map(|s| (s.name(), runs.iter().filter(|r| r.status == *s).count()))
-                .filter(|(_, n)| *n > 0)
-                .collect(),
-        }
-    }
-
     /// The progress of a study made of diagnostics.
     fn of_diagnostics(diagnostics: &[DiagnosticRecord]) -> Progress {
         Progress {
@@ -367,10 +350,6 @@ impl Progress {
                 .filter(|(_, n)| *n > 0)
                 .collect(),
         }
-    }
-
-    fn percent(&self) -> usize {
-        (self.finished * 100).checked_div(self.total).unwrap_or(0)
     }
 }
 

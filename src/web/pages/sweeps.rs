@@ -469,14 +469,15 @@ struct SweepRunRow {
 }
 
 /// A sweep's progress: runs in all, ended, and the count of each status present.
-struct Progress {
-    total: usize,
-    finished: usize,
-    counts: Vec<(&'static str, usize)>,
+/// How far a set of runs (a sweep's, a study's) has got: how many ended, a count per status.
+pub(super) struct Progress {
+    pub(super) total: usize,
+    pub(super) finished: usize,
+    pub(super) counts: Vec<(&'static str, usize)>,
 }
 
 impl Progress {
-    fn of(runs: &[RunRecord]) -> Progress {
+    pub(super) fn of(runs: &[RunRecord]) -> Progress {
         Progress {
             total: runs.len(),
             finished: runs.iter().filter(|r| r.status.is_final()).count(),
@@ -488,7 +489,7 @@ impl Progress {
         }
     }
 
-    fn percent(&self) -> usize {
+    pub(super) fn percent(&self) -> usize {
         (self.finished * 100).checked_div(self.total).unwrap_or(0)
     }
 }
