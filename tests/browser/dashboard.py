@@ -13,11 +13,14 @@ import sys
 import time
 
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 URL = os.environ.get("SHAPEWISE_URL", "http://127.0.0.1:8080")
+# Live pages swap their chart and progress parts while they are read: look again.
+LIVE = {"ignored_exceptions": [StaleElementReferenceException]}
 
 
 def browser():
@@ -51,9 +54,9 @@ def depth_transfer_study(driver):
     WebDriverWait(driver, 15).until(lambda d: re.search(r"/studies/\d+$", d.current_url))
     print("browser: study page", driver.current_url)
     # The page refreshes itself until every run has ended, then shows the drift table.
-    WebDriverWait(driver, 120, poll_frequency=1).until(
+    WebDriverWait(driver, 120, poll_frequency=1, **LIVE).until(
         lambda d: "12 of 12 runs finished" in d.find_element(By.ID, "sweep-progress").text)
-    results = WebDriverWait(driver, 30, poll_frequency=1).until(
+    results = WebDriverWait(driver, 30, poll_frequency=1, **LIVE).until(
         lambda d: (lambda t: t if "octaves per doubling" in t else None)(
             d.find_element(By.ID, "study-results").text))
     assert "mup" in results and "completep" in results, results
@@ -86,9 +89,9 @@ def main():
             longest = max((len(m) for m in re.findall(r'(?:points|d)="([^"]*)"', svg)), default=0)
             return "no data yet" not in svg and longest > 100
 
-        WebDriverWait(driver, 90, poll_frequency=0.5).until(curve_drawn)
+        WebDriverWait(driver, 90, poll_frequency=0.5, **LIVE).until(curve_drawn)
         print("browser: loss curve drawn")
-        WebDriverWait(driver, 90, poll_frequency=0.5).until(
+        WebDriverWait(driver, 90, poll_frequency=0.5, **LIVE).until(
             lambda d: d.find_element(By.ID, "run-status").text.strip() == "succeeded")
         print("browser: status succeeded")
         screenshot = os.environ.get("SHAPEWISE_SCREENSHOT")
