@@ -275,11 +275,7 @@ fn draw_compute(svg: &mut String, groups: &[ComputeGroupFit]) -> DrawResult {
     root.fill(&WHITE)?;
     let mut chart = framed_chart(
         &root,
-        TickedAxis {
-            lo: x_lo,
-            hi: x_hi,
-            ticks: log_ticks(x_lo, x_hi, 7.0),
-        },
+        TickedAxis::log(x_lo, x_hi),
         TickedAxis {
             lo: y_lo,
             hi: y_hi,
@@ -361,16 +357,8 @@ fn draw_residuals(svg: &mut String, groups: &[ComputeGroupFit]) -> DrawResult {
     root.fill(&WHITE)?;
     let mut chart = framed_chart(
         &root,
-        TickedAxis {
-            lo: x_lo,
-            hi: x_hi,
-            ticks: log_ticks(x_lo, x_hi, 7.0),
-        },
-        TickedAxis {
-            lo: y_lo,
-            hi: y_hi,
-            ticks: linear_ticks(y_lo, y_hi, 6.0),
-        },
+        TickedAxis::log(x_lo, x_hi),
+        TickedAxis::linear(y_lo, y_hi),
         (
             "training compute (FLOPs, log scale)",
             "relative residual (% of the fitted loss)",
@@ -443,16 +431,8 @@ fn draw_tolerance(svg: &mut String, fit: &ShapeTolerance) -> DrawResult {
     root.fill(&WHITE)?;
     let mut chart = framed_chart(
         &root,
-        TickedAxis {
-            lo: x_lo,
-            hi: x_hi,
-            ticks: log_ticks(x_lo, x_hi, 7.0),
-        },
-        TickedAxis {
-            lo: y_lo,
-            hi: y_hi,
-            ticks: linear_ticks(y_lo, y_hi, 6.0),
-        },
+        TickedAxis::log(x_lo, x_hi),
+        TickedAxis::linear(y_lo, y_hi),
         (
             "width-to-depth ratio N:L (log scale)",
             "final loss (nats/token)",

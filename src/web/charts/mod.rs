@@ -204,6 +204,26 @@ struct TickedAxis {
     ticks: Vec<f64>,
 }
 
+impl TickedAxis {
+    /// `lo..hi` with about seven ticks at powers of ten (and their multiples).
+    fn log(lo: f64, hi: f64) -> TickedAxis {
+        TickedAxis {
+            lo,
+            hi,
+            ticks: log_ticks(lo, hi, 7.0),
+        }
+    }
+
+    /// `lo..hi` with about six evenly spaced round ticks.
+    fn linear(lo: f64, hi: f64) -> TickedAxis {
+        TickedAxis {
+            lo,
+            hi,
+            ticks: linear_ticks(lo, hi, 6.0),
+        }
+    }
+}
+
 impl plotters::coord::ranged1d::Ranged for TickedAxis {
     type FormatOption = plotters::coord::ranged1d::DefaultFormatting;
     type ValueType = f64;

@@ -3,7 +3,7 @@
 
 use super::{
     ChartError, DrawResult, HEIGHT, TickedAxis, WIDTH, draw_legend, draw_message, format_number,
-    framed_chart, linear_ticks, log_ticks, padded_range, series_color,
+    framed_chart, padded_range, series_color,
 };
 use plotters::prelude::*;
 
@@ -71,16 +71,8 @@ fn draw_shape_lines(svg: &mut String, lines: &[(String, Vec<ShapePoint>)]) -> Dr
         root.fill(&WHITE)?;
         let mut chart = framed_chart(
             &root,
-            TickedAxis {
-                lo: x_lo,
-                hi: x_hi,
-                ticks: log_ticks(x_lo, x_hi, 7.0),
-            },
-            TickedAxis {
-                lo: y_lo,
-                hi: y_hi,
-                ticks: linear_ticks(y_lo, y_hi, 6.0),
-            },
+            TickedAxis::log(x_lo, x_hi),
+            TickedAxis::linear(y_lo, y_hi),
             (
                 "width / depth N:L (log scale)",
                 "predicted final loss (nats/token)",
