@@ -11,6 +11,7 @@
 //! - [`model`]: the GPT in burn with the plan's multipliers;
 //! - [`train`]: the training loop, per-group AdamW, schedules, metrics, divergence;
 //! - [`coord`]: coordinate checks over depth and width;
+//! - [`limits`]: bounds on sizes and the peak-memory estimate behind admission control;
 //! - [`linearize`]: the relative distance from linearization over depth;
 //! - [`plan`]: the planner, from a compute budget to recommended shapes (pure arithmetic);
 //! - [`study`]: one-click studies, their run sets and run-time estimates;
@@ -29,6 +30,7 @@ pub mod data;
 pub mod fit;
 pub mod flops;
 pub mod jobs;
+pub mod limits;
 pub mod linearize;
 pub mod model;
 pub mod param;

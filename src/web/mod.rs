@@ -39,6 +39,56 @@ const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 pub struct AppState {
     pub store: Store,
     pub jobs: Jobs,
+    pub settings: Arc<ServerSettings>,
+}
+
+impl AppState {
+    /// The state of a server over `store` and `jobs` enforcing `settings`.
+    pub fn new(store: Store, jobs: Jobs, settings: ServerSettings) -> AppState {
+        AppState {
+            store,
+            jobs,
+            settings: Arc::new(settings),
+        }
+    }
+}
+
+/// Whether requests must prove who they come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuthMode {
+    /// Every request but `/healthz`, sign-in and static files needs a token or a session.
+    On,
+    /// Nobody signs in; anyone who reaches the port may do anything.
+    Off,
+    /// On, unless the server listens only on a loopback address.
+    Auto,
+}
+
+/// What the server enforces, resolved from [`ServeConfig`] at start.
+#[derive(Clone, Debug)]
+pub struct ServerSettings {
+    /// Requests need a bearer token or a session cookie.
+    pub auth: bool,
+    /// The server listens on a loopback address only, so only `Host` headers naming loopback
+    /// are answered (a defence against DNS rebinding).
+    pub loopback_only: bool,
+    /// Folders (canonical, links resolved) under which runs, sweeps and studies may read data
+    /// files. Empty: no file data at all, only the built-in corpus.
+    pub data_roots: Vec<PathBuf>,
+    /// Largest estimated peak memory of one training run or diagnostic model, in bytes.
+    pub max_run_memory_bytes: u64,
+}
+
+impl Default for ServerSettings {
+    /// Auth off, any `Host`, no data roots, the default memory limit.
+    fn default() -> Self {
+        ServerSettings {
+            auth: false,
+            loopback_only: false,
+            data_roots: Vec::new(),
+            max_run_memory_bytes: crate::limits::default_max_run_memory_bytes(1),
+        }
+    }
 }
 
 /// Server settings, from flags or environment variables.
@@ -52,8 +102,21 @@ pub struct ServeConfig {
     pub db: PathBuf,
     /// Training jobs run at once. One job already uses every core, so more only helps on
     /// machines with many cores or GPUs.
+    /// 0 means the server only serves: runs stay queued until a worker takes them.
     #[arg(long, env = "SHAPEWISE_WORKERS", default_value_t = 1)]
     pub workers: usize,
+    /// Require a token or a session: `on`, `off`, or `auto` (on unless listening only on
+    /// loopback).
+    #[arg(long, env = "SHAPEWISE_AUTH", value_enum, default_value_t = AuthMode::Auto)]
+    pub auth: AuthMode,
+    /// A folder runs, sweeps and studies may read data from (repeatable; links are resolved).
+    /// Default: `data/` beside the database.
+    #[arg(long = "data-dir", env = "SHAPEWISE_DATA_DIRS", value_delimiter = ',')]
+    pub data_dirs: Vec<PathBuf>,
+    /// Largest estimated peak memory of one run, in GiB. Default: the machine's memory, less a
+    /// quarter for the server, shared among the workers.
+    #[arg(long, env = "SHAPEWISE_MAX_RUN_MEMORY_GIB")]
+    pub max_run_memory_gib: Option<f64>,
 }
 
 impl Default for ServeConfig {
@@ -62,7 +125,55 @@ impl Default for ServeConfig {
             addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             db: PathBuf::from("shapewise.db"),
             workers: 1,
+            auth: AuthMode::Auto,
+            data_dirs: Vec::new(),
+            max_run_memory_gib: None,
         }
+    }
+}
+
+impl ServerSettings {
+    /// The settings `config` asks for on a server bound to `addr`: `auto` auth is on unless
+    /// `addr` is loopback; the data roots default to `data/` beside the database (created if
+    /// missing) and are canonicalized; the memory limit defaults to a share of the machine.
+    pub fn resolve(config: &ServeConfig, addr: SocketAddr) -> Result<ServerSettings, ServeError> {
+        let loopback_only = addr.ip().is_loopback();
+        let auth = match config.auth {
+            AuthMode::On => true,
+            AuthMode::Off => false,
+            AuthMode::Auto => !loopback_only,
+        };
+        let dirs = if config.data_dirs.is_empty() {
+            let beside = config.db.parent().filter(|p| !p.as_os_str().is_empty());
+            let default = beside.unwrap_or(std::path::Path::new(".")).join("data");
+            std::fs::create_dir_all(&default).map_err(|source| ServeError::DataDir {
+                path: default.clone(),
+                source,
+            })?;
+            vec![default]
+        } else {
+            config.data_dirs.clone()
+        };
+        let data_roots = dirs
+            .into_iter()
+            .map(|dir| {
+                std::fs::canonicalize(&dir)
+                    .map_err(|source| ServeError::DataDir { path: dir, source })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let max_run_memory_bytes = match config.max_run_memory_gib {
+            Some(gib) if gib.is_finite() && gib > 0.0 => (gib * (1u64 << 30) as f64) as u64,
+            Some(gib) => return Err(ServeError::Setting(format!(
+                "--max-run-memory-gib must be a positive number, got {gib}"
+            ))),
+            None => crate::limits::default_max_run_memory_bytes(config.workers),
+        };
+        Ok(ServerSettings {
+            auth,
+            loopback_only,
+            data_roots,
+            max_run_memory_bytes,
+        })
     }
 }
 
@@ -99,6 +210,13 @@ pub enum ServeError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot use data folder {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Setting(String),
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -137,9 +255,10 @@ pub async fn serve_on(
     if interrupted > 0 {
         tracing::info!("marked {interrupted} unfinished diagnostic(s) interrupted");
     }
+    let settings = ServerSettings::resolve(config, listener.local_addr()?)?;
     let jobs = Jobs::new(store.clone());
-    let workers = jobs.spawn_workers(config.workers.max(1));
-    let app = router(AppState { store, jobs });
+    let workers = jobs.spawn_workers(config.workers);
+    let app = router(AppState::new(store, jobs, settings));
     // Graceful shutdown waits for open connections, and a live-events stream never ends by
     // itself: after the signal, connections get a grace period, then the server stops anyway.
     let signalled = Arc::new(Notify::new());

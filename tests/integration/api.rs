@@ -7,7 +7,7 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use shapewise::jobs::Jobs;
 use shapewise::store::Store;
-use shapewise::web::{AppState, ServeConfig, router, serve_on};
+use shapewise::web::{AppState, ServerSettings, ServeConfig, router, serve_on};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
@@ -55,10 +55,11 @@ pub(crate) async fn router_app(name: &str) -> (axum::Router, Store) {
     let store = Store::open(&temp_db(name)).await.unwrap();
     let jobs = Jobs::new(store.clone());
     (
-        router(AppState {
-            store: store.clone(),
+        router(AppState::new(
+            store.clone(),
             jobs,
-        }),
+            ServerSettings::default(),
+        )),
         store,
     )
 }

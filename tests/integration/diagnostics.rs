@@ -8,7 +8,7 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use shapewise::jobs::{DiagnosticError, DiagnosticKind, Jobs};
 use shapewise::store::{DiagnosticStatus, Store, StoreError};
-use shapewise::web::{AppState, ServeConfig, router, serve_on};
+use shapewise::web::{AppState, ServerSettings, ServeConfig, router, serve_on};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tower::ServiceExt;
@@ -36,10 +36,11 @@ impl App {
         let jobs = Jobs::new(store.clone());
         let workers = jobs.spawn_workers(1);
         App {
-            router: router(AppState {
+            router: router(AppState::new(
                 store,
-                jobs: jobs.clone(),
-            }),
+                jobs.clone(),
+                ServerSettings::default(),
+            )),
             jobs,
             workers,
         }

@@ -8,7 +8,7 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use shapewise::jobs::Jobs;
 use shapewise::store::Store;
-use shapewise::web::{AppState, router};
+use shapewise::web::{AppState, ServerSettings, router};
 use std::collections::BTreeSet;
 use tower::ServiceExt;
 
@@ -18,7 +18,7 @@ async fn router_app(name: &str) -> axum::Router {
     std::fs::create_dir_all(&dir).unwrap();
     let store = Store::open(&dir.join("test.db")).await.unwrap();
     let jobs = Jobs::new(store.clone());
-    router(AppState { store, jobs })
+    router(AppState::new(store, jobs, ServerSettings::default()))
 }
 
 /// Status, content type and body of one request.

@@ -7,7 +7,7 @@ use http_body_util::BodyExt;
 use shapewise::jobs::Jobs;
 use shapewise::param::Parameterization;
 use shapewise::store::{MetricPoint, NewRun, Store, StoredStatus};
-use shapewise::web::{AppState, router};
+use shapewise::web::{AppState, ServerSettings, router};
 use std::path::PathBuf;
 use tower::ServiceExt;
 
@@ -99,10 +99,11 @@ async fn app_with_runs(name: &str) -> (axum::Router, Store) {
     store.append_metrics(1, &points).await.unwrap();
     let jobs = Jobs::new(store.clone());
     (
-        router(AppState {
-            store: store.clone(),
+        router(AppState::new(
+            store.clone(),
             jobs,
-        }),
+            ServerSettings::default(),
+        )),
         store,
     )
 }

@@ -8,7 +8,7 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use shapewise::jobs::Jobs;
 use shapewise::store::Store;
-use shapewise::web::{AppState, router};
+use shapewise::web::{AppState, ServerSettings, router};
 use std::time::{Duration, Instant};
 use tower::ServiceExt;
 
@@ -19,10 +19,11 @@ async fn app(name: &str, workers: usize) -> (axum::Router, Store) {
     let store = Store::open(&dir.join("test.db")).await.unwrap();
     let jobs = Jobs::new(store.clone());
     jobs.spawn_workers(workers);
-    let app = router(AppState {
-        store: store.clone(),
+    let app = router(AppState::new(
+        store.clone(),
         jobs,
-    });
+        ServerSettings::default(),
+    ));
     (app, store)
 }
 
