@@ -3,6 +3,9 @@
 # server's URL in SHAPEWISE_URL. Called after the Rust tests; the debug binary they built is
 # reused. Usage: bash .ci/with_server.sh COMMAND [ARGS...]
 #   (or SHAPEWISE_BIN=path/to/shapewise bash .ci/with_server.sh ...)
+# With SHAPEWISE_AUTH=on the server requires tokens: a fresh admin token is passed to it and
+# to the command as SHAPEWISE_TOKEN. Other SHAPEWISE_* variables (SHAPEWISE_WORKERS, ...) reach
+# the server as usual.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 started=$SECONDS
@@ -43,6 +46,12 @@ trap 'exit 143' TERM
 # A free port: bind port 0, read what the kernel chose, release it.
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
 url="http://127.0.0.1:$port"
+
+if [[ "${SHAPEWISE_AUTH:-off}" == "on" ]]; then
+    SHAPEWISE_TOKEN=$(python3 -c 'import secrets; print("ci-admin-" + secrets.token_hex(32))')
+    export SHAPEWISE_TOKEN
+    export SHAPEWISE_ADMIN_TOKEN=$SHAPEWISE_TOKEN
+fi
 
 NO_COLOR=1 "$binary" serve --addr "127.0.0.1:$port" --db "$work/shapewise.db" >"$work/server.log" 2>&1 &
 server_pid=$!

@@ -40,6 +40,9 @@ args, _ = parser.parse_known_args()
 BASE = args.url.rstrip("/")
 API = BASE + "/api/v1"
 session = requests.Session()
+# A server with authentication on needs a token (`shapewise token create ...`).
+if os.environ.get("SHAPEWISE_TOKEN"):
+    session.headers["Authorization"] = "Bearer " + os.environ["SHAPEWISE_TOKEN"]
 
 
 class ApiError(RuntimeError):

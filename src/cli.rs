@@ -1,4 +1,4 @@
-//! The command line: `plan`, `train`, `coord-check`, `linearize` and `bench`.
+//! The command line: `plan`, `train`, `coord-check`, `linearize`, `bench`, `serve` and `token`.
 //!
 //! Every user error (bad option, out-of-range value, missing file) ends with a one-line message
 //! on stderr and exit code 2; clap's own usage errors use the same code.
@@ -51,6 +51,43 @@ enum Command {
     Linearize(LinearizeArgs),
     /// Measure training throughput on three fixed shapes.
     Bench(BenchArgs),
+    /// Create, list and revoke the server's API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenCommand {
+    /// Create a token; its secret is printed alone on the last line (shown only this once).
+    Create {
+        /// The server's SQLite database.
+        #[arg(long, env = "SHAPEWISE_DB", default_value = "shapewise.db")]
+        db: PathBuf,
+        /// Who or what uses the token (recorded as the creator of its runs).
+        #[arg(long)]
+        name: String,
+        /// reader (reads), writer (also creates, cancels, imports) or admin (also deletes and
+        /// manages tokens).
+        #[arg(long, value_enum)]
+        role: crate::auth::Role,
+    },
+    /// List the tokens (never their secrets).
+    List {
+        /// The server's SQLite database.
+        #[arg(long, env = "SHAPEWISE_DB", default_value = "shapewise.db")]
+        db: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token by id: it authenticates nothing from now on and its sessions end.
+    Revoke {
+        /// The server's SQLite database.
+        #[arg(long, env = "SHAPEWISE_DB", default_value = "shapewise.db")]
+        db: PathBuf,
+        /// The token's id (see `token list`).
+        id: i64,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -443,6 +480,7 @@ pub fn run() -> ExitCode {
         Command::CoordCheck(args) => coord_command(args),
         Command::Linearize(args) => linearize_command(args),
         Command::Bench(args) => bench_command(args),
+        Command::Token(command) => token_command(command),
     };
     match result {
         Ok(code) => code,
@@ -468,6 +506,59 @@ fn serve_command(config: ServeConfig) -> Result<ExitCode, UsageError> {
     runtime.shutdown_background();
     result?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn token_command(command: TokenCommand) -> Result<ExitCode, UsageError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let open = |db: PathBuf| async move {
+            if !db.exists() {
+                return Err(UsageError(format!(
+                    "no database at {}: start the server once (shapewise serve --db {0}) or pass --db",
+                    db.display()
+                )));
+            }
+            crate::store::Store::open(&db).await.map_err(UsageError::from)
+        };
+        match command {
+            TokenCommand::Create { db, name, role } => {
+                let store = open(db).await?;
+                let (token, secret) = store.create_token(&name, role).await?;
+                eprintln!(
+                    "created token {} '{}' with role {} (the secret is shown only this once)",
+                    token.id, token.name, token.role
+                );
+                println!("{secret}");
+            }
+            TokenCommand::List { db, json } => {
+                let tokens = open(db).await?.tokens().await?;
+                if json {
+                    println!("{}", serde_json::to_string(&tokens)?);
+                } else {
+                    println!("{:>4}  {:<30}  {:<6}  {:<24}  status", "id", "name", "role", "created");
+                    for t in tokens {
+                        let status = match &t.revoked_at {
+                            Some(at) => format!("revoked {at}"),
+                            None => "active".into(),
+                        };
+                        println!(
+                            "{:>4}  {:<30}  {:<6}  {:<24}  {status}",
+                            t.id, t.name, t.role, t.created_at
+                        );
+                    }
+                }
+            }
+            TokenCommand::Revoke { db, id } => {
+                if !open(db).await?.revoke_token(id).await? {
+                    return Err(UsageError(format!("there is no token {id}")));
+                }
+                eprintln!("token {id} revoked");
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
 }
 
 fn plan_command(args: PlanArgs) -> Result<ExitCode, UsageError> {

@@ -3,6 +3,7 @@
 //! The library trains small GPT proxies under SP, muP, depth-muP and CompleteP
 //! (Dey et al. 2025, arXiv 2505.01618) and measures them. Modules by domain:
 //!
+//! - [`auth`]: tokens, roles and browser sessions;
 //! - [`param`]: Table 1, the per-group scaling rules (pure arithmetic);
 //! - [`flops`]: parameter and FLOP counts (pure arithmetic);
 //! - [`fit`]: scaling-law fits (loss against compute, the Chinchilla surface), bootstrap
@@ -23,6 +24,7 @@
 //! - [`cli`]: the command line.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod bench;
 pub mod cli;
 pub mod coord;

@@ -1141,3 +1141,10 @@ impl Store {
         .rows_affected())
     }
 }
+
+impl Store {
+    /// The connection pool, for storage code kept beside its domain (tokens in [`crate::auth`]).
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}

@@ -2,6 +2,7 @@
 //! and graceful shutdown. [`router`] is the seam tests call without a socket.
 
 mod analysis;
+pub mod auth;
 mod charts;
 mod diagnostics;
 mod error;
@@ -13,8 +14,10 @@ mod pages;
 mod plan;
 mod recommend;
 pub mod runs;
+mod server;
 mod studies;
 mod sweeps;
+mod tokens;
 
 pub use error::ApiError;
 
@@ -22,14 +25,11 @@ use crate::jobs::Jobs;
 use crate::store::Store;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::middleware;
 use axum::routing::get;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use tokio::sync::Notify;
-
-/// How long open connections (live-event streams, slow clients) may last after a shutdown signal.
-const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Largest accepted request body: room for a batch import of thousands of runs or metric rows.
 const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
@@ -117,6 +117,17 @@ pub struct ServeConfig {
     /// quarter for the server, shared among the workers.
     #[arg(long, env = "SHAPEWISE_MAX_RUN_MEMORY_GIB")]
     pub max_run_memory_gib: Option<f64>,
+    /// An admin token to accept (created at start if no token has this secret; at least 32
+    /// characters). Without it, the first start with auth on and no admin prints a new one.
+    #[arg(long, env = "SHAPEWISE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Connections served at once; more are answered 503 and closed.
+    #[arg(long, env = "SHAPEWISE_MAX_CONNECTIONS", default_value_t = server::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// Seconds a connection may take to send a request's head; also how long an idle
+    /// keep-alive connection stays open.
+    #[arg(long, env = "SHAPEWISE_HEADER_TIMEOUT_SECS", default_value_t = server::DEFAULT_HEADER_TIMEOUT_SECS)]
+    pub header_timeout_secs: u64,
 }
 
 impl Default for ServeConfig {
@@ -128,6 +139,9 @@ impl Default for ServeConfig {
             auth: AuthMode::Auto,
             data_dirs: Vec::new(),
             max_run_memory_gib: None,
+            admin_token: None,
+            max_connections: server::DEFAULT_MAX_CONNECTIONS,
+            header_timeout_secs: server::DEFAULT_HEADER_TIMEOUT_SECS,
         }
     }
 }
@@ -163,9 +177,11 @@ impl ServerSettings {
             .collect::<Result<Vec<_>, _>>()?;
         let max_run_memory_bytes = match config.max_run_memory_gib {
             Some(gib) if gib.is_finite() && gib > 0.0 => (gib * (1u64 << 30) as f64) as u64,
-            Some(gib) => return Err(ServeError::Setting(format!(
-                "--max-run-memory-gib must be a positive number, got {gib}"
-            ))),
+            Some(gib) => {
+                return Err(ServeError::Setting(format!(
+                    "--max-run-memory-gib must be a positive number, got {gib}"
+                )));
+            }
             None => crate::limits::default_max_run_memory_bytes(config.workers),
         };
         Ok(ServerSettings {
@@ -175,6 +191,42 @@ impl ServerSettings {
             max_run_memory_bytes,
         })
     }
+}
+
+/// With auth on: accepts `--admin-token` (`SHAPEWISE_ADMIN_TOKEN`), or, when no admin token
+/// exists yet, creates one and prints it once to the log.
+async fn bootstrap_admin(
+    store: &Store,
+    config: &ServeConfig,
+    settings: &ServerSettings,
+) -> Result<(), crate::store::StoreError> {
+    if let Some(secret) = &config.admin_token {
+        if secret.chars().count() < 32 {
+            return Err(crate::store::StoreError::Invalid(
+                "SHAPEWISE_ADMIN_TOKEN must have at least 32 characters".into(),
+            ));
+        }
+        if store
+            .ensure_token(
+                "admin (SHAPEWISE_ADMIN_TOKEN)",
+                crate::auth::Role::Admin,
+                secret,
+            )
+            .await?
+        {
+            tracing::info!("admin token from SHAPEWISE_ADMIN_TOKEN stored");
+        }
+        return Ok(());
+    }
+    if settings.auth && !store.has_admin_token().await? {
+        let (_, secret) = store
+            .create_token("admin", crate::auth::Role::Admin)
+            .await?;
+        tracing::warn!(
+            "no admin token existed, so one was created; it is shown this once. Sign in at /login with:\n{secret}"
+        );
+    }
+    Ok(())
 }
 
 /// Every route of the application.
@@ -193,6 +245,11 @@ pub fn router(state: AppState) -> Router {
         .merge(studies::router())
         .merge(openapi::router())
         .merge(pages::router())
+        .merge(tokens::router())
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::guard))
+        .fallback(auth::not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), auth::screen))
+        .layer(middleware::from_fn(server::request_timeout))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
@@ -256,31 +313,48 @@ pub async fn serve_on(
         tracing::info!("marked {interrupted} unfinished diagnostic(s) interrupted");
     }
     let settings = ServerSettings::resolve(config, listener.local_addr()?)?;
+    bootstrap_admin(&store, config, &settings)
+        .await
+        .map_err(|source| ServeError::Database {
+            path: config.db.clone(),
+            source,
+        })?;
+    tracing::info!(
+        "authentication {}, data roots: {}, run memory limit {:.1} GiB, {} training worker(s)",
+        if settings.auth {
+            "on"
+        } else {
+            "off (loopback only)"
+        },
+        if settings.data_roots.is_empty() {
+            "none".to_string()
+        } else {
+            settings
+                .data_roots
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        },
+        settings.max_run_memory_bytes as f64 / (1u64 << 30) as f64,
+        config.workers
+    );
     let jobs = Jobs::new(store.clone());
     let workers = jobs.spawn_workers(config.workers);
     let app = router(AppState::new(store, jobs, settings));
-    // Graceful shutdown waits for open connections, and a live-events stream never ends by
-    // itself: after the signal, connections get a grace period, then the server stops anyway.
-    let signalled = Arc::new(Notify::new());
-    let notify = signalled.clone();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown.await;
-        notify.notify_one();
-    });
-    let result = tokio::select! {
-        result = server => result,
-        _ = async {
-            signalled.notified().await;
-            tokio::time::sleep(SHUTDOWN_GRACE).await;
-        } => {
-            tracing::info!("closing connections still open after {} s", SHUTDOWN_GRACE.as_secs());
-            Ok(())
-        }
-    };
+    let header_timeout = std::time::Duration::from_secs(config.header_timeout_secs.max(1));
+    server::serve_connections(
+        listener,
+        app,
+        config.max_connections.max(1),
+        header_timeout,
+        shutdown,
+    )
+    .await;
     for worker in workers {
         worker.abort();
     }
-    Ok(result?)
+    Ok(())
 }
 
 /// `shapewise serve`: binds `config.addr` and serves until SIGINT or SIGTERM.

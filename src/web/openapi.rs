@@ -56,6 +56,10 @@ pub fn router() -> Router<AppState> {
         super::fits::chinchilla_fit,
         super::fits::compute_fit,
         super::fits::savings_analysis,
+        super::tokens::whoami,
+        super::tokens::list_tokens,
+        super::tokens::create_token,
+        super::tokens::revoke_token,
         openapi_json,
     ),
     components(schemas(RunEvent, ErrorKind)),
@@ -66,6 +70,7 @@ pub fn router() -> Router<AppState> {
         (name = "export", description = "CSV exports for pandas and spreadsheets."),
         (name = "plan", description = "What a parameterization does to each parameter group at a target shape."),
         (name = "fits", description = "Scaling-law fits of stored runs: the Chinchilla surface, loss versus compute, FLOP savings at matched loss."),
+        (name = "tokens", description = "API tokens and roles (admins), and who the caller is."),
         (name = "meta", description = "This description of the API."),
     )
 )]
@@ -84,7 +89,68 @@ pub fn document() -> utoipa::openapi::OpenApi {
     }
     // The package declares no license: leave the field out rather than send an empty name.
     doc.info.license = None;
+    describe_guards(&mut doc);
     doc
+}
+
+/// Adds what the request guards answer to every operation: the bearer scheme and 401/403 on
+/// routes that need a role, 415 on API writes (see [`super::auth`]).
+fn describe_guards(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::security::{
+        HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+    };
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+    let error = |description: &str| {
+        RefOr::T(
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build(),
+        )
+    };
+    doc.components
+        .get_or_insert_with(Default::default)
+        .add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    for (path, item) in doc.paths.paths.iter_mut() {
+        for (method, operation) in [
+            (axum::http::Method::GET, &mut item.get),
+            (axum::http::Method::POST, &mut item.post),
+            (axum::http::Method::PUT, &mut item.put),
+            (axum::http::Method::DELETE, &mut item.delete),
+            (axum::http::Method::PATCH, &mut item.patch),
+        ] {
+            let Some(operation) = operation else { continue };
+            let responses = &mut operation.responses.responses;
+            if super::auth::access(&method, path) != Some(super::auth::Access::Public) {
+                operation.security = Some(vec![SecurityRequirement::new(
+                    "bearer",
+                    Vec::<String>::new(),
+                )]);
+                responses.insert(
+                    "401".into(),
+                    error("No valid token (when authentication is on)"),
+                );
+                responses.insert("403".into(), error("The token's role may not do this"));
+            }
+            if matches!(
+                method,
+                axum::http::Method::POST | axum::http::Method::PUT | axum::http::Method::PATCH
+            ) {
+                responses.insert(
+                    "415".into(),
+                    error("The body was not sent as `Content-Type: application/json`"),
+                );
+            }
+        }
+    }
 }
 
 static DOCUMENT_JSON: LazyLock<String> = LazyLock::new(|| {
@@ -137,8 +203,11 @@ mod schemas {
 
     /// The kind of an error, one per status: `bad_request` (400: malformed JSON, unknown field or
     /// parameter), `invalid` (422: well-formed but refused, e.g. a config the trainer would reject),
-    /// `not_found` (404), `payload_too_large` (413) and `internal` (500: details are logged, not
-    /// returned).
+    /// `not_found` (404), `payload_too_large` (413), `unauthorized` (401: no valid token),
+    /// `forbidden` (403: the token's role may not), `method_not_allowed` (405), `conflict` (409),
+    /// `unsupported_media_type` (415: an API write without `Content-Type: application/json`),
+    /// `misdirected` (421: a loopback server addressed by another host name), `timeout` (408),
+    /// `unavailable` (503) and `internal` (500: details are logged, not returned).
     #[derive(ToSchema)]
     #[serde(rename_all = "snake_case")]
     pub enum ErrorKind {
@@ -146,6 +215,14 @@ mod schemas {
         Invalid,
         NotFound,
         PayloadTooLarge,
+        Unauthorized,
+        Forbidden,
+        Conflict,
+        MethodNotAllowed,
+        UnsupportedMediaType,
+        Misdirected,
+        Timeout,
+        Unavailable,
         Internal,
     }
 
@@ -353,6 +430,22 @@ mod schemas {
         total: i64,
         limit: i64,
         offset: i64,
+    }
+
+    /// A token to create.
+    #[derive(ToSchema)]
+    #[schema(example = json!({"name": "notebook-alice", "role": "writer"}))]
+    pub struct NewToken {
+        /// 1 to 100 printable characters; shown as the creator of the runs it makes.
+        name: String,
+        role: crate::auth::Role,
+    }
+
+    /// A created token with its secret (shown once; send it as `Authorization: Bearer <secret>`).
+    #[derive(ToSchema)]
+    pub struct CreatedToken {
+        token: crate::auth::TokenRecord,
+        secret: String,
     }
 
     /// The outcome of a cancel request.

@@ -818,6 +818,9 @@ async fn recommend_shapes(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let request = parse_request(json_object(body)?)?;
+    if request.create_sweep {
+        super::auth::require(crate::auth::Role::Writer)?;
+    }
     let outcome = plan_request(&state, &request).await?;
     let mut answer = outcome_json(&outcome, request.top);
     if !request.create_sweep {

@@ -333,16 +333,21 @@ async fn run_metrics(
 
 /// Streams a run's progress as server-sent events.
 ///
-/// Server-sent events for one run: `metrics` with new points and `status` on changes (also sent
-/// once on connecting). Each event's data is a JSON `RunEvent`; keep-alive comments are sent
-/// while idle.
+/// With `Accept: text/event-stream` (as `EventSource` sends): server-sent events for one run,
+/// `metrics` with new points and `status` on changes (also sent once on connecting); each
+/// event's `data` is a JSON `RunEvent`, and keep-alive comments are sent while idle. Any other
+/// `Accept` gets the current status once, as a JSON `RunEvent`, so a client that cannot stream
+/// can poll.
 #[utoipa::path(
     get,
     path = "/api/v1/runs/{id}/events",
     tag = "runs",
     params(("id" = i64, Path, description = "Run id")),
     responses(
-        (status = 200, description = "An endless `text/event-stream` of `RunEvent`s", body = String, content_type = "text/event-stream"),
+        (status = 200, description = "With `Accept: text/event-stream`, a stream of `event: status|metrics` / `data: <RunEvent JSON>` frames until the client leaves; otherwise the current status as one `RunEvent`", content(
+            (super::openapi::RunEvent = "application/json"),
+            (String = "text/event-stream"),
+        )),
         (status = 400, description = "The id is not an integer", body = super::openapi::ErrorBody),
         (status = 404, description = "No such run", body = super::openapi::ErrorBody),
     )
@@ -350,9 +355,20 @@ async fn run_metrics(
 async fn run_events(
     State(state): State<AppState>,
     path: Result<Path<i64>, PathRejection>,
+    headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
     let id = run_id(path)?;
     let run = state.store.run(id).await?;
+    let streams = headers
+        .get_all(axum::http::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.to_ascii_lowercase().contains("text/event-stream"));
+    if !streams {
+        return Ok(
+            Json(json!({"event": "status", "run_id": id, "status": run.status})).into_response(),
+        );
+    }
     let initial = Event::default()
         .event("status")
         .json_data(json!({"event": "status", "run_id": id, "status": run.status}))

@@ -63,9 +63,23 @@ def depth_transfer_study(driver):
     print("browser: study results shown")
 
 
+def sign_in(driver, token):
+    """With auth on, pages redirect to the sign-in form; a token opens a session."""
+    driver.get(URL + "/")
+    WebDriverWait(driver, 10).until(lambda d: "/login" in d.current_url)
+    driver.find_element(By.ID, "token").send_keys(token)
+    driver.find_element(By.ID, "token").submit()
+    WebDriverWait(driver, 10).until(lambda d: "/login" not in d.current_url)
+    assert "Sign out" in driver.page_source, "signed in"
+    print("browser: signed in")
+
+
 def main():
     driver = browser()
     try:
+        token = os.environ.get("SHAPEWISE_TOKEN")
+        if token:
+            sign_in(driver, token)
         driver.get(URL + "/")
         assert "shapewise" in driver.title.lower(), driver.title
         driver.find_element(By.LINK_TEXT, "New run").click()

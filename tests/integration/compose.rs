@@ -129,6 +129,11 @@ fn compose_keeps_the_database_in_a_declared_named_volume() {
         Some(SocketAddr::from(([0, 0, 0, 0], 8080))),
         "SHAPEWISE_ADDR is {addr:?}: it must bind 0.0.0.0:8080 to be reachable through the published port"
     );
+    assert_eq!(
+        env_var(service, "SHAPEWISE_AUTH").as_deref(),
+        Some("on"),
+        "a server reachable from the network must require tokens"
+    );
 }
 
 #[test]

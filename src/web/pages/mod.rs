@@ -7,6 +7,7 @@
 //! sweep's page, the live run count of the new-sweep form and the `ids=1,2,3` form of the compare
 //! URL.
 
+mod account;
 mod analysis;
 mod compare;
 mod diagnostics;
@@ -52,6 +53,7 @@ pub fn router() -> Router<AppState> {
         .route("/sweeps/{id}", get(sweep_page))
         .route("/static/style.css", get(style_css))
         .route("/static/app.js", get(app_js))
+        .merge(account::routes())
         .merge(analysis::routes())
         .merge(planner::routes())
         .merge(diagnostics::routes())
@@ -105,21 +107,35 @@ async fn app_js() -> Response {
 // ---------------------------------------------------------------------------------------------
 // Shared pieces
 
-/// What the layout needs: the title, which nav entry is current, the static files' version.
+/// What the layout needs: the title, which nav entry is current, the static files' version,
+/// and who is signed in (empty when authentication is off).
 struct Page {
     title: String,
     nav: &'static str,
     version: &'static str,
+    user: String,
+    admin: bool,
 }
 
 impl Page {
     fn new(title: impl Into<String>, nav: &'static str) -> Page {
+        let caller = crate::web::auth::current();
+        let signed_in = caller.as_ref().filter(|c| c.token_id.is_some());
         Page {
             title: title.into(),
             nav,
             version: ASSET_VERSION.as_str(),
+            user: signed_in
+                .map(|c| format!("{} ({})", c.name, c.role))
+                .unwrap_or_default(),
+            admin: signed_in.is_some_and(|c| c.role == crate::auth::Role::Admin),
         }
     }
+}
+
+/// An HTML error page with `status` and `message` (for the request guards).
+pub(super) fn error_page(status: StatusCode, message: &str) -> Response {
+    PageError::new(status, message).into_response()
 }
 
 /// An option of a `<select>`.
@@ -386,32 +402,17 @@ fn page_run_id(path: Result<Path<i64>, PathRejection>) -> Result<i64, PageError>
         .map_err(|_| PageError::not_found("there is no such run: run ids are integers"))
 }
 
-/// Refuses form posts from other sites (a page elsewhere must not create or cancel runs here).
+/// Refuses form posts from other sites, or from an opaque (`null`) origin: a page elsewhere
+/// must not create or cancel runs here.
 fn same_origin(headers: &HeaderMap) -> Result<(), PageError> {
-    let forbidden = || {
-        PageError::new(
+    if crate::web::auth::same_origin(headers) {
+        Ok(())
+    } else {
+        Err(PageError::new(
             StatusCode::FORBIDDEN,
             "this form must be submitted from shapewise's own pages",
-        )
-    };
-    if headers
-        .get("sec-fetch-site")
-        .is_some_and(|site| site.as_bytes() == b"cross-site")
-    {
-        return Err(forbidden());
+        ))
     }
-    let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok());
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    if let (Some(origin), Some(host)) = (origin, host) {
-        let origin_host = origin
-            .split_once("://")
-            .map_or(origin, |(_, rest)| rest)
-            .trim_end_matches('/');
-        if origin != "null" && !origin_host.eq_ignore_ascii_case(host) {
-            return Err(forbidden());
-        }
-    }
-    Ok(())
 }
 
 /// Chart settings from `x` and `scale` query parameters (unknown values fall back to defaults).

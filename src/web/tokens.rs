@@ -1,0 +1,127 @@
+//! `/api/v1/tokens` (admins): create, list and revoke API tokens; `/api/v1/whoami`.
+
+use super::AppState;
+use super::error::ApiError;
+use super::runs::json_object;
+use crate::auth::{Identity, Role, TokenRecord};
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+/// The routes of this resource.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/tokens", get(list_tokens).post(create_token))
+        .route("/api/v1/tokens/{id}", delete(revoke_token))
+        .route("/api/v1/whoami", get(whoami))
+}
+
+/// Who the request comes from: the token's name and role (`anonymous`, an admin, when
+/// authentication is off).
+#[utoipa::path(
+    get,
+    path = "/api/v1/whoami",
+    tag = "tokens",
+    responses((status = 200, description = "The caller", body = Identity))
+)]
+async fn whoami() -> Json<Identity> {
+    Json(super::auth::current().unwrap_or_else(Identity::anonymous))
+}
+
+/// Lists every token (never their secrets), revoked ones included.
+#[utoipa::path(
+    get,
+    path = "/api/v1/tokens",
+    tag = "tokens",
+    responses((status = 200, description = "Every token, oldest first", body = Vec<TokenRecord>))
+)]
+async fn list_tokens(State(state): State<AppState>) -> Result<Json<Vec<TokenRecord>>, ApiError> {
+    Ok(Json(state.store.tokens().await?))
+}
+
+/// Creates a token: `{"name", "role": "reader" | "writer" | "admin"}`. The response holds the
+/// secret, which is shown this once and stored only as a hash.
+#[utoipa::path(
+    post,
+    path = "/api/v1/tokens",
+    tag = "tokens",
+    request_body(content = super::openapi::NewToken, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The token and its secret", body = super::openapi::CreatedToken),
+        (status = 400, description = "Malformed body or unknown field", body = super::openapi::ErrorBody),
+        (status = 422, description = "A name that is empty, too long or has control characters", body = super::openapi::ErrorBody),
+    )
+)]
+async fn create_token(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let mut body = json_object(body)?;
+    let name = match body.remove("name") {
+        Some(Value::String(name)) => name,
+        _ => return Err(ApiError::BadRequest("'name' (a string) is required".into())),
+    };
+    let role = match body.remove("role") {
+        Some(Value::String(role)) => Role::parse(&role).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "unknown role '{role}': use reader, writer or admin"
+            ))
+        })?,
+        _ => {
+            return Err(ApiError::BadRequest(
+                "'role' (reader, writer or admin) is required".into(),
+            ));
+        }
+    };
+    if let Some(unknown) = body.keys().next() {
+        return Err(ApiError::BadRequest(format!(
+            "unknown field '{unknown}': a token has 'name' and 'role'"
+        )));
+    }
+    crate::auth::check_token_name(&name).map_err(ApiError::Unprocessable)?;
+    let (token, secret) = state.store.create_token(&name, role).await?;
+    tracing::info!("token {} ({}) created", token.name, token.role);
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"token": token, "secret": secret})),
+    )
+        .into_response())
+}
+
+/// Revokes a token: it authenticates nothing from now on and its browser sessions end. The
+/// token making the request cannot revoke itself (409), so an admin cannot lock itself out.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/tokens/{id}",
+    tag = "tokens",
+    params(("id" = i64, Path, description = "Token id")),
+    responses(
+        (status = 204, description = "Revoked (or already revoked)"),
+        (status = 400, description = "The id is not an integer", body = super::openapi::ErrorBody),
+        (status = 404, description = "No such token", body = super::openapi::ErrorBody),
+        (status = 409, description = "The token making the request", body = super::openapi::ErrorBody),
+    )
+)]
+async fn revoke_token(
+    State(state): State<AppState>,
+    path: Result<Path<i64>, PathRejection>,
+) -> Result<StatusCode, ApiError> {
+    let Path(id) =
+        path.map_err(|_| ApiError::BadRequest("the token id must be an integer".into()))?;
+    if super::auth::current().is_some_and(|caller| caller.token_id == Some(id)) {
+        return Err(ApiError::Conflict(
+            "a token cannot revoke itself: use another admin token".into(),
+        ));
+    }
+    if state.store.revoke_token(id).await? {
+        tracing::info!("token {id} revoked");
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound(format!("token {id} not found")))
+    }
+}
