@@ -391,11 +391,23 @@ pub fn candidate_shapes(
             }
             break;
         }
-        // The largest multiple k with C(k d_head) <= budget: double, then bisect.
+        // The largest multiple k with C(k d_head) <= budget: double, then bisect. Past the
+        // widest multiple allowed, no width of this depth can use the budget (and the doubling
+        // stops before k d_head can overflow, however few tokens per parameter).
+        let widest_multiple = (widest / d_head) as u64;
         let (mut below, mut above) = (1u64, 2u64);
+        let mut beyond = false;
         while cost(above, depth) <= budget.flops {
+            if above > widest_multiple {
+                beyond = true;
+                break;
+            }
             below = above;
             above *= 2;
+        }
+        if beyond {
+            outside_widths += 1;
+            continue;
         }
         while above - below > 1 {
             let middle = below + (above - below) / 2;

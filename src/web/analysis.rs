@@ -710,51 +710,49 @@ enum SizeAxisName {
     Width,
 }
 
-/// An LR-transfer analysis of the selected runs.
+/// An LR-transfer analysis of the selected runs. Unknown fields are refused.
 #[allow(dead_code)]
 #[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
 #[schema(example = json!({"selection": {"sweep_id": 3}, "axis": "depth", "threshold": 0.25, "resamples": 500, "seed": 1}))]
 struct TransferRequest {
     selection: super::openapi::RunSelection,
     /// Which size varies across the runs.
-    #[schema(required = false, default = "depth")]
-    axis: SizeAxisName,
+    #[schema(default = "depth")]
+    axis: Option<SizeAxisName>,
     /// `|drift|` below this transfers, in octaves per doubling.
-    #[schema(required = false, default = 0.25, exclusive_minimum = 0.0)]
-    threshold: f64,
+    #[schema(default = 0.25, exclusive_minimum = 0.0)]
+    threshold: Option<f64>,
     /// Bootstrap resamples over seeds (used with several seeds per grid point); 0 skips it.
-    #[schema(required = false, default = 1000, minimum = 0, maximum = 5000)]
-    resamples: u64,
+    #[schema(default = 1000, minimum = 0, maximum = 5000)]
+    resamples: Option<u64>,
     /// Seed of the resampling.
-    #[schema(required = false, default = 0)]
-    seed: u64,
+    #[schema(default = 0, minimum = 0, maximum = 9223372036854775807_i64)]
+    seed: Option<u64>,
     /// Two-sided confidence level of the intervals, in (0, 1).
-    #[schema(required = false, default = 0.95)]
-    confidence: f64,
+    #[schema(default = 0.95, exclusive_minimum = 0.0, exclusive_maximum = 1.0)]
+    confidence: Option<f64>,
 }
 
-/// A width/depth tolerance analysis of the selected runs.
+/// A width/depth tolerance analysis of the selected runs. Unknown fields are refused.
 #[allow(dead_code)]
 #[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
 #[schema(example = json!({"selection": {"tags": ["compute-efficiency"]}, "tolerance": 0.01, "resamples": 500}))]
 struct ToleranceRequest {
     selection: super::openapi::RunSelection,
     /// Relative loss above the optimum still tolerated (0.01: within 1%).
-    #[schema(
-        required = false,
-        default = 0.01,
-        exclusive_minimum = 0.0,
-        maximum = 1.0
-    )]
-    tolerance: f64,
+    #[schema(default = 0.01, exclusive_minimum = 0.0, maximum = 1.0)]
+    tolerance: Option<f64>,
     /// Runs whose FLOPs lie within this factor of a scale's cheapest run share the scale.
-    #[schema(required = false, default = 1.5, minimum = 1.0)]
-    scale_factor: f64,
+    #[schema(default = 1.5, minimum = 1.0)]
+    scale_factor: Option<f64>,
     /// Bootstrap resamples of each scale's runs; 0 gives no interval.
-    #[schema(required = false, default = 1000, minimum = 0, maximum = 5000)]
-    resamples: u64,
-    #[schema(required = false, default = 0)]
-    seed: u64,
-    #[schema(required = false, default = 0.95)]
-    confidence: f64,
+    #[schema(default = 1000, minimum = 0, maximum = 5000)]
+    resamples: Option<u64>,
+    #[schema(default = 0, minimum = 0, maximum = 9223372036854775807_i64)]
+    seed: Option<u64>,
+    /// Two-sided confidence level of the intervals, in (0, 1).
+    #[schema(default = 0.95, exclusive_minimum = 0.0, exclusive_maximum = 1.0)]
+    confidence: Option<f64>,
 }

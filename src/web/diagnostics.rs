@@ -79,6 +79,25 @@ pub(crate) fn view(state: &AppState, record: DiagnosticRecord) -> DiagnosticView
     }
 }
 
+/// Most sizes one list of a diagnostic's options (`depths` or `widths`) may hold.
+pub(crate) const MAX_SIZES: usize = 64;
+
+/// Refuses a `depths` or `widths` list of more than [`MAX_SIZES`] sizes (422), before the
+/// options are read.
+fn check_size_lists(options: &Value) -> Result<(), ApiError> {
+    for key in ["depths", "widths"] {
+        if let Some(Value::Array(sizes)) = options.get(key)
+            && sizes.len() > MAX_SIZES
+        {
+            return Err(ApiError::Unprocessable(format!(
+                "{key} must list at most {MAX_SIZES} sizes, got {}",
+                sizes.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The kinds as a sentence: `coord-depth, coord-width or linearization`.
 fn kind_names() -> String {
     let names: Vec<&str> = DiagnosticKind::ALL.iter().map(|k| k.name()).collect();
@@ -126,6 +145,7 @@ async fn create_diagnostic(
             "unknown field '{unknown}': a diagnostic has kind and options"
         )));
     }
+    check_size_lists(&options)?;
     let id = state.jobs.enqueue_diagnostic(kind, &options, None).await?;
     let record = state
         .store
@@ -199,7 +219,8 @@ mod schemas {
         Linearization,
     }
 
-    /// A diagnostic to queue.
+    /// A diagnostic to queue: its kind, and options of that kind (the document describes each
+    /// kind's options).
     #[derive(ToSchema)]
     #[schema(example = json!({"kind": "linearization", "options": {"depths": [2, 4, 8], "seeds": 1}}))]
     pub struct CreateDiagnostic {

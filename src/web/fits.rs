@@ -44,7 +44,14 @@ pub fn router() -> Router<AppState> {
 }
 
 /// The most runs one selection may hold.
-const MAX_SELECTED_RUNS: i64 = 10_000;
+pub(crate) const MAX_SELECTED_RUNS: i64 = 10_000;
+/// The most tags a selection by tags may name.
+pub(crate) const MAX_SELECTED_TAGS: usize = 100;
+/// The most values a list of one filter of a selection may hold (each is a condition, ANDed:
+/// a bound, a second bound, an exclusion).
+pub(crate) const MAX_FILTER_VALUES: usize = 4;
+/// The largest seed (seeds are stored as SQLite integers).
+pub(crate) const MAX_SEED: u64 = i64::MAX as u64;
 /// Runs read from the store per page.
 const PAGE: i64 = 1000;
 /// The most bootstrap resamples one request may ask for.
@@ -99,10 +106,10 @@ pub(crate) fn parse_selection(value: Option<Value>) -> Result<RunQuery, ApiError
         "tags" => {
             let tags: Vec<String> =
                 serde_json::from_value(value).map_err(|_| bad("a list of tags (strings)"))?;
-            if tags.is_empty() {
-                return Err(bad(
-                    "a non-empty list of tags (a run must carry all of them)",
-                ));
+            if tags.is_empty() || tags.len() > MAX_SELECTED_TAGS {
+                return Err(bad(&format!(
+                    "a list of 1 to {MAX_SELECTED_TAGS} tags (a run must carry all of them)"
+                )));
             }
             Ok(RunQuery {
                 tags,
@@ -123,12 +130,26 @@ pub(crate) fn parse_selection(value: Option<Value>) -> Result<RunQuery, ApiError
                     )));
                 }
                 let values = match value {
+                    Value::Array(values) if values.len() > MAX_FILTER_VALUES => {
+                        return Err(ApiError::BadRequest(format!(
+                            "filter '{key}' lists more than {MAX_FILTER_VALUES} values"
+                        )));
+                    }
                     Value::Array(values) => values,
                     single => vec![single],
                 };
                 for value in values {
                     let text = match value {
                         Value::String(s) => s,
+                        Value::Number(n)
+                            if super::runs::column_kind(&key)
+                                == super::runs::ColumnKind::Integer
+                                && n.as_i64().is_none() =>
+                        {
+                            return Err(ApiError::BadRequest(format!(
+                                "filter '{key}' needs an integer (64-bit), got {n}"
+                            )));
+                        }
                         Value::Number(n) => n.to_string(),
                         _ => {
                             return Err(ApiError::BadRequest(format!(
@@ -167,7 +188,7 @@ pub(crate) fn bootstrap_fields(
     body: &mut Map<String, Value>,
 ) -> Result<BootstrapOptions, ApiError> {
     let resamples = integer_field(body, "resamples", 1000, MAX_RESAMPLES)? as usize;
-    let seed = integer_field(body, "seed", 0, u64::MAX)?;
+    let seed = integer_field(body, "seed", 0, MAX_SEED)?;
     let confidence = match body.remove("confidence") {
         None | Some(Value::Null) => 0.95,
         Some(value) => value
@@ -700,7 +721,7 @@ async fn chinchilla_fit(
 ) -> Result<Response, ApiError> {
     let mut body = json_object(body)?;
     let query = parse_selection(body.remove("selection"))?;
-    let exclude = integer_field(&mut body, "exclude_highest_loss", 0, u64::MAX)? as usize;
+    let exclude = integer_field(&mut body, "exclude_highest_loss", 0, i64::MAX as u64)? as usize;
     let bootstrap = bootstrap_fields(&mut body)?;
     no_unknown_fields(
         &body,
@@ -845,7 +866,7 @@ fn parameterization_field(
     responses(
         (status = 200, description = "The savings at the loss used, with an interval", body = super::openapi::SavingsResult),
         (status = 400, description = "Malformed JSON, a bad selection or setting, or an unknown field", body = super::openapi::ErrorBody),
-        (status = 422, description = "A group missing or refused by the fit, a loss no curve reaches, or ranges that do not overlap", body = super::openapi::ErrorBody),
+        (status = 422, description = "The same parameterization as candidate and baseline, a group missing or refused by the fit, a loss no curve reaches, or ranges that do not overlap", body = super::openapi::ErrorBody),
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -858,7 +879,7 @@ async fn savings_analysis(
     let candidate = parameterization_field(&mut body, "candidate", Parameterization::CompleteP)?;
     let baseline = parameterization_field(&mut body, "baseline", Parameterization::Mup)?;
     if candidate == baseline {
-        return Err(ApiError::BadRequest(format!(
+        return Err(ApiError::Unprocessable(format!(
             "'candidate' and 'baseline' are both '{candidate}': compare two parameterizations"
         )));
     }

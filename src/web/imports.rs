@@ -50,6 +50,20 @@ fn finite_positive(name: &str, value: Option<f64>, context: &str) -> Result<Opti
     }
 }
 
+/// Refuses tokens or FLOPs derived from the other (`6 params tokens`) that overflow to infinity
+/// or underflow to zero.
+fn finite_derived(tokens: f64, flops: f64, context: &str) -> Result<(), ApiError> {
+    for (name, value) in [("tokens", tokens), ("flops", flops)] {
+        if !(value.is_finite() && value > 0.0) {
+            return Err(ApiError::Unprocessable(format!(
+                "{context}: the derived '{name}' ({value}) is not a positive finite number: give \
+                 both 'tokens' and 'flops'"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Validates points; `params` converts between tokens and FLOPs when only one is given.
 fn points(raw: Vec<PointIn>, params: f64, context: &str) -> Result<Vec<MetricPoint>, ApiError> {
     if raw.len() > MAX_POINTS_PER_REQUEST {
@@ -90,6 +104,7 @@ fn points(raw: Vec<PointIn>, params: f64, context: &str) -> Result<Vec<MetricPoi
                     )));
                 }
             };
+            finite_derived(tokens, flops, &at)?;
             Ok(MetricPoint {
                 step: p.step,
                 tokens: tokens.round() as i64,
@@ -163,6 +178,7 @@ fn imported_run(index: usize, value: Value) -> Result<ImportedRun, ApiError> {
             )));
         }
     };
+    finite_derived(tokens, flops, &context)?;
     let positive_int = |name: &str, v: Option<i64>| match v {
         Some(x) if x <= 0 => Err(ApiError::Unprocessable(format!(
             "{context}: '{name}' must be positive"

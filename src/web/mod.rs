@@ -3,6 +3,7 @@
 
 mod analysis;
 pub mod auth;
+mod bounds;
 mod charts;
 mod diagnostics;
 mod error;

@@ -22,6 +22,8 @@ use utoipa::OpenApi;
 
 pub use schemas::*;
 
+mod strict;
+
 /// The routes of this resource.
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -62,7 +64,7 @@ pub fn router() -> Router<AppState> {
         super::tokens::revoke_token,
         openapi_json,
     ),
-    components(schemas(RunEvent, ErrorKind)),
+    components(schemas(RunEvent, ErrorKind, RunFilterValues)),
     tags(
         (name = "runs", description = "Create, list, inspect, cancel, delete and tag runs; their metrics, live."),
         (name = "imports", description = "Runs trained elsewhere: batch imports and appended metrics."),
@@ -76,7 +78,16 @@ pub fn router() -> Router<AppState> {
 )]
 struct ApiDoc;
 
-/// The OpenAPI document of the REST API.
+/// The OpenAPI document of the REST API as served: [`document`] with the request rules the
+/// derives cannot state ([`strict`]).
+pub fn document_json() -> Value {
+    let mut doc =
+        serde_json::to_value(document()).expect("the OpenAPI document serializes to JSON");
+    strict::tighten(&mut doc);
+    doc
+}
+
+/// The OpenAPI document of the REST API, as the derives describe it.
 pub fn document() -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
     for part in [
@@ -153,14 +164,9 @@ fn describe_guards(doc: &mut utoipa::openapi::OpenApi) {
     }
 }
 
-static DOCUMENT_JSON: LazyLock<String> = LazyLock::new(|| {
-    serde_json::to_string(&document()).expect("the OpenAPI document serializes to JSON")
-});
+static DOCUMENT_JSON: LazyLock<String> = LazyLock::new(|| document_json().to_string());
 
-static DOCS_HTML: LazyLock<String> = LazyLock::new(|| {
-    let doc = serde_json::to_value(document()).expect("the OpenAPI document serializes to JSON");
-    render_docs(&doc)
-});
+static DOCS_HTML: LazyLock<String> = LazyLock::new(|| render_docs(&document_json()));
 
 /// The OpenAPI description of this API.
 ///
@@ -316,8 +322,9 @@ mod schemas {
     // -----------------------------------------------------------------------------------------
     // Runs
 
-    /// Every run setting but the shape and rule; each has a default.
+    /// Every run setting but the shape and rule; each has a default. Unknown fields are refused.
     #[derive(ToSchema)]
+    #[serde(deny_unknown_fields)]
     pub struct RunSettings {
         /// Alpha, for `parameterization = "alpha"` only.
         alpha: Option<f64>,
@@ -336,16 +343,16 @@ mod schemas {
         #[schema(required = false, default = 2)]
         base_depth: u64,
         /// Base peak learning rate `eta` (2^-8 by default).
-        #[schema(required = false, default = 0.00390625)]
+        #[schema(required = false, default = 0.00390625, exclusive_minimum = 0.0)]
         lr: f64,
         /// Base init standard deviation `sigma`.
-        #[schema(required = false, default = 0.02)]
+        #[schema(required = false, default = 0.02, exclusive_minimum = 0.0)]
         init_std: f64,
         /// Base AdamW epsilon.
-        #[schema(required = false, default = 1e-16)]
+        #[schema(required = false, default = 1e-16, minimum = 0.0)]
         eps: f64,
         /// Base coupled weight decay `lambda`.
-        #[schema(required = false, default = 0.0)]
+        #[schema(required = false, default = 0.0, minimum = 0.0)]
         weight_decay: f64,
         /// Attention logit scale; the parameterization's default when absent.
         attention_scale: Option<AttentionScale>,
@@ -364,7 +371,8 @@ mod schemas {
         batch: u64,
         /// Training tokens; when absent, `tokens_per_param` times the non-embedding parameters.
         tokens: Option<u64>,
-        /// Training tokens per non-embedding parameter (Chinchilla-optimal is about 20).
+        /// Training tokens per non-embedding parameter (Chinchilla-optimal is about 20); read
+        /// only when `tokens` is absent, and then the budget must come to at least one token.
         #[schema(required = false, default = 20.0)]
         tokens_per_param: f64,
         /// Seed of the initial weights and of the training batches.
@@ -372,16 +380,32 @@ mod schemas {
         seed: u64,
         #[schema(required = false, default = "linear")]
         schedule: Schedule,
-        /// Fraction of the steps spent warming up linearly.
-        #[schema(required = false, default = 0.1)]
+        /// Fraction of the steps spent warming up linearly, in [0, 1).
+        #[schema(
+            required = false,
+            default = 0.1,
+            minimum = 0.0,
+            exclusive_maximum = 1.0
+        )]
         warmup_fraction: f64,
         /// Clip the global gradient norm to this value.
+        #[schema(exclusive_minimum = 0.0)]
         grad_clip: Option<f64>,
-        /// AdamW beta_1.
-        #[schema(required = false, default = 0.9)]
+        /// AdamW beta_1, in [0, 1).
+        #[schema(
+            required = false,
+            default = 0.9,
+            minimum = 0.0,
+            exclusive_maximum = 1.0
+        )]
         beta1: f64,
-        /// AdamW beta_2.
-        #[schema(required = false, default = 0.95)]
+        /// AdamW beta_2, in [0, 1).
+        #[schema(
+            required = false,
+            default = 0.95,
+            minimum = 0.0,
+            exclusive_maximum = 1.0
+        )]
         beta2: f64,
         /// Emit a metric point every this many steps; about 100 points per run when absent.
         log_every: Option<u64>,
@@ -392,8 +416,8 @@ mod schemas {
         #[schema(required = false, default = 32)]
         val_sequences: u64,
         /// A run whose training loss exceeds `divergence_factor * ln(V)` (or is not finite) stops
-        /// with status `diverged`.
-        #[schema(required = false, default = 2.0)]
+        /// with status `diverged`. Above 1.
+        #[schema(required = false, default = 2.0, exclusive_minimum = 1.0)]
         divergence_factor: f64,
         #[schema(required = false, default = "cpu")]
         device: DeviceChoice,
@@ -402,7 +426,9 @@ mod schemas {
     }
 
     /// A run to train: its scaling rule and shape, any other run setting (unknown fields are
-    /// refused), and an optional name and tags.
+    /// refused), and an optional name and tags. Integers out of range are refused (422) before
+    /// anything else; so is a width that is not a multiple of `d_head`, a vocabulary below the
+    /// corpus's, or a device this build lacks.
     #[derive(ToSchema)]
     #[schema(example = json!({
         "parameterization": "completep", "width": 256, "depth": 8, "lr": 0.01, "tokens": 2000000,
@@ -415,8 +441,10 @@ mod schemas {
         /// Model depth `L` (blocks).
         depth: u64,
         /// Display name, at most 200 characters.
+        #[schema(max_length = 200)]
         name: Option<String>,
         /// At most 64 tags of 1 to 100 characters.
+        #[schema(max_items = 64)]
         tags: Option<Vec<String>>,
         #[serde(flatten)]
         settings: RunSettings,
@@ -434,9 +462,15 @@ mod schemas {
 
     /// A token to create.
     #[derive(ToSchema)]
+    #[serde(deny_unknown_fields)]
     #[schema(example = json!({"name": "notebook-alice", "role": "writer"}))]
     pub struct NewToken {
-        /// 1 to 100 printable characters; shown as the creator of the runs it makes.
+        /// 1 to 100 characters, no control characters, not only spaces; shown as the creator of
+        /// the runs it makes.
+        #[schema(
+            max_length = 100,
+            pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00-\x1f\x7f-\x9f]*$"
+        )]
         name: String,
         role: crate::auth::Role,
     }
@@ -458,11 +492,15 @@ mod schemas {
         note: String,
     }
 
-    /// Tags to add and remove (either may be omitted).
+    /// Tags to add and remove (either may be omitted), each list at most 64 tags of 1 to 100
+    /// characters. A run keeps at most 64 tags.
     #[derive(ToSchema)]
+    #[serde(deny_unknown_fields)]
     #[schema(example = json!({"add": ["baseline"], "remove": ["draft"]}))]
     pub struct TagEdit {
+        #[schema(max_items = 64)]
         add: Option<Vec<String>>,
+        #[schema(max_items = 64)]
         remove: Option<Vec<String>>,
     }
 
@@ -488,12 +526,15 @@ mod schemas {
     }
 
     /// Query parameters of the runs listing and its CSV export. Filters are ANDed; each takes a
-    /// value (equality), `in:a,b,c` (at most 1000 values), or `ne:`, `lt:`, `le:`, `gt:`, `ge:`
-    /// followed by a value.
+    /// value (equality), `in:a,b,c`, or `ne:`, `lt:`, `le:`, `gt:`, `ge:` followed by a value;
+    /// integer columns take integers and real columns decimal numbers (the `pattern` of each
+    /// parameter). An empty filter or tag is ignored, as HTML forms send the fields left blank.
+    /// At most 200 filters and tags, and 10000 values, in all.
     #[derive(IntoParams)]
     #[into_params(parameter_in = Query)]
     pub struct RunFilters {
-        /// Only runs carrying this tag; repeat the parameter to require several.
+        /// Only runs carrying this tag; repeat the parameter to require several (at most 100).
+        #[param(max_items = 100)]
         tag: Option<Vec<String>>,
         /// Column to sort by (any filter column), `-column` for descending. Newest first by default.
         #[param(example = "-final_val_loss")]
@@ -502,7 +543,7 @@ mod schemas {
         #[param(minimum = 1, maximum = 1000, default = json!(100), example = 20)]
         limit: Option<i64>,
         /// Runs to skip.
-        #[param(minimum = 0, default = json!(0), example = 0)]
+        #[param(minimum = 0, maximum = 9223372036854775807_i64, default = json!(0), example = 0)]
         offset: Option<i64>,
         /// Filter on the run id (integer).
         id: Option<String>,
@@ -568,43 +609,60 @@ mod schemas {
     // Imports
 
     /// One metric point sent by an importer: `step`, `tokens` or `flops` (the other is derived
-    /// from `6 * params * tokens`), and `train_loss` or `val_loss`.
+    /// from `6 * params * tokens`; a point with neither, or whose derived value overflows, is
+    /// refused with 422), and `train_loss` or `val_loss` (422 without either). Unknown fields
+    /// are refused.
     #[derive(ToSchema)]
+    #[serde(deny_unknown_fields)]
     #[schema(example = json!({"step": 100, "tokens": 409600, "train_loss": 4.1, "lr": 0.001}))]
     pub struct MetricPointIn {
-        #[schema(minimum = 0)]
+        #[schema(minimum = 0, maximum = 9223372036854775807_i64)]
         step: i64,
+        #[schema(exclusive_minimum = 0.0)]
         tokens: Option<f64>,
+        #[schema(exclusive_minimum = 0.0)]
         flops: Option<f64>,
+        #[schema(exclusive_minimum = 0.0)]
         train_loss: Option<f64>,
+        #[schema(exclusive_minimum = 0.0)]
         val_loss: Option<f64>,
+        #[schema(exclusive_minimum = 0.0)]
         lr: Option<f64>,
         wall_secs: Option<f64>,
     }
 
     /// A run trained elsewhere. Give `tokens` or `flops` (the other is derived from
-    /// `6 * params * tokens`). Fields not listed here are kept as the run's config.
+    /// `6 * params * tokens`; 422 without either, or when the derived value overflows). Fields
+    /// not listed here are kept as the run's config.
     #[derive(ToSchema)]
     pub struct ImportedRun {
         name: Option<String>,
         parameterization: Parameterization,
-        /// For `parameterization = "alpha"`.
+        /// Required (0.5 to 1) for `parameterization = "alpha"`; for the others absent or their
+        /// own (0.5 for `depth-mup`, 1 for `completep`).
         alpha: Option<f64>,
         /// Non-embedding parameters.
-        #[schema(minimum = 1)]
+        #[schema(minimum = 1, maximum = 9223372036854775807_i64)]
         params: i64,
         /// The final loss (positive).
+        #[schema(exclusive_minimum = 0.0)]
         final_loss: f64,
         /// Training tokens.
+        #[schema(exclusive_minimum = 0.0)]
         tokens: Option<f64>,
         /// Training FLOPs.
+        #[schema(exclusive_minimum = 0.0)]
         flops: Option<f64>,
+        #[schema(minimum = 1, maximum = 9223372036854775807_i64)]
         width: Option<i64>,
+        #[schema(minimum = 1, maximum = 9223372036854775807_i64)]
         depth: Option<i64>,
+        #[schema(exclusive_minimum = 0.0)]
         lr: Option<f64>,
         dataset: Option<String>,
         tags: Option<Vec<String>>,
         /// The run's metric series, at most 100000 points.
+        #[schema(max_items = 100000)]
         metrics: Option<Vec<MetricPointIn>>,
     }
 
@@ -615,6 +673,7 @@ mod schemas {
         "params": 12582912, "tokens": 251658240, "final_loss": 3.21, "tags": ["nanogpt"],
         "metrics": [{"step": 0, "tokens": 0.1, "train_loss": 10.8}]
     }]}))]
+    #[serde(deny_unknown_fields)]
     pub struct ImportRuns {
         #[schema(min_items = 1, max_items = 10000)]
         runs: Vec<ImportedRun>,
@@ -628,6 +687,7 @@ mod schemas {
 
     /// Points to append to an imported run.
     #[derive(ToSchema)]
+    #[serde(deny_unknown_fields)]
     pub struct AppendMetrics {
         #[schema(max_items = 100000)]
         points: Vec<MetricPointIn>,
@@ -644,8 +704,10 @@ mod schemas {
     // Sweeps
 
     /// A grid of runs: every combination of parameterization, width, depth, learning rate and seed
-    /// (at most 1000), with the other settings shared.
+    /// (at most 1000 runs, else 422), with the other settings shared. Every grid point is checked
+    /// as a run (422 naming the point). Unknown fields are refused.
     #[derive(ToSchema)]
+    #[serde(deny_unknown_fields)]
     #[schema(example = json!({
         "name": "lr-sweep", "parameterizations": ["sp", "completep"], "widths": [128, 256],
         "depths": [2, 8], "lrs": [0.001, 0.003, 0.01], "seeds": [0],
@@ -654,6 +716,7 @@ mod schemas {
     }))]
     pub struct CreateSweep {
         /// 1 to 200 characters.
+        #[schema(min_length = 1, max_length = 200)]
         name: String,
         #[schema(min_items = 1)]
         parameterizations: Vec<Parameterization>,
@@ -666,9 +729,10 @@ mod schemas {
         lrs: Vec<f64>,
         #[schema(required = false, min_items = 1, default = json!([0]))]
         seeds: Vec<u64>,
-        /// Settings shared by every run of the grid.
+        /// Settings shared by every run of the grid (the grid's `lr` and `seed` replace theirs).
         config: Option<RunSettings>,
-        /// Tags of every run of the grid.
+        /// Tags of every run of the grid: at most 64 of 1 to 100 characters.
+        #[schema(max_items = 64)]
         tags: Option<Vec<String>>,
     }
 
@@ -707,7 +771,8 @@ mod schemas {
     // -----------------------------------------------------------------------------------------
     // Plan
 
-    /// Query parameters of the plan, named as the flags of `shapewise plan`.
+    /// Query parameters of the plan, named as the flags of `shapewise plan`; sizes within the
+    /// bounds of a run config. Unknown parameters are refused.
     #[derive(IntoParams)]
     #[into_params(parameter_in = Query)]
     pub struct PlanParams {
@@ -730,16 +795,16 @@ mod schemas {
         #[param(default = json!(2), example = 2)]
         base_depth: Option<u64>,
         /// Base learning rate.
-        #[param(default = json!(0.00390625), example = 0.01)]
+        #[param(default = json!(0.00390625), example = 0.01, exclusive_minimum = 0.0)]
         lr: Option<f64>,
         /// Base init standard deviation.
-        #[param(default = json!(0.02), example = 0.02)]
+        #[param(default = json!(0.02), example = 0.02, exclusive_minimum = 0.0)]
         init_std: Option<f64>,
         /// Base AdamW epsilon.
-        #[param(default = json!(1e-16), example = 1e-8)]
+        #[param(default = json!(1e-16), example = 1e-8, minimum = 0.0)]
         eps: Option<f64>,
         /// Base weight decay.
-        #[param(default = json!(0.0), example = 0.1)]
+        #[param(default = json!(0.0), example = 0.1, minimum = 0.0)]
         weight_decay: Option<f64>,
         /// Head dimension.
         #[param(default = json!(64), example = 64)]
@@ -756,6 +821,7 @@ mod schemas {
     /// of them) or `filters` (the filters of `GET /api/v1/runs` as an object, e.g.
     /// `{"parameterization": "in:mup,completep", "width": "ge:256"}`; no `sort`, `limit` or
     /// `offset`). Only `succeeded` runs with the numbers the fit needs are used, at most 10000.
+    /// (Described in full by the document: an object with exactly one of the four.)
     #[derive(ToSchema)]
     #[serde(rename_all = "snake_case")]
     #[schema(example = json!({"tags": ["chinchilla"]}))]
@@ -766,23 +832,32 @@ mod schemas {
         Filters(std::collections::BTreeMap<String, String>),
     }
 
+    /// The filters of a selection: the filters of `GET /api/v1/runs` as an object, each a
+    /// string as in the query (an empty one is ignored), a number, or a list of those (ANDed,
+    /// at most 4). `tag` requires a tag. (The document lists every column.)
+    #[derive(ToSchema)]
+    #[schema(example = json!({"parameterization": "in:mup,completep", "width": "ge:256"}))]
+    pub struct RunFilterValues {}
+
     /// A Chinchilla fit of the selected runs.
     #[derive(ToSchema)]
+    #[serde(deny_unknown_fields)]
     #[schema(example = json!({"selection": {"tags": ["chinchilla"]}, "exclude_highest_loss": 5, "resamples": 200}))]
     pub struct ChinchillaFitRequest {
         selection: RunSelection,
-        /// Leave out this many runs of highest final loss (Epoch left out 5).
-        #[schema(required = false, default = 0, minimum = 0)]
-        exclude_highest_loss: u64,
+        /// Leave out this many runs of highest final loss (Epoch left out 5); fewer than the
+        /// usable runs (else 422).
+        #[schema(default = 0, minimum = 0, maximum = 9223372036854775807_i64)]
+        exclude_highest_loss: Option<u64>,
         /// Bootstrap resamples; 0 fits once, without intervals.
-        #[schema(required = false, default = 1000, minimum = 0, maximum = 5000)]
-        resamples: u64,
+        #[schema(default = 1000, minimum = 0, maximum = 5000)]
+        resamples: Option<u64>,
         /// Seed of the resampling.
-        #[schema(required = false, default = 0)]
-        seed: u64,
+        #[schema(default = 0, minimum = 0, maximum = 9223372036854775807_i64)]
+        seed: Option<u64>,
         /// Two-sided confidence level of the intervals, in (0, 1).
-        #[schema(required = false, default = 0.95)]
-        confidence: f64,
+        #[schema(default = 0.95, exclusive_minimum = 0.0, exclusive_maximum = 1.0)]
+        confidence: Option<f64>,
     }
 
     /// A percentile interval `[low, high]`.
@@ -835,18 +910,20 @@ mod schemas {
 
     /// Loss-versus-compute fits of the selected runs.
     #[derive(ToSchema)]
+    #[serde(deny_unknown_fields)]
     #[schema(example = json!({"selection": {"sweep_id": 3}, "group_by": "parameterization", "resamples": 500}))]
     pub struct ComputeFitRequest {
         selection: RunSelection,
-        #[schema(required = false, default = "parameterization")]
-        group_by: GroupBy,
+        #[schema(default = "parameterization")]
+        group_by: Option<GroupBy>,
         /// Bootstrap resamples; 0 fits once, without intervals.
-        #[schema(required = false, default = 1000, minimum = 0, maximum = 5000)]
-        resamples: u64,
-        #[schema(required = false, default = 0)]
-        seed: u64,
-        #[schema(required = false, default = 0.95)]
-        confidence: f64,
+        #[schema(default = 1000, minimum = 0, maximum = 5000)]
+        resamples: Option<u64>,
+        #[schema(default = 0, minimum = 0, maximum = 9223372036854775807_i64)]
+        seed: Option<u64>,
+        /// Two-sided confidence level of the intervals, in (0, 1).
+        #[schema(default = 0.95, exclusive_minimum = 0.0, exclusive_maximum = 1.0)]
+        confidence: Option<f64>,
     }
 
     /// Bootstrap intervals of a compute curve's parameters.
@@ -859,24 +936,28 @@ mod schemas {
         b: Bounds,
     }
 
-    /// FLOP savings of one parameterization over another at matched loss.
+    /// FLOP savings of one parameterization over another at matched loss (two different ones:
+    /// the same twice is refused with 422).
     #[derive(ToSchema)]
+    #[serde(deny_unknown_fields)]
     #[schema(example = json!({"selection": {"sweep_id": 3}, "candidate": "completep", "baseline": "mup", "resamples": 500}))]
     pub struct SavingsRequest {
         selection: RunSelection,
-        #[schema(required = false, default = "completep")]
-        candidate: Parameterization,
-        #[schema(required = false, default = "mup")]
-        baseline: Parameterization,
+        #[schema(default = "completep")]
+        candidate: Option<Parameterization>,
+        #[schema(default = "mup")]
+        baseline: Option<Parameterization>,
         /// The loss to compare at; the midpoint of the loss range both groups observed when absent.
+        #[schema(exclusive_minimum = 0.0)]
         loss: Option<f64>,
         /// Bootstrap resamples of each group; 0 gives no interval.
-        #[schema(required = false, default = 1000, minimum = 0, maximum = 5000)]
-        resamples: u64,
-        #[schema(required = false, default = 0)]
-        seed: u64,
-        #[schema(required = false, default = 0.95)]
-        confidence: f64,
+        #[schema(default = 1000, minimum = 0, maximum = 5000)]
+        resamples: Option<u64>,
+        #[schema(default = 0, minimum = 0, maximum = 9223372036854775807_i64)]
+        seed: Option<u64>,
+        /// Two-sided confidence level of the intervals, in (0, 1).
+        #[schema(default = 0.95, exclusive_minimum = 0.0, exclusive_maximum = 1.0)]
+        confidence: Option<f64>,
     }
 
     /// One side of a savings comparison: its curve and the runs behind it.
@@ -1112,7 +1193,12 @@ fn constraints(schema: &Value) -> String {
     for (key, label) in [
         ("default", "default"),
         ("minimum", "min"),
+        ("exclusiveMinimum", "above"),
         ("maximum", "max"),
+        ("exclusiveMaximum", "below"),
+        ("minLength", "min length"),
+        ("maxLength", "max length"),
+        ("pattern", "pattern"),
         ("minItems", "min items"),
         ("maxItems", "max items"),
         ("example", "e.g."),
@@ -1200,11 +1286,17 @@ fn schema_body(schema: &Value) -> String {
             }
         }
     }
-    if let Some(variants) = schema.get("oneOf").and_then(Value::as_array) {
+    if let Some(variants) = (schema.get("oneOf"))
+        .or_else(|| schema.get("anyOf"))
+        .and_then(Value::as_array)
+    {
         out.push_str("<p>One of:</p><ul>");
         for variant in variants {
             out.push_str("<li>");
-            match variant.get("description").and_then(Value::as_str) {
+            match (variant.get("description"))
+                .or_else(|| variant.get("title"))
+                .and_then(Value::as_str)
+            {
                 Some(description) => out.push_str(&inline_text(description)),
                 None => out.push_str(&type_html(variant)),
             }
@@ -1424,7 +1516,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     fn doc() -> Value {
-        serde_json::to_value(document()).unwrap()
+        document_json()
     }
 
     fn schema<'a>(doc: &'a Value, name: &str) -> &'a Value {
@@ -1497,20 +1589,85 @@ mod tests {
                 "documented default of '{key}'"
             );
         }
-        // CreateRun: every RunSettings field, plus the shape, the rule, name and tags.
+        // CreateRun: one closed object, every RunSettings field, plus the shape, the rule, name
+        // and tags.
         let create = schema(&doc, "CreateRun");
-        assert!(
-            create["allOf"]
-                .as_array()
-                .unwrap()
-                .contains(&json!({"$ref": "#/components/schemas/RunSettings"}))
-        );
+        assert!(create.get("allOf").is_none());
+        assert_eq!(create["additionalProperties"], json!(false));
+        let mut expected = property_names(settings);
+        expected.extend(["depth", "name", "parameterization", "tags", "width"].map(String::from));
+        assert_eq!(property_names(create), expected);
+        let required: BTreeSet<String> =
+            serde_json::from_value(create["required"].clone()).unwrap();
         assert_eq!(
-            property_names(create),
-            ["depth", "name", "parameterization", "tags", "width"]
+            required,
+            ["depth", "parameterization", "width"]
                 .map(String::from)
                 .into()
         );
+    }
+
+    #[test]
+    fn run_integers_have_the_ranges_the_handlers_check() {
+        let doc = doc();
+        let create = schema(&doc, "CreateRun");
+        for range in crate::web::bounds::RUN_INTEGERS {
+            let property = &create["properties"][range.key];
+            assert_eq!(property["minimum"], json!(range.min), "{}", range.key);
+            assert_eq!(property["maximum"], json!(range.max), "{}", range.key);
+        }
+        assert_eq!(
+            schema(&doc, "RunSettings")["additionalProperties"],
+            json!(false)
+        );
+    }
+
+    /// Every request body is a closed object (or a choice of closed objects), but an imported
+    /// run, whose extra fields are kept as its config.
+    #[test]
+    fn request_bodies_refuse_unknown_fields() {
+        let doc = doc();
+        fn closed(doc: &Value, schema: &Value, at: &str) {
+            if let Some(reference) = schema.get("$ref").and_then(Value::as_str) {
+                let name = ref_name(reference);
+                let target = &doc["components"]["schemas"][name];
+                if name == "ImportedRun" || target.get("enum").is_some() {
+                    return;
+                }
+                return closed(doc, target, &format!("{at} > {name}"));
+            }
+            for key in ["oneOf", "anyOf"] {
+                if let Some(variants) = schema.get(key).and_then(Value::as_array) {
+                    for variant in variants.iter().filter(|v| v["type"] != "null") {
+                        closed(doc, variant, at);
+                    }
+                    return;
+                }
+            }
+            assert_eq!(schema["type"], "object", "{at}: {schema}");
+            assert_eq!(schema["additionalProperties"], json!(false), "{at}");
+            for (name, property) in schema["properties"].as_object().unwrap() {
+                let inner = property.get("items").unwrap_or(property);
+                let nested = inner.get("$ref").is_some()
+                    || inner["type"] == "object"
+                    || inner.pointer("/oneOf/0/$ref").is_some();
+                if nested {
+                    closed(doc, inner, &format!("{at}.{name}"));
+                }
+            }
+        }
+        let mut bodies = 0;
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap() {
+                if let Some(schema) =
+                    operation.pointer("/requestBody/content/application~1json/schema")
+                {
+                    closed(&doc, schema, &format!("{method} {path}"));
+                    bodies += 1;
+                }
+            }
+        }
+        assert!(bodies >= 15, "{bodies} request bodies");
     }
 
     #[test]
@@ -1580,6 +1737,38 @@ mod tests {
                 StoredStatus::Interrupted,
             ])
         );
+    }
+
+    #[test]
+    fn study_and_diagnostic_requests_mirror_the_real_kinds() {
+        use crate::study::{StudyKind, StudySize};
+        let doc = doc();
+        let study = &schema(&doc, "CreateStudy")["properties"];
+        assert_eq!(
+            enum_values(&study["kind"]),
+            StudyKind::ALL.iter().map(|k| k.name().to_string()).collect()
+        );
+        assert_eq!(
+            enum_values(&study["size"]["oneOf"][0]),
+            StudySize::ALL.iter().map(|s| s.name().to_string()).collect()
+        );
+        for kind in crate::jobs::DiagnosticKind::ALL {
+            let options = doc["components"]["schemas"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .find(|(name, s)| {
+                    name.ends_with("Diagnostic")
+                        && s.pointer("/properties/kind/enum/0") == Some(&json!(kind.name()))
+                })
+                .map(|(name, _)| name.replace("Diagnostic", "Options"))
+                .unwrap_or_else(|| panic!("no request for {kind}"));
+            assert_eq!(
+                property_names(schema(&doc, &options)),
+                kind.default_options().keys().cloned().collect(),
+                "{options}"
+            );
+        }
     }
 
     #[test]

@@ -32,6 +32,34 @@ struct PlanQuery {
     attention_scale: Option<String>,
 }
 
+/// Whether every number of a plan is finite (large base hyperparameters scaled by the width
+/// and depth rules can overflow).
+fn finite(plan: &crate::param::ParamPlan) -> bool {
+    let g = &plan.groups;
+    let rules = [
+        g.embedding,
+        g.hidden_weights,
+        g.hidden_biases,
+        g.block_norms,
+        g.final_norm,
+        g.unembedding,
+    ];
+    let multipliers = [
+        plan.m_n,
+        plan.m_l,
+        plan.residual_multiplier,
+        plan.logits_multiplier,
+        plan.attention_scale,
+    ];
+    multipliers.iter().all(|x| x.is_finite())
+        && rules.iter().all(|r| {
+            r.lr.is_finite()
+                && r.weight_decay.is_finite()
+                && r.eps.is_finite()
+                && r.init_std.is_none_or(f64::is_finite)
+        })
+}
+
 /// Plans the per-group hyperparameters of a target shape.
 ///
 /// What `shapewise plan --json` prints: the multipliers and, for each parameter group, the
@@ -45,13 +73,30 @@ struct PlanQuery {
     responses(
         (status = 200, description = "The plan", body = super::openapi::ParamPlan),
         (status = 400, description = "A missing, malformed or unknown parameter", body = super::openapi::ErrorBody),
-        (status = 422, description = "Settings the parameterization refuses", body = super::openapi::ErrorBody),
+        (status = 422, description = "Settings the parameterization refuses, a size out of range, or a plan whose numbers overflow", body = super::openapi::ErrorBody),
     )
 )]
 async fn get_plan(
     query: Result<Query<PlanQuery>, QueryRejection>,
 ) -> Result<Json<crate::param::ParamPlan>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    for (key, value) in [
+        ("width", Some(q.width)),
+        ("depth", Some(q.depth)),
+        ("base_width", q.base_width),
+        ("base_depth", q.base_depth),
+        ("d_head", q.d_head),
+    ] {
+        let range = super::bounds::run_integer(key).expect("a run config integer");
+        if let Some(value) = value
+            && !(range.min..=range.max).contains(&(value as i64))
+        {
+            return Err(ApiError::Unprocessable(format!(
+                "'{key}' must be an integer from {} to {}, got {value}",
+                range.min, range.max
+            )));
+        }
+    }
     let invalid = |e: crate::param::ParamError| ApiError::Unprocessable(e.to_string());
     let defaults = BaseHparams::default();
     let base = BaseShape::default();
@@ -78,5 +123,12 @@ async fn get_plan(
             .map_err(invalid)?,
     })
     .map_err(invalid)?;
+    if !finite(&plan) {
+        return Err(ApiError::Unprocessable(
+            "the plan overflows: a scaled learning rate, weight decay or epsilon is not a finite \
+             number; use smaller base hyperparameters"
+                .into(),
+        ));
+    }
     Ok(Json(plan))
 }

@@ -78,6 +78,8 @@ const DEFAULT_TOP: u64 = 5;
 const MAX_TOP: u64 = 100;
 /// Head dimension when none is given (the paper's).
 const DEFAULT_D_HEAD: u64 = 64;
+/// The largest memory limit, in GiB (a zebibyte: beyond any machine, and finite in bytes).
+const MAX_MEMORY_GIB: f64 = 1e12;
 /// Tag of the runs of a confirming sweep.
 const CONFIRM_TAG: &str = "planner";
 /// Run settings a confirming sweep copies from the selected runs when every local run agrees on
@@ -176,8 +178,10 @@ pub(crate) fn parse_request(mut body: Map<String, Value>) -> Result<PlanRequest,
     let device_hours = number(&mut body, "device_hours")?;
     let flops_per_second = number(&mut body, "flops_per_second")?;
     let budget = match (budget_flops, device_hours, flops_per_second) {
-        (Some(flops), None, None) => Budget::from_flops(flops),
-        (None, Some(hours), Some(rate)) => Budget::from_device_hours(hours, rate),
+        (Some(flops), None, None) => Budget::from_flops(flops).map_err(plan_error)?,
+        // Each number is positive and finite: a refusal is about their product (422).
+        (None, Some(hours), Some(rate)) => Budget::from_device_hours(hours, rate)
+            .map_err(|e| ApiError::Unprocessable(e.to_string()))?,
         (None, None, None) => {
             return Err(bad(
                 "a budget is required: 'budget_flops', or 'device_hours' with 'flops_per_second'",
@@ -195,8 +199,7 @@ pub(crate) fn parse_request(mut body: Map<String, Value>) -> Result<PlanRequest,
                  times 3600",
             ));
         }
-    }
-    .map_err(plan_error)?;
+    };
     let vocab = integer(&mut body, "vocab", 1 << 24)?
         .ok_or_else(|| bad("'vocab' is required: the model's vocabulary size"))?;
     let context = integer(&mut body, "context", 1 << 24)?
@@ -210,7 +213,13 @@ pub(crate) fn parse_request(mut body: Map<String, Value>) -> Result<PlanRequest,
         .unwrap_or(DEFAULT_MAX_DEPTH as u64);
     let max_width = integer(&mut body, "max_width", crate::plan::MAX_WIDTH as u64)?;
     let min_width = integer(&mut body, "min_width", crate::plan::MAX_WIDTH as u64)?.unwrap_or(1);
-    let memory = number(&mut body, "memory_gib")?.map(|gib| gib * GIB);
+    let memory = number(&mut body, "memory_gib")?;
+    if memory.is_some_and(|gib| gib > MAX_MEMORY_GIB) {
+        return Err(bad(format!(
+            "'memory_gib' must be at most {MAX_MEMORY_GIB:e}"
+        )));
+    }
+    let memory = memory.map(|gib| gib * GIB);
     let batch = integer(&mut body, "batch", 1 << 20)?;
     let top = integer(&mut body, "top", MAX_TOP)?.unwrap_or(DEFAULT_TOP);
     let resamples = match body.remove("resamples") {
@@ -228,7 +237,8 @@ pub(crate) fn parse_request(mut body: Map<String, Value>) -> Result<PlanRequest,
         None | Some(Value::Null) => 0,
         Some(value) => value
             .as_u64()
-            .ok_or_else(|| bad("'seed' must be a non-negative integer"))?,
+            .filter(|s| *s <= super::fits::MAX_SEED)
+            .ok_or_else(|| bad("'seed' must be an integer from 0 to 2^63 - 1"))?,
     };
     let confidence = match body.remove("confidence") {
         None | Some(Value::Null) => 0.95,
@@ -839,8 +849,10 @@ mod schemas {
     use utoipa::ToSchema;
 
     /// A compute budget and the model's vocabulary and context; optional limits on the shapes.
-    /// The budget is `budget_flops`, or `device_hours` times `flops_per_second` times 3600.
+    /// The budget is `budget_flops`, or `device_hours` times `flops_per_second` times 3600 (at
+    /// most 1e35 FLOPs, else 422): exactly one of the two ways. Unknown fields are refused.
     #[derive(ToSchema)]
+    #[serde(deny_unknown_fields)]
     #[schema(example = json!({
         "selection": {"tags": ["compute-study"]}, "budget_flops": 1e20, "vocab": 50257,
         "context": 1024, "max_depth": 64, "memory_gib": 80, "batch": 8, "top": 3
@@ -848,50 +860,59 @@ mod schemas {
     pub struct RecommendRequest {
         selection: RunSelection,
         /// Training FLOPs to spend.
+        #[schema(exclusive_minimum = 0.0, maximum = 1e35)]
         budget_flops: Option<f64>,
         /// Device-hours to spend (with `flops_per_second`).
+        #[schema(exclusive_minimum = 0.0)]
         device_hours: Option<f64>,
         /// FLOP/s one device sustains in training (peak times utilisation).
+        #[schema(exclusive_minimum = 0.0)]
         flops_per_second: Option<f64>,
         /// Vocabulary size `V`.
+        #[schema(minimum = 1, maximum = 16777216)]
         vocab: u64,
         /// Context length `T`, in tokens.
+        #[schema(minimum = 1, maximum = 16777216)]
         context: u64,
         /// Head dimension; widths are multiples of it.
-        #[schema(required = false, default = 64)]
-        d_head: u64,
+        #[schema(default = 64, minimum = 1, maximum = 4096)]
+        d_head: Option<u64>,
         /// Tokens per non-embedding parameter; by default the median of each parameterization's
         /// runs (20 without any).
+        #[schema(exclusive_minimum = 0.0, maximum = 1e6)]
         tokens_per_param: Option<f64>,
         /// Deepest model considered (blocks).
-        #[schema(required = false, default = 256, minimum = 1, maximum = 10000)]
-        max_depth: u64,
+        #[schema(default = 256, minimum = 1, maximum = 10000)]
+        max_depth: Option<u64>,
         /// Narrowest width allowed.
-        #[schema(required = false, default = 1)]
-        min_width: u64,
-        /// Widest width allowed.
+        #[schema(default = 1, minimum = 1, maximum = 1048576)]
+        min_width: Option<u64>,
+        /// Widest width allowed (at least `min_width`, with a multiple of `d_head` in between,
+        /// else 422).
+        #[schema(minimum = 1, maximum = 1048576)]
         max_width: Option<u64>,
         /// Training memory allowed per replica, GiB: fp32 weights, gradients and AdamW moments
         /// (16 bytes per parameter, embeddings included) plus one micro-batch's activations
         /// (Korthikanti et al. 2022, adapted to fp32 without dropout).
+        #[schema(exclusive_minimum = 0.0, maximum = 1e12)]
         memory_gib: Option<f64>,
         /// Sequences per micro-batch, for the memory estimate (and the confirming sweep).
-        #[schema(required = false, default = 16)]
-        batch: u64,
+        #[schema(default = 16, minimum = 1, maximum = 1048576)]
+        batch: Option<u64>,
         /// Ranked shapes returned per parameterization.
-        #[schema(required = false, default = 5, minimum = 1, maximum = 100)]
-        top: u64,
+        #[schema(default = 5, minimum = 1, maximum = 100)]
+        top: Option<u64>,
         /// Bootstrap resamples per parameterization; 0 fits once, without intervals.
-        #[schema(required = false, default = 200, minimum = 0, maximum = 5000)]
-        resamples: u64,
-        #[schema(required = false, default = 0)]
-        seed: u64,
+        #[schema(default = 200, minimum = 0, maximum = 5000)]
+        resamples: Option<u64>,
+        #[schema(default = 0, minimum = 0, maximum = 9223372036854775807_i64)]
+        seed: Option<u64>,
         /// Two-sided confidence level of the intervals, in (0, 1).
-        #[schema(required = false, default = 0.95)]
-        confidence: f64,
-        /// Create the confirming sweep (201, its id in `sweep`).
-        #[schema(required = false, default = false)]
-        create_sweep: bool,
+        #[schema(default = 0.95, exclusive_minimum = 0.0, exclusive_maximum = 1.0)]
+        confidence: Option<f64>,
+        /// Create the confirming sweep (201, its id in `sweep`; needs the writer role).
+        #[schema(default = false)]
+        create_sweep: Option<bool>,
     }
 
     /// The fitted `L(C) = E + A C^-b` a plan uses.

@@ -42,7 +42,31 @@ fn run_id(path: Result<Path<i64>, PathRejection>) -> Result<i64, ApiError> {
         .map_err(|_| ApiError::BadRequest("the run id must be an integer".into()))
 }
 
-/// Parses a JSON object body, mapping size and syntax problems to 413 and 400.
+/// Numbers written with a zero fraction (`4.0`) as the integers they are, as JSON Schema counts
+/// them, so that every integer field accepts them.
+fn integral_floats_as_integers(value: &mut Value) {
+    match value {
+        Value::Number(number) => {
+            if let Some(f) = number
+                .as_f64()
+                .filter(|f| number.is_f64() && f.fract() == 0.0)
+            {
+                // 2^63 and 2^64: the first float outside each range.
+                if (-9.223_372_036_854_775_808e18..9.223_372_036_854_775_808e18).contains(&f) {
+                    *value = Value::from(f as i64);
+                } else if (0.0..1.844_674_407_370_955_161_6e19).contains(&f) {
+                    *value = Value::from(f as u64);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_floats_as_integers),
+        Value::Object(map) => map.values_mut().for_each(integral_floats_as_integers),
+        _ => {}
+    }
+}
+
+/// Parses a JSON object body, mapping size and syntax problems to 413 and 400. Integral
+/// floats become integers ([`integral_floats_as_integers`]).
 pub(crate) fn json_object(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Map<String, Value>, ApiError> {
@@ -53,7 +77,10 @@ pub(crate) fn json_object(
         other => ApiError::BadRequest(other.body_text()),
     })?;
     match serde_json::from_slice::<Value>(&bytes) {
-        Ok(Value::Object(map)) => Ok(map),
+        Ok(Value::Object(mut map)) => {
+            map.values_mut().for_each(integral_floats_as_integers);
+            Ok(map)
+        }
         Ok(_) => Err(ApiError::BadRequest(
             "the body must be a JSON object".into(),
         )),
@@ -72,7 +99,8 @@ fn tag_list(value: Option<Value>, field: &str) -> Result<Vec<String>, ApiError> 
             "at most {MAX_TAGS} tags per run"
         )));
     }
-    if let Some(bad) = tags.iter().find(|t| t.is_empty() || t.len() > MAX_TAG_LEN) {
+    let too_long = |t: &String| t.is_empty() || t.chars().count() > MAX_TAG_LEN;
+    if let Some(bad) = tags.iter().find(|t| too_long(t)) {
         return Err(ApiError::Unprocessable(format!(
             "tag '{bad}' must have between 1 and {MAX_TAG_LEN} characters"
         )));
@@ -84,7 +112,7 @@ fn tag_list(value: Option<Value>, field: &str) -> Result<Vec<String>, ApiError> 
 pub(crate) async fn parse_new_run(mut body: Map<String, Value>) -> Result<NewRun, ApiError> {
     let name = match body.remove("name") {
         None | Some(Value::Null) => None,
-        Some(Value::String(s)) if s.len() <= MAX_NAME_LEN => Some(s),
+        Some(Value::String(s)) if s.chars().count() <= MAX_NAME_LEN => Some(s),
         Some(_) => {
             return Err(ApiError::BadRequest(format!(
                 "'name' must be a string of at most {MAX_NAME_LEN} characters"
@@ -97,6 +125,7 @@ pub(crate) async fn parse_new_run(mut body: Map<String, Value>) -> Result<NewRun
             return Err(ApiError::Unprocessable(format!("'{required}' is required")));
         }
     }
+    super::bounds::check_run_numbers(&body)?;
     let config: RunConfig = serde_json::from_value(Value::Object(body))
         .map_err(|e| ApiError::Unprocessable(format!("invalid run config: {e}")))?;
     let checked = config.clone();
@@ -389,6 +418,83 @@ async fn run_events(
         .into_response())
 }
 
+/// What a filter column holds, and so what its values must look like.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ColumnKind {
+    /// Integers: `[+-]?[0-9]+` (beyond the `i64` range, compared as reals).
+    Integer,
+    /// Reals: decimal numbers such as `3`, `-0.5`, `.25` or `1e-3` (no `inf` or `nan`).
+    Real,
+    /// Text: anything.
+    Text,
+}
+
+/// The kind of a filter column ([`FILTER_COLUMNS`]).
+pub(crate) fn column_kind(column: &str) -> ColumnKind {
+    match column {
+        "id"
+        | "width"
+        | "depth"
+        | "d_head"
+        | "context"
+        | "vocab"
+        | "batch"
+        | "tokens"
+        | "seed"
+        | "sweep_id"
+        | "params_non_embedding" => ColumnKind::Integer,
+        "alpha" | "lr" | "init_std" | "eps" | "weight_decay" | "final_train_loss"
+        | "final_val_loss" | "flops" | "tokens_per_sec" => ColumnKind::Real,
+        _ => ColumnKind::Text,
+    }
+}
+
+/// Most values of all filters and tags of one query together (each is an SQL parameter).
+pub(crate) const MAX_QUERY_VALUES: usize = 10_000;
+/// Most filters and tags of one query together (they are ANDed: SQLite bounds the depth of an
+/// expression).
+pub(crate) const MAX_QUERY_TERMS: usize = 200;
+
+const INTEGER_TEXT: &str = "[+-]?[0-9]+";
+const REAL_TEXT: &str = r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?";
+
+/// The regular expression (ECMA 262, anchored) of the values a filter on an integer or real
+/// `column` accepts: a number (equality), `in:` and a comma-separated list of numbers, `ne:`,
+/// `lt:`, `le:`, `gt:` or `ge:` and a number, or nothing (the filter is ignored). `None` for a
+/// text column, which takes anything (an `in:` list is split at commas).
+pub(crate) fn filter_pattern(column: &str) -> Option<String> {
+    let value = match column_kind(column) {
+        ColumnKind::Integer => INTEGER_TEXT,
+        ColumnKind::Real => REAL_TEXT,
+        ColumnKind::Text => return None,
+    };
+    Some(format!(
+        "^((ne|lt|le|gt|ge):{value}|in:{value}(,{value})*|{value})?$"
+    ))
+}
+
+/// Whether `text` is an integer as [`INTEGER_TEXT`] spells it.
+fn is_integer_text(text: &str) -> bool {
+    let digits = text.strip_prefix(['+', '-']).unwrap_or(text);
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Whether `text` is a decimal number as [`REAL_TEXT`] spells it.
+fn is_real_text(text: &str) -> bool {
+    let unsigned = text.strip_prefix(['+', '-']).unwrap_or(text);
+    let (mantissa, exponent) = match unsigned.find(['e', 'E']) {
+        Some(at) => (&unsigned[..at], Some(&unsigned[at + 1..])),
+        None => (unsigned, None),
+    };
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    let mantissa_ok = digits(whole)
+        && digits(fraction)
+        && (!whole.is_empty() || !fraction.is_empty())
+        && (mantissa.contains('.') || !whole.is_empty());
+    mantissa_ok && exponent.is_none_or(is_integer_text)
+}
+
 fn parse_condition(column: &'static str, value: &str) -> Result<Condition, ApiError> {
     let (comparison, rest) = match value.split_once(':') {
         Some(("in", rest)) => (Comparison::In, rest),
@@ -399,53 +505,37 @@ fn parse_condition(column: &'static str, value: &str) -> Result<Condition, ApiEr
         Some(("ge", rest)) => (Comparison::Ge, rest),
         _ => (Comparison::Eq, value),
     };
-    let integer = [
-        "id",
-        "width",
-        "depth",
-        "d_head",
-        "context",
-        "vocab",
-        "batch",
-        "tokens",
-        "seed",
-        "sweep_id",
-        "params_non_embedding",
-    ];
-    let real = [
-        "alpha",
-        "lr",
-        "init_std",
-        "eps",
-        "weight_decay",
-        "final_train_loss",
-        "final_val_loss",
-        "flops",
-        "tokens_per_sec",
-    ];
     let parse = |text: &str| -> Result<FilterValue, ApiError> {
-        if integer.contains(&column) {
-            text.parse().map(FilterValue::Int).map_err(|_| {
-                ApiError::BadRequest(format!("filter '{column}' needs an integer, got '{text}'"))
-            })
-        } else if real.contains(&column) {
-            text.parse().map(FilterValue::Real).map_err(|_| {
-                ApiError::BadRequest(format!("filter '{column}' needs a number, got '{text}'"))
-            })
-        } else {
-            Ok(FilterValue::Text(text.to_string()))
+        match column_kind(column) {
+            ColumnKind::Integer if is_integer_text(text) => Ok(match text.parse() {
+                Ok(n) => FilterValue::Int(n),
+                // Beyond i64: compared as a real (it matches no stored integer exactly).
+                Err(_) => FilterValue::Real(text.parse().unwrap_or(f64::NAN)),
+            }),
+            ColumnKind::Integer => Err(ApiError::BadRequest(format!(
+                "filter '{column}' needs an integer, got '{text}'"
+            ))),
+            ColumnKind::Real if is_real_text(text) => text
+                .parse()
+                .map(FilterValue::Real)
+                .map_err(|_| ApiError::BadRequest(format!("filter '{column}': bad number"))),
+            ColumnKind::Real => Err(ApiError::BadRequest(format!(
+                "filter '{column}' needs a number, got '{text}'"
+            ))),
+            ColumnKind::Text => Ok(FilterValue::Text(text.to_string())),
         }
     };
     let values = if comparison == Comparison::In {
+        let count = rest.split(',').count();
+        if count > MAX_QUERY_VALUES {
+            return Err(ApiError::BadRequest(format!(
+                "at most {MAX_QUERY_VALUES} values in an 'in:' list, got {count}"
+            )));
+        }
         rest.split(',').map(parse).collect::<Result<Vec<_>, _>>()?
     } else {
         vec![parse(rest)?]
     };
-    if values.len() > 1000 {
-        return Err(ApiError::BadRequest(
-            "at most 1000 values in an 'in:' list".into(),
-        ));
-    }
     Ok(Condition {
         column,
         comparison,
@@ -455,12 +545,22 @@ fn parse_condition(column: &'static str, value: &str) -> Result<Condition, ApiEr
 
 /// Builds a [`RunQuery`] from query parameters: `column=value`, `column=in:a,b`,
 /// `column=ge:x` (also `gt`, `le`, `lt`, `ne`), `tag=t` (repeatable), `sort=column` or
-/// `sort=-column` (descending), `limit` (1..=1000, default 100), `offset`.
+/// `sort=-column` (descending), `limit` (1..=1000, default 100), `offset`. An empty filter or
+/// tag is ignored (HTML forms send the fields left blank); at most [`MAX_QUERY_TERMS`] filters
+/// and tags, and [`MAX_QUERY_VALUES`] values, in all.
 pub fn parse_run_query(params: Vec<(String, String)>) -> Result<RunQuery, ApiError> {
     let mut query = RunQuery::default();
+    let mut values = 0;
     for (key, value) in params {
+        let filter = key == "tag" || FILTER_COLUMNS.contains(&key.as_str());
+        if filter && value.is_empty() {
+            continue;
+        }
         match key.as_str() {
-            "tag" => query.tags.push(value),
+            "tag" => {
+                values += 1;
+                query.tags.push(value);
+            }
             "sort" => {
                 let (descending, name) = match value.strip_prefix('-') {
                     Some(name) => (true, name),
@@ -493,8 +593,20 @@ pub fn parse_run_query(params: Vec<(String, String)>) -> Result<RunQuery, ApiErr
                         FILTER_COLUMNS.join(", ")
                     ))
                 })?;
-                query.conditions.push(parse_condition(column, &value)?);
+                let condition = parse_condition(column, &value)?;
+                values += condition.values.len();
+                query.conditions.push(condition);
             }
+        }
+        if values > MAX_QUERY_VALUES {
+            return Err(ApiError::BadRequest(format!(
+                "at most {MAX_QUERY_VALUES} filter values and tags in all"
+            )));
+        }
+        if query.conditions.len() + query.tags.len() > MAX_QUERY_TERMS {
+            return Err(ApiError::BadRequest(format!(
+                "at most {MAX_QUERY_TERMS} filters and tags in all"
+            )));
         }
     }
     Ok(query)
@@ -586,5 +698,53 @@ mod tests {
         assert!(parse_run_query(vec![("width".into(), "big".into())]).is_err());
         assert!(parse_run_query(vec![("sort".into(), "config; DROP TABLE runs".into())]).is_err());
         assert!(parse_run_query(vec![("limit".into(), "0".into())]).is_err());
+    }
+
+    #[test]
+    fn empty_filters_are_ignored_and_numbers_spelled_as_the_pattern_says() {
+        let q = parse_run_query(vec![
+            ("width".into(), String::new()),
+            ("tag".into(), String::new()),
+            ("name".into(), String::new()),
+        ])
+        .unwrap();
+        assert!(q.conditions.is_empty() && q.tags.is_empty());
+        for good in ["1", "+1", "-0.5", ".5", "5.", "1e-3", "2E+10", "in:1,2.5", "ge:.25"] {
+            assert!(parse_run_query(vec![("lr".into(), good.into())]).is_ok(), "{good}");
+        }
+        for bad in ["inf", "NaN", ".", "e5", "1e", "1.2.3", " 1", "in:", "in:1,", "ge:"] {
+            assert!(parse_run_query(vec![("lr".into(), bad.into())]).is_err(), "{bad}");
+        }
+        for good in ["7", "-7", "+7", "in:1,2", "ne:0", "99999999999999999999"] {
+            assert!(parse_run_query(vec![("width".into(), good.into())]).is_ok(), "{good}");
+        }
+        for bad in ["1.0", "1e3", "x", "in:1,,2", "--1"] {
+            assert!(parse_run_query(vec![("width".into(), bad.into())]).is_err(), "{bad}");
+        }
+        let many: Vec<(String, String)> = (0..=MAX_QUERY_TERMS)
+            .map(|i| ("tag".to_string(), format!("t{i}")))
+            .collect();
+        assert!(parse_run_query(many).is_err());
+        for column in FILTER_COLUMNS {
+            assert_eq!(
+                filter_pattern(column).is_none(),
+                column_kind(column) == ColumnKind::Text,
+                "{column}"
+            );
+        }
+    }
+
+    #[test]
+    fn integral_floats_are_integers() {
+        let mut value = json!({"a": 4.0, "b": [1.5, -0.0, 1e300], "c": {"d": 9.3e18}});
+        value
+            .as_object_mut()
+            .unwrap()
+            .values_mut()
+            .for_each(integral_floats_as_integers);
+        assert_eq!(value["a"], json!(4));
+        assert!(value["a"].is_i64());
+        assert_eq!(value["b"], json!([1.5, 0, 1e300]));
+        assert!(value["c"]["d"].is_u64());
     }
 }

@@ -176,7 +176,7 @@ pub(crate) async fn plan_study(
     };
     let name = match body.remove("name") {
         None | Some(Value::Null) => format!("{} ({})", kind.title(), size.name()),
-        Some(Value::String(s)) if !s.is_empty() && s.len() <= 200 => s,
+        Some(Value::String(s)) if !s.is_empty() && s.chars().count() <= 200 => s,
         Some(_) => {
             return Err(ApiError::Unprocessable(
                 "'name' must be a string of 1 to 200 characters".into(),
@@ -540,23 +540,45 @@ fn report_json<T: Serialize>(report: Result<T, ApiError>) -> Value {
 mod shapes {
     use utoipa::ToSchema;
 
-    /// A study request.
+    /// A study request. Unknown fields are refused.
     #[derive(ToSchema)]
+    #[serde(deny_unknown_fields)]
     #[schema(example = json!({"kind": "depth-transfer", "size": "small", "settings": {"width": 64}, "dry_run": true}))]
     pub struct CreateStudy {
-        /// `depth-transfer`, `coord-check` or `compute-efficiency`.
-        kind: String,
-        /// `small`, `default` (about an hour on a 2-core CPU) or `large`.
-        size: Option<String>,
-        /// Defaults to the kind's title and the size.
+        #[schema(inline)]
+        kind: StudyKindName,
+        /// `default` when absent.
+        #[schema(inline)]
+        size: Option<StudySizeName>,
+        /// 1 to 200 characters; defaults to the kind's title and the size.
+        #[schema(min_length = 1, max_length = 200)]
         name: Option<String>,
-        /// Settings to change from the size's defaults (the dry-run answer lists them all).
-        #[schema(value_type = Object)]
+        /// Settings to change from the size's defaults (the dry-run answer lists them all); a
+        /// setting the kind does not have, or a value it refuses, is a 422.
+        #[schema(value_type = Option<Object>)]
         settings: Option<serde_json::Value>,
         /// Tags of the study's runs (default: the kind).
         tags: Option<Vec<String>>,
         /// Only plan and estimate.
         dry_run: Option<bool>,
+    }
+
+    /// A study's kind.
+    #[derive(ToSchema)]
+    #[serde(rename_all = "kebab-case")]
+    pub enum StudyKindName {
+        DepthTransfer,
+        CoordCheck,
+        ComputeEfficiency,
+    }
+
+    /// A study's size: `small`, `default` (about an hour on a 2-core CPU) or `large`.
+    #[derive(ToSchema)]
+    #[serde(rename_all = "snake_case")]
+    pub enum StudySizeName {
+        Small,
+        Default,
+        Large,
     }
 
     /// The measured speed behind an estimate.

@@ -48,7 +48,7 @@ pub(crate) async fn build_sweep(
 ) -> Result<(String, Value, Vec<NewRun>), ApiError> {
     let spec = Value::Object(body.clone());
     let name = match body.remove("name") {
-        Some(Value::String(s)) if !s.is_empty() && s.len() <= 200 => s,
+        Some(Value::String(s)) if !s.is_empty() && s.chars().count() <= 200 => s,
         _ => {
             return Err(ApiError::Unprocessable(
                 "'name' is required: a string of 1 to 200 characters".into(),
@@ -69,6 +69,16 @@ pub(crate) async fn build_sweep(
             ));
         }
     };
+    // The grid and the sweep itself set these; `lr` and `seed` are run settings the grid
+    // overrides.
+    if let Some(key) = ["parameterization", "width", "depth", "name", "tags"]
+        .into_iter()
+        .find(|key| shared.contains_key(*key))
+    {
+        return Err(ApiError::BadRequest(format!(
+            "'config' cannot set '{key}': the sweep's grid, name and tags set it"
+        )));
+    }
     let tags = body.remove("tags");
     if let Some(unknown) = body.keys().next() {
         return Err(ApiError::BadRequest(format!(

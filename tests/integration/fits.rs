@@ -321,7 +321,7 @@ async fn fits_refuse_bad_requests_and_unfittable_selections() {
         (
             "/api/v1/analysis/savings",
             json!({"selection": tags, "candidate": "mup", "baseline": "mup"}),
-            StatusCode::BAD_REQUEST,
+            StatusCode::UNPROCESSABLE_ENTITY,
         ),
         (
             "/api/v1/analysis/savings",

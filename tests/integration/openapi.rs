@@ -339,3 +339,237 @@ async fn live_responses_have_the_documented_fields() {
         .unwrap();
     assert!(kinds.contains(&missing["error"]));
 }
+
+/// What the document promises about requests, the server keeps: what the schemas forbid is
+/// refused with 400 or 422 (never a 500 or a panic), and what they allow is not refused with
+/// 400. (Schemathesis checks the same at scale: `.ci/fuzz_api.sh`.)
+#[tokio::test]
+async fn the_server_is_as_strict_as_the_document() {
+    let app = router_app("strict").await;
+    let two_63 = "9223372036854775808";
+    let body = |text: String| Some(serde_json::from_str::<Value>(&text).unwrap());
+    let unprocessable = StatusCode::UNPROCESSABLE_ENTITY;
+    let cases: Vec<(&str, String, Option<Value>, StatusCode)> = vec![
+        // Integers out of their documented range, however large: 422 before any arithmetic.
+        (
+            "POST",
+            "/api/v1/runs".into(),
+            body(format!(
+                r#"{{"parameterization": "completep", "width": {two_63}, "depth": 8}}"#
+            )),
+            unprocessable,
+        ),
+        (
+            "POST",
+            "/api/v1/runs".into(),
+            Some(
+                json!({"parameterization": "completep", "width": 16448, "depth": 2, "d_head": 64}),
+            ),
+            unprocessable,
+        ),
+        (
+            "POST",
+            "/api/v1/runs".into(),
+            body(format!(
+                r#"{{"parameterization": "completep", "width": 64, "depth": 2, "seed": {two_63}}}"#
+            )),
+            unprocessable,
+        ),
+        (
+            "POST",
+            "/api/v1/runs".into(),
+            Some(json!({"parameterization": "mup", "width": 64, "depth": 2,
+                        "data": {"kind": "builtin", "seed": 0, "vocab": 64, "colour": 1}})),
+            unprocessable,
+        ),
+        (
+            "POST",
+            "/api/v1/sweeps".into(),
+            body(format!(
+                r#"{{"name": "s", "parameterizations": ["sp"], "widths": [{two_63}], "depths": [2], "lrs": [0.01]}}"#
+            )),
+            unprocessable,
+        ),
+        (
+            "POST",
+            "/api/v1/sweeps".into(),
+            Some(
+                json!({"name": "s", "parameterizations": ["sp"], "widths": [64], "depths": [2],
+                        "lrs": [0.01], "config": {"width": 128}}),
+            ),
+            StatusCode::BAD_REQUEST,
+        ),
+        // Empty filters are ignored; filters take the numbers their pattern describes.
+        (
+            "GET",
+            "/api/v1/runs?id=&name=&width=&lr=&tag=".into(),
+            None,
+            StatusCode::OK,
+        ),
+        (
+            "GET",
+            "/api/v1/runs.csv?id=in:1,%2B2,-3&lr=ge:.5e-3&width=99999999999999999999".into(),
+            None,
+            StatusCode::OK,
+        ),
+        (
+            "GET",
+            "/api/v1/runs?lr=inf".into(),
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "GET",
+            "/api/v1/runs?id=in:".into(),
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        // Selections: integral floats are integers; unknown and empty keys are refused.
+        (
+            "POST",
+            "/api/v1/fits/compute".into(),
+            Some(json!({"selection": {"run_ids": [1.0, 2.0]}, "resamples": 10.0})),
+            unprocessable,
+        ),
+        (
+            "POST",
+            "/api/v1/fits/compute".into(),
+            Some(
+                json!({"selection": {"filters": {"width": ["", 256.0], "lr": 0.5}},
+                        "confidence": 0.9999999999999999}),
+            ),
+            unprocessable,
+        ),
+        (
+            "POST",
+            "/api/v1/fits/compute".into(),
+            Some(json!({"selection": {"filters": {"": ""}}})),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "POST",
+            "/api/v1/fits/compute".into(),
+            Some(json!({"selection": {"filters": {"width": [1, 2, 3, 4, 5]}}})),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "POST",
+            "/api/v1/analysis/savings".into(),
+            Some(json!({"selection": {"tags": ["x"]}, "candidate": "mup", "baseline": "mup"})),
+            unprocessable,
+        ),
+        (
+            "POST",
+            "/api/v1/runs/1/tags".into(),
+            Some(json!({"add": ["a"], "colour": "red"})),
+            StatusCode::BAD_REQUEST,
+        ),
+        // The planner: a budget whose product overflows, and tokens per parameter so few that
+        // a search for the width would overflow.
+        (
+            "POST",
+            "/api/v1/plan/recommend".into(),
+            Some(json!({"selection": {"tags": ["x"]}, "device_hours": 1e300,
+                        "flops_per_second": 1e300, "vocab": 256, "context": 128})),
+            unprocessable,
+        ),
+        (
+            "POST",
+            "/api/v1/plan/recommend".into(),
+            Some(json!({"selection": {"tags": ["x"]}, "budget_flops": 1e20,
+                        "tokens_per_param": 5e-324, "vocab": 256, "context": 128})),
+            unprocessable,
+        ),
+        // A plan whose scaled numbers overflow is refused rather than answered with nulls.
+        (
+            "GET",
+            "/api/v1/plan?param=mup&width=16384&depth=2&base_width=1&weight_decay=1e308".into(),
+            None,
+            unprocessable,
+        ),
+        (
+            "GET",
+            "/api/v1/plan?param=mup&width=16448&depth=2".into(),
+            None,
+            unprocessable,
+        ),
+        // An import whose derived FLOPs overflow.
+        (
+            "POST",
+            "/api/v1/runs/import".into(),
+            Some(
+                json!({"runs": [{"parameterization": "mup", "params": 1_000_000_000_000_000_000_i64,
+                                  "tokens": 1e300, "final_loss": 3.0}]}),
+            ),
+            unprocessable,
+        ),
+        // Studies: `settings: null` is "no changes".
+        (
+            "POST",
+            "/api/v1/studies".into(),
+            Some(
+                json!({"kind": "depth-transfer", "size": "small", "settings": null, "dry_run": true}),
+            ),
+            StatusCode::OK,
+        ),
+        // Diagnostics: at most 64 sizes.
+        (
+            "POST",
+            "/api/v1/diagnostics".into(),
+            Some(json!({"kind": "linearization", "options": {"depths": vec![2; 65]}})),
+            unprocessable,
+        ),
+    ];
+    for (method, uri, body, expected) in cases {
+        let (status, _, bytes) = fetch(&app, method, &uri, body.clone()).await;
+        assert_eq!(
+            status,
+            expected,
+            "{method} {uri} {}: {}",
+            body.unwrap_or(Value::Null),
+            String::from_utf8_lossy(&bytes)
+        );
+    }
+}
+
+/// The document's request schemas carry the server's rules: bounds from the table the
+/// handlers check, closed objects, the budget's two forms, one options schema per diagnostic.
+#[tokio::test]
+async fn the_document_states_the_request_rules() {
+    let app = router_app("rules").await;
+    let doc = document(&app).await;
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(
+        schemas["CreateRun"]["properties"]["width"]["maximum"],
+        16384
+    );
+    assert_eq!(
+        schemas["CreateRun"]["properties"]["seed"]["maximum"],
+        json!(i64::MAX)
+    );
+    assert_eq!(schemas["CreateRun"]["additionalProperties"], false);
+    assert_eq!(
+        schemas["RecommendRequest"]["anyOf"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(
+        keys(&schemas["CreateDiagnostic"]["discriminator"]["mapping"]),
+        ["coord-depth", "coord-width", "linearization"]
+            .map(String::from)
+            .into()
+    );
+    assert_eq!(
+        schemas["CreateStudy"]["properties"]["settings"]["type"],
+        json!(["object", "null"])
+    );
+    let params = doc["paths"]["/api/v1/runs"]["get"]["parameters"]
+        .as_array()
+        .unwrap();
+    let width = params.iter().find(|p| p["name"] == "width").unwrap();
+    assert!(width["schema"]["pattern"].as_str().unwrap().contains("in:"));
+    let name = params.iter().find(|p| p["name"] == "name").unwrap();
+    assert_eq!(name["schema"], json!({"type": "string"}));
+}
