@@ -85,6 +85,7 @@ async fn main() {
                 tags: vec![format!("group-{}", i % 10)],
                 metrics: points(1, points_per_run),
                 extra: json!({}),
+                created_by: None,
             })
             .collect();
         store.import_runs(&batch).await.expect("seed");
@@ -105,6 +106,7 @@ async fn main() {
         addr,
         db: db.clone(),
         workers: 1,
+        ..ServeConfig::default()
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {

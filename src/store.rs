@@ -146,6 +146,8 @@ pub struct RunRecord {
     pub flops_attention: Option<f64>,
     pub tokens_per_sec: Option<f64>,
     pub error: Option<String>,
+    /// The name of the token that created it (none when authentication is off).
+    pub created_by: Option<String>,
     /// Jobs ahead of this one in the queue (queued runs only).
     pub queue_position: Option<i64>,
 }
@@ -266,6 +268,8 @@ pub struct NewRun {
     pub tags: Vec<String>,
     pub config: RunConfig,
     pub sweep_id: Option<i64>,
+    /// The name of the token that asked for it (none when authentication is off).
+    pub created_by: Option<String>,
 }
 
 /// A run trained elsewhere, validated by the API.
@@ -289,6 +293,8 @@ pub struct ImportedRun {
     pub metrics: Vec<MetricPoint>,
     /// Any other fields the importer sent, kept as the run's config.
     pub extra: Value,
+    /// The name of the token that imported it (none when authentication is off).
+    pub created_by: Option<String>,
 }
 
 /// A stored sweep.
@@ -364,6 +370,7 @@ fn run_from_row(row: &SqliteRow) -> Result<RunRecord, sqlx::Error> {
         flops_attention: row.try_get("flops_attention")?,
         tokens_per_sec: row.try_get("tokens_per_sec")?,
         error: row.try_get("error")?,
+        created_by: row.try_get("created_by")?,
         queue_position: (status == StoredStatus::Queued || status == StoredStatus::Interrupted)
             .then(|| row.try_get("queue_ahead"))
             .transpose()?,
@@ -503,8 +510,8 @@ impl Store {
             let id: i64 = sqlx::query_scalar(
                 "INSERT INTO runs (name, source, status, config, parameterization, alpha, width, depth, lr, \
                  tokens, params_non_embedding, flops, flops_dense, final_train_loss, final_val_loss, dataset, \
-                 finished_at) \
-                 VALUES (?, 'imported', 'succeeded', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \
+                 created_by, finished_at) \
+                 VALUES (?, 'imported', 'succeeded', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \
                  strftime('%Y-%m-%dT%H:%M:%fZ', 'now')) RETURNING id",
             )
             .bind(&run.name)
@@ -521,6 +528,7 @@ impl Store {
             .bind(run.final_loss)
             .bind(run.final_loss)
             .bind(&run.dataset)
+            .bind(&run.created_by)
             .fetch_one(&mut *tx)
             .await?;
             insert_tags(&mut tx, id, &run.tags).await?;
@@ -802,8 +810,8 @@ async fn insert_local_run(tx: &mut Transaction<'_>, new: &NewRun) -> Result<i64,
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO runs (name, source, status, config, parameterization, alpha, width, depth, d_head, \
          context, vocab, lr, init_std, eps, weight_decay, batch, tokens, seed, dataset, sweep_id, \
-         params_non_embedding) \
-         VALUES (?, 'local', 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+         params_non_embedding, created_by) \
+         VALUES (?, 'local', 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
     )
     .bind(&new.name)
     .bind(config)
@@ -824,6 +832,7 @@ async fn insert_local_run(tx: &mut Transaction<'_>, new: &NewRun) -> Result<i64,
     .bind(dataset_name(c))
     .bind(new.sweep_id)
     .bind(c.params_non_embedding() as i64)
+    .bind(&new.created_by)
     .fetch_one(&mut **tx)
     .await?;
     insert_tags(tx, id, &new.tags).await?;

@@ -139,6 +139,12 @@ pub fn current() -> Option<Identity> {
     CALLER.try_with(Identity::clone).ok()
 }
 
+/// The name of the signed-in caller, recorded as the creator of what it creates (`None` when
+/// authentication is off).
+pub fn creator() -> Option<String> {
+    current().filter(|c| c.token_id.is_some()).map(|c| c.name)
+}
+
 /// Refuses the current caller unless it has at least `role` (for handlers whose access depends
 /// on the body, such as the planner's `create_sweep`).
 pub fn require(role: Role) -> Result<(), super::ApiError> {

@@ -109,6 +109,7 @@ pub(crate) async fn parse_new_run(mut body: Map<String, Value>) -> Result<NewRun
         tags,
         config,
         sweep_id: None,
+        created_by: super::auth::creator(),
     })
 }
 
