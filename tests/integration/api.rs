@@ -7,7 +7,7 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use shapewise::jobs::Jobs;
 use shapewise::store::Store;
-use shapewise::web::{AppState, ServerSettings, ServeConfig, router, serve_on};
+use shapewise::web::{AppState, ServeConfig, ServerSettings, router, serve_on};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
@@ -263,6 +263,7 @@ impl TestServer {
             addr,
             db: db.to_path_buf(),
             workers: 1,
+            ..ServeConfig::default()
         };
         let handle = tokio::spawn(async move {
             serve_on(&config, listener, async {

@@ -8,7 +8,7 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use shapewise::jobs::{DiagnosticError, DiagnosticKind, Jobs};
 use shapewise::store::{DiagnosticStatus, Store, StoreError};
-use shapewise::web::{AppState, ServerSettings, ServeConfig, router, serve_on};
+use shapewise::web::{AppState, ServeConfig, ServerSettings, router, serve_on};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tower::ServiceExt;
@@ -408,6 +408,7 @@ async fn unfinished_diagnostics_are_interrupted_at_the_next_start() {
         addr: listener.local_addr().unwrap(),
         db: db.clone(),
         workers: 1,
+        ..ServeConfig::default()
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
