@@ -673,11 +673,12 @@ fn start_server(db: &std::path::Path) -> (std::process::Child, u16, Vec<String>)
         .env("NO_COLOR", "1")
         .env_remove("SHAPEWISE_ADMIN_TOKEN")
         .env_remove("SHAPEWISE_AUTH")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let stderr = child.stderr.take().unwrap();
+    // The server logs to standard output.
+    let stderr = child.stdout.take().unwrap();
     let mut lines = Vec::new();
     for line in std::io::BufReader::new(stderr).lines() {
         let line = line.unwrap();
