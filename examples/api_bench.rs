@@ -116,6 +116,7 @@ async fn main() {
         tags: Vec::new(),
         metrics: Vec::new(),
         extra: json!({}),
+        created_by: None,
     };
     let long_id = store.import_runs(&[long_run]).await.expect("long run")[0];
     for start in (0..long_points).step_by(10_000) {

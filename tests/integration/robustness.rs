@@ -57,6 +57,7 @@ fn imported(name: &str) -> ImportedRun {
         tags: Vec::new(),
         metrics: Vec::new(),
         extra: json!({}),
+        created_by: None,
     }
 }
 
@@ -212,6 +213,7 @@ async fn a_job_interrupted_three_times_fails_and_the_queue_moves_on() {
         tags: Vec::new(),
         config: crate::tiny_run(Parameterization::CompleteP),
         sweep_id: None,
+        created_by: None,
     };
     let crasher = store.create_run(&new_run("crasher")).await.unwrap();
     let next = store.create_run(&new_run("next")).await.unwrap();
