@@ -1,9 +1,10 @@
-//! Server benchmark: metric ingest through the HTTP API, and latency of the runs list on a
-//! database holding 10,000 runs and 1,000,000 metric points.
+//! Server benchmark: metric ingest through the HTTP API, latency of the runs list on a database
+//! holding 10,000 runs and 1,000,000 metric points, and reads of one long run (1,000,000 more
+//! points): downsampled, paged, and its page.
 //!
 //! ```sh
-//! cargo run --release --example api_bench            # defaults: 10000 runs x 100 points
-//! cargo run --release --example api_bench -- 2000 50 # smaller database
+//! cargo run --release --example api_bench                    # 10000 runs x 100 points, long run of 1000000
+//! cargo run --release --example api_bench -- 2000 50 200000  # smaller database
 //! ```
 //!
 //! Requests go over real HTTP/1.1 on loopback (a fresh connection per request, as a simple client
@@ -59,6 +60,7 @@ async fn main() {
         .collect();
     let runs = args.first().copied().unwrap_or(10_000);
     let points_per_run = args.get(1).copied().unwrap_or(100);
+    let long_points = args.get(2).copied().unwrap_or(1_000_000);
     let dir = std::env::temp_dir().join(format!("shapewise-api-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let db = dir.join("bench.db");
@@ -85,6 +87,7 @@ async fn main() {
                 tags: vec![format!("group-{}", i % 10)],
                 metrics: points(1, points_per_run),
                 extra: json!({}),
+                created_by: None,
             })
             .collect();
         store.import_runs(&batch).await.expect("seed");
@@ -94,6 +97,38 @@ async fn main() {
         "seeded {runs} runs and {} metric points in {seed_secs:.1} s ({:.0} points/s through the store)",
         runs * points_per_run,
         (runs * points_per_run) as f64 / seed_secs
+    );
+    // One long run, appended in batches as a training run or a streaming import writes it.
+    let seeding = Instant::now();
+    let long_run = ImportedRun {
+        name: Some("long".into()),
+        parameterization: "completep".into(),
+        alpha: None,
+        width: Some(512),
+        depth: Some(16),
+        lr: Some(1e-3),
+        params: 50_000_000,
+        tokens: long_points * 2048,
+        flops: 6.0 * 5.0e7 * (long_points * 2048) as f64,
+        flops_dense: None,
+        final_loss: 2.9,
+        dataset: Some("bench".into()),
+        tags: Vec::new(),
+        metrics: Vec::new(),
+        extra: json!({}),
+        created_by: None,
+    };
+    let long_id = store.import_runs(&[long_run]).await.expect("long run")[0];
+    for start in (0..long_points).step_by(10_000) {
+        let count = 10_000.min(long_points - start);
+        store
+            .append_metrics(long_id, &points(start, count))
+            .await
+            .expect("append");
+    }
+    println!(
+        "long run {long_id}: {long_points} points appended in {:.1} s",
+        seeding.elapsed().as_secs_f64()
     );
     drop(store);
 
@@ -105,6 +140,7 @@ async fn main() {
         addr,
         db: db.clone(),
         workers: 1,
+        ..ServeConfig::default()
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
@@ -160,6 +196,43 @@ async fn main() {
                 "{label}: p50 {:.2} ms, p99 {:.2} ms (200 requests)",
                 percentile(&latencies, 0.5),
                 percentile(&latencies, 0.99)
+            );
+        }
+
+        // Reads of the long run: latency and response size.
+        for (label, path, rounds) in [
+            (
+                "long run, downsampled to 100 points",
+                format!("/api/v1/runs/{long_id}/metrics?points=100"),
+                20,
+            ),
+            (
+                "long run, downsampled to 1000 points",
+                format!("/api/v1/runs/{long_id}/metrics?points=1000"),
+                20,
+            ),
+            (
+                "long run, default page (10000 points)",
+                format!("/api/v1/runs/{long_id}/metrics?after_step=500000"),
+                20,
+            ),
+            ("long run, its page", format!("/runs/{long_id}"), 10),
+        ] {
+            let mut bytes = 0;
+            let mut latencies: Vec<f64> = (0..rounds)
+                .map(|_| {
+                    let started = Instant::now();
+                    let (status, response) = request(addr, "GET", &path, "");
+                    assert_eq!(status, 200, "{path} failed");
+                    bytes = response.len();
+                    started.elapsed().as_secs_f64() * 1000.0
+                })
+                .collect();
+            latencies.sort_by(f64::total_cmp);
+            println!(
+                "{label}: p50 {:.1} ms, max {:.1} ms ({rounds} requests), {bytes} bytes",
+                percentile(&latencies, 0.5),
+                latencies[latencies.len() - 1],
             );
         }
     })

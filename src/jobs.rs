@@ -4,7 +4,10 @@
 //! worker that runs coordinate checks and linearization checks, one at a time.
 //!
 //! Cancellation is checked between training steps. A job whose training fails (or panics) ends
-//! as `failed` with the message; the server keeps serving. Diagnostics are not cancellable; one
+//! as `failed` with the message; the server keeps serving. A job interrupted by a crash of its
+//! server or worker is queued again at the next start, up to
+//! [`MAX_ATTEMPTS`](crate::store::MAX_ATTEMPTS) claims in all (then it ends `failed`), so a run
+//! that crashes the server cannot make it crash in a loop. Diagnostics are not cancellable; one
 //! that fails or panics ends as `failed` with the message.
 
 use crate::coord::{CoordAxis, CoordOptions, run_coord_check};
@@ -94,8 +97,13 @@ impl Jobs {
         Ok(status)
     }
 
-    /// Starts `count` training workers and the diagnostics worker on the tokio runtime.
+    /// Starts `count` training workers and the diagnostics worker on the tokio runtime. With
+    /// `count == 0` nothing is started: the server only serves, and queued runs and diagnostics
+    /// stay queued until a server with workers opens the database.
     pub fn spawn_workers(&self, count: usize) -> Vec<tokio::task::JoinHandle<()>> {
+        if count == 0 {
+            return Vec::new();
+        }
         let mut handles: Vec<_> = (0..count)
             .map(|_| {
                 let jobs = self.clone();

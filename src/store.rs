@@ -2,8 +2,23 @@
 //!
 //! The database is opened in WAL mode (readers never block the writer) with a busy timeout, and
 //! the migrations in `migrations/` are embedded in the binary and applied at start. The pool has
-//! one connection per concurrent reader but SQLite allows a single writer: write transactions
-//! are short (a run row, or a batch of metric rows) so the busy timeout absorbs contention.
+//! one connection per concurrent reader but SQLite allows a single writer, so writes take turns:
+//!
+//! - every write (a transaction or a single statement) first takes the store's writer turn, a
+//!   fair in-process queue, so this process's writers never race each other for SQLite's lock;
+//! - every write transaction starts as a writer (`BEGIN IMMEDIATE`). A deferred transaction that
+//!   reads and then writes must upgrade its lock, and SQLite refuses an upgrade at once
+//!   (`database is locked`, no busy wait) whenever another connection wrote in the meantime; an
+//!   immediate one waits for the lock under the busy timeout before reading anything, and a
+//!   `BEGIN` still refused (another process holding the lock past the timeout) is retried;
+//! - single-statement writes outside transactions take the lock when they start, so the busy
+//!   timeout covers them.
+//!
+//! Write transactions are short (a run row, or a batch of metric rows).
+//!
+//! Reads of a run's metric series are bounded: pages ([`Store::metrics_page`]) and downsampled
+//! views ([`Store::metrics_downsampled`], [`Store::metrics_overview`]) read a number of rows
+//! proportional to what they return, never the whole series.
 
 use crate::train::{MetricRow, RunConfig, RunStatus, RunSummary};
 use serde::{Deserialize, Serialize};
@@ -13,7 +28,9 @@ use sqlx::sqlite::{
 };
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio_stream::StreamExt;
 
 /// A storage failure. `NotFound` and `Invalid` are the caller's fault; the rest are internal.
 #[derive(Debug, thiserror::Error)]
@@ -146,6 +163,8 @@ pub struct RunRecord {
     pub flops_attention: Option<f64>,
     pub tokens_per_sec: Option<f64>,
     pub error: Option<String>,
+    /// The name of the token that created it (none when authentication is off).
+    pub created_by: Option<String>,
     /// Jobs ahead of this one in the queue (queued runs only).
     pub queue_position: Option<i64>,
 }
@@ -266,6 +285,8 @@ pub struct NewRun {
     pub tags: Vec<String>,
     pub config: RunConfig,
     pub sweep_id: Option<i64>,
+    /// The name of the token that asked for it (none when authentication is off).
+    pub created_by: Option<String>,
 }
 
 /// A run trained elsewhere, validated by the API.
@@ -289,6 +310,8 @@ pub struct ImportedRun {
     pub metrics: Vec<MetricPoint>,
     /// Any other fields the importer sent, kept as the run's config.
     pub extra: Value,
+    /// The name of the token that imported it (none when authentication is off).
+    pub created_by: Option<String>,
 }
 
 /// A stored sweep.
@@ -364,6 +387,7 @@ fn run_from_row(row: &SqliteRow) -> Result<RunRecord, sqlx::Error> {
         flops_attention: row.try_get("flops_attention")?,
         tokens_per_sec: row.try_get("tokens_per_sec")?,
         error: row.try_get("error")?,
+        created_by: row.try_get("created_by")?,
         queue_position: (status == StoredStatus::Queued || status == StoredStatus::Interrupted)
             .then(|| row.try_get("queue_ahead"))
             .transpose()?,
@@ -380,10 +404,39 @@ fn dataset_name(config: &RunConfig) -> String {
     }
 }
 
+/// How many times a job may be claimed: its first attempt and two retries. A job found
+/// `running` at start-up (its server or worker crashed mid-run) counts that claim as an attempt;
+/// one interrupted on its last attempt fails instead of being queued again, so a run that kills
+/// the server cannot crash it in a loop. [`Store::release_interrupted_job`] does the counting, so
+/// every way of losing a claimed job (a crash found at start-up, and later a worker lease that
+/// lapsed) counts against this same limit.
+pub const MAX_ATTEMPTS: i64 = 3;
+
+/// How many times a `BEGIN IMMEDIATE` refused with `database is locked` (after the busy timeout:
+/// another process holds the write lock) is tried again before the error is returned.
+const BEGIN_RETRIES: u32 = 3;
+
+/// A write transaction with the writer turn it holds: keep both alive until the commit (bind the
+/// turn to a named variable such as `_turn`, never `_`).
+type WriteTurn<'a> = tokio::sync::MutexGuard<'a, ()>;
+
 /// The database.
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: SqlitePool,
+    /// The writer turn: one write at a time from this process, first come first served.
+    writer: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// Whether a database error is SQLite's `SQLITE_BUSY` or `SQLITE_LOCKED` (any extended code).
+fn is_busy(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(e) => e
+            .code()
+            .and_then(|code| code.parse::<i32>().ok())
+            .is_some_and(|code| matches!(code & 0xff, 5 | 6)),
+        _ => false,
+    }
 }
 
 impl Store {
@@ -401,12 +454,40 @@ impl Store {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Store { pool })
+        Ok(Store {
+            pool,
+            writer: Arc::default(),
+        })
+    }
+
+    /// Waits for this process's writer turn (for a single-statement write).
+    async fn write_turn(&self) -> WriteTurn<'_> {
+        self.writer.lock().await
+    }
+
+    /// Takes the writer turn and starts a write transaction with `BEGIN IMMEDIATE`, retrying a
+    /// `BEGIN` refused because another process held the lock past the busy timeout. Once it has
+    /// begun, the transaction holds SQLite's write lock: its statements and its commit never wait
+    /// for another writer (in WAL mode readers do not block a commit).
+    async fn begin_write(&self) -> Result<(WriteTurn<'_>, Transaction<'static>), StoreError> {
+        let turn = self.write_turn().await;
+        let mut retries = 0;
+        loop {
+            match self.pool.begin_with("BEGIN IMMEDIATE").await {
+                Ok(tx) => return Ok((turn, tx)),
+                Err(e) if is_busy(&e) && retries < BEGIN_RETRIES => {
+                    retries += 1;
+                    tracing::warn!("the database is locked by another process; retry {retries}");
+                    tokio::time::sleep(Duration::from_millis(100 * u64::from(retries))).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     /// Creates a local run and queues its job, atomically.
     pub async fn create_run(&self, new: &NewRun) -> Result<i64, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         let id = insert_local_run(&mut tx, new).await?;
         tx.commit().await?;
         Ok(id)
@@ -431,7 +512,7 @@ impl Store {
         spec: &Value,
         runs: &[NewRun],
     ) -> Result<(i64, Vec<i64>), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         let sweep_id: i64 = sqlx::query_scalar(
             "INSERT INTO sweeps (kind, name, spec) VALUES (?, ?, ?) RETURNING id",
         )
@@ -497,14 +578,14 @@ impl Store {
 
     /// Stores runs trained elsewhere, with their metric series, atomically.
     pub async fn import_runs(&self, runs: &[ImportedRun]) -> Result<Vec<i64>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         let mut ids = Vec::with_capacity(runs.len());
         for run in runs {
             let id: i64 = sqlx::query_scalar(
                 "INSERT INTO runs (name, source, status, config, parameterization, alpha, width, depth, lr, \
                  tokens, params_non_embedding, flops, flops_dense, final_train_loss, final_val_loss, dataset, \
-                 finished_at) \
-                 VALUES (?, 'imported', 'succeeded', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \
+                 created_by, finished_at) \
+                 VALUES (?, 'imported', 'succeeded', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \
                  strftime('%Y-%m-%dT%H:%M:%fZ', 'now')) RETURNING id",
             )
             .bind(&run.name)
@@ -521,6 +602,7 @@ impl Store {
             .bind(run.final_loss)
             .bind(run.final_loss)
             .bind(&run.dataset)
+            .bind(&run.created_by)
             .fetch_one(&mut *tx)
             .await?;
             insert_tags(&mut tx, id, &run.tags).await?;
@@ -569,6 +651,7 @@ impl Store {
     /// Deletes a run with its metrics, tags and job. A running job stops at its next step
     /// (its worker finds the run gone).
     pub async fn delete_run(&self, id: i64) -> Result<(), StoreError> {
+        let _turn = self.write_turn().await;
         let deleted = sqlx::query("DELETE FROM runs WHERE id = ?")
             .bind(id)
             .execute(&self.pool)
@@ -587,7 +670,7 @@ impl Store {
         add: &[String],
         remove: &[String],
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM runs WHERE id = ?")
             .bind(id)
             .fetch_optional(&mut *tx)
@@ -623,41 +706,182 @@ impl Store {
         if points.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         insert_metrics(&mut tx, run_id, points).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    /// A run's metric series in step order.
+    /// A run's whole metric series in step order, in memory: for runs known to be short. The
+    /// API reads series through [`Store::metrics_page`] and [`Store::metrics_downsampled`].
     pub async fn metrics(&self, run_id: i64) -> Result<Vec<MetricPoint>, StoreError> {
-        self.run(run_id).await?;
-        let rows = sqlx::query(
-            "SELECT step, tokens, flops, train_loss, val_loss, lr, wall_secs FROM metrics \
-             WHERE run_id = ? ORDER BY step",
-        )
-        .bind(run_id)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(MetricPoint {
-                    step: r.try_get("step")?,
-                    tokens: r.try_get("tokens")?,
-                    flops: r.try_get("flops")?,
-                    train_loss: r.try_get("train_loss")?,
-                    val_loss: r.try_get("val_loss")?,
-                    lr: r.try_get("lr")?,
-                    wall_secs: r.try_get("wall_secs")?,
-                })
-            })
-            .collect::<Result<Vec<_>, sqlx::Error>>()
-            .map_err(StoreError::from)
+        self.ensure_run(run_id).await?;
+        let sql = format!("SELECT {POINT_COLUMNS} FROM metrics WHERE run_id = ? ORDER BY step");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(run_id)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(point_from_row)
+            .collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// Up to `limit` points of a run's series after step `after_step` (from the start if
+    /// `None`), in step order, and the `after_step` of the next page (`None` at the end). Reads
+    /// at most `limit + 1` rows.
+    pub async fn metrics_page(
+        &self,
+        run_id: i64,
+        after_step: Option<i64>,
+        limit: usize,
+    ) -> Result<MetricsPage, StoreError> {
+        self.ensure_run(run_id).await?;
+        let rows_wanted = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
+        let query = match after_step {
+            Some(after) => sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {POINT_COLUMNS} FROM metrics WHERE run_id = ? AND step > ? \
+                 ORDER BY step LIMIT ?"
+            )))
+            .bind(run_id)
+            .bind(after),
+            None => sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {POINT_COLUMNS} FROM metrics WHERE run_id = ? ORDER BY step LIMIT ?"
+            )))
+            .bind(run_id),
+        };
+        let rows = query.bind(rows_wanted).fetch_all(&self.pool).await?;
+        let mut points = rows
+            .iter()
+            .map(point_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let next_after_step = if points.len() > limit {
+            points.truncate(limit);
+            points.last().map(|p| p.step)
+        } else {
+            None
+        };
+        Ok(MetricsPage {
+            points,
+            next_after_step,
+        })
+    }
+
+    /// A run's series downsampled to at most `target` points (`target >= 2`) while reading at
+    /// most [`sample_budget`]`(target)` rows, however long the series:
+    ///
+    /// - the first and the last point are kept;
+    /// - the steps strictly between them are cut into `(target - 2) / 2` equal step ranges
+    ///   (buckets), and each keeps its point of lowest and of highest training loss (one point
+    ///   if they coincide; a bucket where no point has a training loss keeps its first point);
+    /// - when the first-to-last step range holds at most the budget of steps, every row is read,
+    ///   so each bucket's extremes are exact; a longer series is sampled: the rows read are the
+    ///   first row at or after each of `budget - 2` evenly spaced steps, so each bucket's
+    ///   extremes are those of about `2 * budget / target` evenly spread rows of it (a spike
+    ///   shorter than the spacing of the samples may be missed);
+    /// - a series of at most `target` rows read comes back whole.
+    pub async fn metrics_downsampled(
+        &self,
+        run_id: i64,
+        target: usize,
+    ) -> Result<Vec<MetricPoint>, StoreError> {
+        self.ensure_run(run_id).await?;
+        self.sample(run_id, target, SampledRows::All).await
+    }
+
+    /// A bounded view of a run's series for charts: [`Store::metrics_downsampled`] to
+    /// `points`, merged with the run's validation points downsampled the same way (the rows that
+    /// have a validation loss, with each bucket's lowest and highest validation loss) to
+    /// `points`. At most `2 * points` points, in step order.
+    pub async fn metrics_overview(
+        &self,
+        run_id: i64,
+        points: usize,
+    ) -> Result<Vec<MetricPoint>, StoreError> {
+        self.ensure_run(run_id).await?;
+        let mut merged = self.sample(run_id, points, SampledRows::All).await?;
+        merged.extend(self.sample(run_id, points, SampledRows::Val).await?);
+        merged.sort_by_key(|p| p.step);
+        merged.dedup_by_key(|p| p.step);
+        Ok(merged)
+    }
+
+    async fn ensure_run(&self, run_id: i64) -> Result<(), StoreError> {
+        let exists: Option<i64> = sqlx::query_scalar("SELECT id FROM runs WHERE id = ?")
+            .bind(run_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        exists.map(|_| ()).ok_or(StoreError::NotFound(run_id))
+    }
+
+    /// The downsampling behind [`Store::metrics_downsampled`], over all rows or the rows with a
+    /// validation loss (through the partial index `metrics_val`).
+    async fn sample(
+        &self,
+        run_id: i64,
+        target: usize,
+        rows: SampledRows,
+    ) -> Result<Vec<MetricPoint>, StoreError> {
+        let (index, only) = match rows {
+            SampledRows::All => ("", ""),
+            SampledRows::Val => ("INDEXED BY metrics_val", "AND val_loss IS NOT NULL"),
+        };
+        // Two single-ended index seeks: `MIN(step), MAX(step)` together would scan the run.
+        let end = |order: &str| {
+            format!(
+                "SELECT step FROM metrics {index} WHERE run_id = ? {only} ORDER BY step {order} LIMIT 1"
+            )
+        };
+        let first: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(end("ASC")))
+            .bind(run_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        let last: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(end("DESC")))
+            .bind(run_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        let (Some(first), Some(last)) = (first, last) else {
+            return Ok(Vec::new());
+        };
+        let key: fn(&MetricPoint) -> Option<f64> = match rows {
+            SampledRows::All => |p: &MetricPoint| p.train_loss,
+            SampledRows::Val => |p: &MetricPoint| p.val_loss,
+        };
+        let mut sampler = Downsampler::new(first, last, target, key);
+        let budget = sample_budget(target);
+        let span = i128::from(last) - i128::from(first) + 1;
+        let mut stream = if span <= budget as i128 {
+            // Steps are distinct integers: the range holds at most `budget` rows; read them all.
+            let sql = format!(
+                "SELECT {POINT_COLUMNS} FROM metrics {index} \
+                 WHERE run_id = ?1 {only} AND step >= ?2 AND step <= ?3 ORDER BY step"
+            );
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(run_id)
+                .bind(first)
+                .bind(last)
+                .fetch(&self.pool)
+        } else {
+            // One index seek per probe: the first row at or after each probed step.
+            let sql = format!(
+                "SELECT {PROBED_COLUMNS} FROM json_each(?2) AS probe CROSS JOIN metrics AS m \
+                 WHERE m.run_id = ?1 AND m.step = (SELECT s.step FROM metrics AS s {index} \
+                 WHERE s.run_id = ?1 {only} AND s.step >= probe.value ORDER BY s.step LIMIT 1)"
+            );
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(run_id)
+                .bind(probe_steps(first, last, budget))
+                .fetch(&self.pool)
+        };
+        while let Some(row) = stream.next().await {
+            sampler.push(point_from_row(&row?)?);
+        }
+        Ok(sampler.finish())
     }
 
     /// Claims the oldest queued job and marks its run running.
     pub async fn claim_job(&self) -> Result<Option<ClaimedJob>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         let job: Option<(i64, i64, String)> = sqlx::query_as(
             "UPDATE jobs SET state = 'running', attempts = attempts + 1 \
              WHERE id = (SELECT id FROM jobs WHERE state = 'queued' ORDER BY id LIMIT 1) \
@@ -690,7 +914,7 @@ impl Store {
         job: &ClaimedJob,
         outcome: Result<&RunSummary, &str>,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         let update = match outcome {
             Ok(s) => sqlx::query(
                 "UPDATE runs SET status = ?, finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), \
@@ -728,7 +952,7 @@ impl Store {
     /// Asks a run's job to stop: a queued job is cancelled at once, a running one at its next
     /// step. Returns the run's status after the request.
     pub async fn request_cancel(&self, run_id: i64) -> Result<StoredStatus, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let (_turn, mut tx) = self.begin_write().await?;
         sqlx::query(
             "UPDATE runs SET status = 'cancelled', finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
              WHERE id = ? AND status IN ('queued', 'interrupted')",
@@ -745,6 +969,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        drop(_turn);
         Ok(self.run(run_id).await?.status)
     }
 
@@ -758,34 +983,109 @@ impl Store {
         Ok(flag.is_none_or(|f| f != 0))
     }
 
-    /// At start-up: runs left `running` by a stopped server become `interrupted` and their jobs
-    /// are queued again (they restart from step 0; training is deterministic, so the metrics they
-    /// had committed are rewritten with the same values). Returns how many were re-queued.
+    /// At start-up: jobs left `running` by a stopped server are released as interrupted (see
+    /// [`Store::release_interrupted_job`]): queued again while they have attempts left (they
+    /// restart from step 0; training is deterministic, so the metrics they had committed are
+    /// rewritten with the same values), failed once they have been interrupted
+    /// [`MAX_ATTEMPTS`] times. Returns how many were queued again.
     pub async fn requeue_interrupted(&self) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "UPDATE runs SET status = 'interrupted' WHERE id IN (SELECT run_id FROM jobs WHERE state = 'running')",
-        )
-        .execute(&mut *tx)
-        .await?;
-        let requeued = sqlx::query(
-            "UPDATE jobs SET state = 'queued' WHERE state = 'running' AND cancel_requested = 0",
-        )
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        sqlx::query(
-            "UPDATE runs SET status = 'cancelled' WHERE id IN \
-             (SELECT run_id FROM jobs WHERE state = 'running' AND cancel_requested = 1)",
-        )
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("UPDATE jobs SET state = 'done' WHERE state = 'running'")
-            .execute(&mut *tx)
-            .await?;
+        let (_turn, mut tx) = self.begin_write().await?;
+        let running: Vec<i64> =
+            sqlx::query_scalar("SELECT id FROM jobs WHERE state = 'running' ORDER BY id")
+                .fetch_all(&mut *tx)
+                .await?;
+        let mut requeued = 0;
+        for job_id in running {
+            let released = release_job(&mut tx, job_id, "server or worker crash").await?;
+            if released == Some(Released::Requeued) {
+                requeued += 1;
+            }
+        }
         tx.commit().await?;
         Ok(requeued)
     }
+
+    /// Releases a claimed job that stopped without finishing (its server or worker crashed;
+    /// `reason` says how, e.g. `server or worker crash`). Its claim counted as an attempt: with
+    /// fewer than [`MAX_ATTEMPTS`] attempts the run becomes `interrupted` and its job is queued
+    /// again; on its last attempt the run ends `failed` with the error
+    /// `interrupted N times (reason); not retried again` and the job is done, so the queue moves
+    /// on. A job whose cancellation was requested ends `cancelled` instead. Returns what was
+    /// done, or `None` if the job is not running (already released or finished).
+    pub async fn release_interrupted_job(
+        &self,
+        job_id: i64,
+        reason: &str,
+    ) -> Result<Option<Released>, StoreError> {
+        let (_turn, mut tx) = self.begin_write().await?;
+        let released = release_job(&mut tx, job_id, reason).await?;
+        tx.commit().await?;
+        Ok(released)
+    }
+}
+
+/// What [`Store::release_interrupted_job`] did with a job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Released {
+    /// Queued again (its run is `interrupted`).
+    Requeued,
+    /// Interrupted on its last attempt: its run is `failed`.
+    Failed,
+    /// Its cancellation had been requested: its run is `cancelled`.
+    Cancelled,
+}
+
+/// The release of one interrupted job, inside a write transaction.
+async fn release_job(
+    tx: &mut Transaction<'_>,
+    job_id: i64,
+    reason: &str,
+) -> Result<Option<Released>, StoreError> {
+    let job: Option<(i64, i64, i64)> = sqlx::query_as(
+        "SELECT run_id, attempts, cancel_requested FROM jobs WHERE id = ? AND state = 'running'",
+    )
+    .bind(job_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some((run_id, attempts, cancel_requested)) = job else {
+        return Ok(None);
+    };
+    let released = if cancel_requested != 0 {
+        Released::Cancelled
+    } else if attempts >= MAX_ATTEMPTS {
+        Released::Failed
+    } else {
+        Released::Requeued
+    };
+    let finished = "finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
+    let (run_update, job_state) = match released {
+        Released::Requeued => (
+            "UPDATE runs SET status = 'interrupted' WHERE id = ?".to_string(),
+            "queued",
+        ),
+        Released::Cancelled => (
+            format!("UPDATE runs SET status = 'cancelled', {finished} WHERE id = ?"),
+            "done",
+        ),
+        Released::Failed => (
+            format!("UPDATE runs SET status = 'failed', error = ?, {finished} WHERE id = ?"),
+            "done",
+        ),
+    };
+    let mut update = sqlx::query(sqlx::AssertSqlSafe(run_update));
+    if released == Released::Failed {
+        tracing::warn!("run {run_id} was interrupted {attempts} times; it is not retried again");
+        update = update.bind(format!(
+            "interrupted {attempts} times ({reason}); not retried again"
+        ));
+    }
+    update.bind(run_id).execute(&mut **tx).await?;
+    sqlx::query("UPDATE jobs SET state = ? WHERE id = ?")
+        .bind(job_state)
+        .bind(job_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(Some(released))
 }
 
 type Transaction<'a> = sqlx::Transaction<'a, Sqlite>;
@@ -802,8 +1102,8 @@ async fn insert_local_run(tx: &mut Transaction<'_>, new: &NewRun) -> Result<i64,
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO runs (name, source, status, config, parameterization, alpha, width, depth, d_head, \
          context, vocab, lr, init_std, eps, weight_decay, batch, tokens, seed, dataset, sweep_id, \
-         params_non_embedding) \
-         VALUES (?, 'local', 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+         params_non_embedding, created_by) \
+         VALUES (?, 'local', 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
     )
     .bind(&new.name)
     .bind(config)
@@ -824,6 +1124,7 @@ async fn insert_local_run(tx: &mut Transaction<'_>, new: &NewRun) -> Result<i64,
     .bind(dataset_name(c))
     .bind(new.sweep_id)
     .bind(c.params_non_embedding() as i64)
+    .bind(&new.created_by)
     .fetch_one(&mut **tx)
     .await?;
     insert_tags(tx, id, &new.tags).await?;
@@ -872,6 +1173,221 @@ async fn insert_metrics(
         insert.build().execute(&mut **tx).await?;
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bounded reads of metric series
+
+/// The columns of a [`MetricPoint`], as [`point_from_row`] reads them.
+const POINT_COLUMNS: &str = "step, tokens, flops, train_loss, val_loss, lr, wall_secs";
+/// The same columns of the table aliased `m`.
+const PROBED_COLUMNS: &str =
+    "m.step, m.tokens, m.flops, m.train_loss, m.val_loss, m.lr, m.wall_secs";
+
+/// Rows a downsampled read may look at per point it returns (see [`Store::metrics_downsampled`]).
+pub const SAMPLES_PER_POINT: usize = 8;
+/// The most rows one downsampled read looks at, however many points it returns.
+pub const MAX_SAMPLES: usize = 100_000;
+
+/// How many rows a downsampled read of `target` points looks at:
+/// `SAMPLES_PER_POINT * target`, at most [`MAX_SAMPLES`] (but never fewer than `target`).
+pub fn sample_budget(target: usize) -> usize {
+    target
+        .saturating_mul(SAMPLES_PER_POINT)
+        .min(MAX_SAMPLES)
+        .max(target)
+        .max(2)
+}
+
+fn point_from_row(row: &SqliteRow) -> Result<MetricPoint, sqlx::Error> {
+    Ok(MetricPoint {
+        step: row.try_get("step")?,
+        tokens: row.try_get("tokens")?,
+        flops: row.try_get("flops")?,
+        train_loss: row.try_get("train_loss")?,
+        val_loss: row.try_get("val_loss")?,
+        lr: row.try_get("lr")?,
+        wall_secs: row.try_get("wall_secs")?,
+    })
+}
+
+/// Which rows of a run a downsampled read considers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SampledRows {
+    /// Every row; buckets keep their extremes of training loss.
+    All,
+    /// The rows with a validation loss; buckets keep their extremes of validation loss.
+    Val,
+}
+
+/// `count >= 2` probe steps for a sampled read of `[first, last]` (with `last - first + 1 >
+/// count`): `first`, `count - 2` evenly spaced steps strictly between, and `last`, as a JSON
+/// array for `json_each`.
+fn probe_steps(first: i64, last: i64, count: usize) -> String {
+    let inner = count.saturating_sub(2) as i128;
+    let span = i128::from(last) - i128::from(first) - 1;
+    let mut json = String::with_capacity(count * 12);
+    json.push('[');
+    json.push_str(&first.to_string());
+    for j in 0..inner {
+        let step = i128::from(first) + 1 + j * span / inner;
+        json.push(',');
+        json.push_str(&step.to_string());
+    }
+    json.push(',');
+    json.push_str(&last.to_string());
+    json.push(']');
+    json
+}
+
+/// One page of a run's series.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MetricsPage {
+    pub points: Vec<MetricPoint>,
+    /// The `after_step` of the next page; `None` at the end of the series.
+    pub next_after_step: Option<i64>,
+}
+
+/// Downsamples a series fed in step order, in memory proportional to its output: keeps at most
+/// `target` points, namely the first (at step `first`) and last (at step `last`) points and,
+/// in each of `(target - 2) / 2` equal ranges of the steps strictly between, the points where
+/// `key` (a loss) is lowest and highest; a bucket where no point has the key keeps its first
+/// point. When at most `target` points are fed, all of them are kept. Points outside
+/// `[first, last]`, or not after the previous point, are ignored.
+pub struct Downsampler {
+    first: i64,
+    last: i64,
+    target: usize,
+    key: fn(&MetricPoint) -> Option<f64>,
+    previous: Option<i64>,
+    /// Whether more than `target` points have been fed.
+    overflowed: bool,
+    /// Every point so far, while there are at most `target`.
+    kept: Vec<MetricPoint>,
+    /// Once there are more: the first and last points and the buckets.
+    head: Option<MetricPoint>,
+    tail: Option<MetricPoint>,
+    buckets: Vec<Bucket>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Bucket {
+    lowest: Option<(f64, MetricPoint)>,
+    highest: Option<(f64, MetricPoint)>,
+    first: Option<MetricPoint>,
+}
+
+impl Downsampler {
+    /// A downsampler of the series from step `first` to step `last`, to `target` points.
+    pub fn new(
+        first: i64,
+        last: i64,
+        target: usize,
+        key: fn(&MetricPoint) -> Option<f64>,
+    ) -> Downsampler {
+        Downsampler {
+            first,
+            last,
+            target,
+            key,
+            previous: None,
+            overflowed: false,
+            kept: Vec::new(),
+            head: None,
+            tail: None,
+            buckets: Vec::new(),
+        }
+    }
+
+    /// Feeds the next point.
+    pub fn push(&mut self, point: MetricPoint) {
+        if point.step < self.first
+            || point.step > self.last
+            || self.previous.is_some_and(|p| point.step <= p)
+        {
+            return;
+        }
+        self.previous = Some(point.step);
+        if !self.overflowed {
+            if self.kept.len() < self.target {
+                self.kept.push(point);
+                return;
+            }
+            // More than `target` points: from now on, keep the ends and extremes only.
+            self.overflowed = true;
+            self.buckets = vec![Bucket::default(); self.target.saturating_sub(2) / 2];
+            for kept in std::mem::take(&mut self.kept) {
+                self.place(kept);
+            }
+        }
+        self.place(point);
+    }
+
+    fn place(&mut self, point: MetricPoint) {
+        if point.step == self.first {
+            self.head = Some(point);
+            return;
+        }
+        if point.step == self.last {
+            self.tail = Some(point);
+            return;
+        }
+        let inner = i128::from(self.last) - i128::from(self.first) - 1;
+        if self.buckets.is_empty() || inner <= 0 {
+            return;
+        }
+        let offset = i128::from(point.step) - i128::from(self.first) - 1;
+        let count = self.buckets.len();
+        let index = (offset * count as i128 / inner) as usize;
+        let bucket = &mut self.buckets[index.min(count - 1)];
+        match (self.key)(&point).filter(|v| !v.is_nan()) {
+            Some(value) => {
+                if bucket.lowest.as_ref().is_none_or(|(low, _)| value < *low) {
+                    bucket.lowest = Some((value, point.clone()));
+                }
+                if bucket
+                    .highest
+                    .as_ref()
+                    .is_none_or(|(high, _)| value > *high)
+                {
+                    bucket.highest = Some((value, point));
+                }
+            }
+            None => {
+                if bucket.first.is_none() {
+                    bucket.first = Some(point);
+                }
+            }
+        }
+    }
+
+    /// The kept points, in step order.
+    pub fn finish(self) -> Vec<MetricPoint> {
+        if !self.overflowed {
+            return self.kept;
+        }
+        let mut out = Vec::with_capacity(self.target);
+        out.extend(self.head);
+        for bucket in self.buckets {
+            match (bucket.lowest, bucket.highest) {
+                (Some((_, low)), Some((_, high))) => {
+                    let (a, b) = if low.step <= high.step {
+                        (low, high)
+                    } else {
+                        (high, low)
+                    };
+                    let same = a.step == b.step;
+                    out.push(a);
+                    if !same {
+                        out.push(b);
+                    }
+                }
+                _ => out.extend(bucket.first),
+            }
+        }
+        out.extend(self.tail);
+        out
+    }
 }
 
 fn push_where(builder: &mut QueryBuilder<Sqlite>, query: &RunQuery) {
@@ -1037,6 +1553,7 @@ impl Store {
         if let Some(sweep) = sweep_id {
             self.sweep(sweep).await?;
         }
+        let _turn = self.write_turn().await;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO diagnostics (kind, config, result, status, sweep_id) \
              VALUES (?, ?, 'null', 'queued', ?) RETURNING id",
@@ -1091,6 +1608,7 @@ impl Store {
 
     /// Claims the oldest queued diagnostic and marks it running.
     pub async fn claim_diagnostic(&self) -> Result<Option<ClaimedDiagnostic>, StoreError> {
+        let _turn = self.write_turn().await;
         let row: Option<(i64, String, String)> = sqlx::query_as(
             "UPDATE diagnostics SET status = 'running', \
              started_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
@@ -1124,6 +1642,7 @@ impl Store {
             )
             .bind(message),
         };
+        let _turn = self.write_turn().await;
         update.bind(id).execute(&self.pool).await?;
         Ok(())
     }
@@ -1131,6 +1650,7 @@ impl Store {
     /// At start-up: diagnostics left queued or running by a stopped server become
     /// `interrupted` (they do not run again; launch them anew). Returns how many.
     pub async fn interrupt_diagnostics(&self) -> Result<u64, StoreError> {
+        let _turn = self.write_turn().await;
         Ok(sqlx::query(
             "UPDATE diagnostics SET status = 'interrupted', \
              finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') \
@@ -1146,5 +1666,31 @@ impl Store {
     /// The connection pool, for storage code kept beside its domain (tokens in [`crate::auth`]).
     pub(crate) fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probes_are_evenly_spaced_strictly_inside_the_ends() {
+        let probes: Vec<i64> = serde_json::from_str(&probe_steps(10, 1009, 12)).unwrap();
+        assert_eq!(probes.len(), 12);
+        assert_eq!((probes[0], probes[11]), (10, 1009));
+        assert!(probes.windows(2).all(|w| w[0] < w[1]));
+        let gaps: Vec<i64> = probes[1..11].windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(gaps.iter().all(|g| (99..=100).contains(g)), "{gaps:?}");
+        // Extreme steps do not overflow.
+        let probes: Vec<i64> = serde_json::from_str(&probe_steps(i64::MIN, i64::MAX, 5)).unwrap();
+        assert_eq!((probes[0], probes[4]), (i64::MIN, i64::MAX));
+        assert!(probes.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn budgets_grow_with_the_target_up_to_a_cap() {
+        assert_eq!(sample_budget(2), 16);
+        assert_eq!(sample_budget(1000), 8000);
+        assert_eq!(sample_budget(100_000), MAX_SAMPLES);
     }
 }

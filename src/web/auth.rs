@@ -139,6 +139,12 @@ pub fn current() -> Option<Identity> {
     CALLER.try_with(Identity::clone).ok()
 }
 
+/// The name of the signed-in caller, recorded as the creator of what it creates (`None` when
+/// authentication is off).
+pub fn creator() -> Option<String> {
+    current().filter(|c| c.token_id.is_some()).map(|c| c.name)
+}
+
 /// Refuses the current caller unless it has at least `role` (for handlers whose access depends
 /// on the body, such as the planner's `create_sweep`).
 pub fn require(role: Role) -> Result<(), super::ApiError> {
@@ -220,10 +226,10 @@ fn has_body(headers: &HeaderMap) -> bool {
 
 /// Cross-site defences for API writes, whoever the caller: a body must be JSON (which no
 /// cross-site form or simple request can send without a CORS preflight, never granted), and a
-/// browser request naming another origin is refused even without a body.
-fn check_api_write(headers: &HeaderMap) -> Result<(), Response> {
+/// browser request naming another origin is refused even without a body. The refusal, if any.
+fn refuse_api_write(headers: &HeaderMap) -> Option<Response> {
     if has_body(headers) && !is_json(headers.get(header::CONTENT_TYPE)) {
-        return Err(json_error(
+        return Some(json_error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
             "API writes must be sent with 'Content-Type: application/json'",
@@ -231,13 +237,13 @@ fn check_api_write(headers: &HeaderMap) -> Result<(), Response> {
     }
     let browser = headers.contains_key(header::ORIGIN) || headers.contains_key("sec-fetch-site");
     if browser && !same_origin(headers) {
-        return Err(json_error(
+        return Some(json_error(
             StatusCode::FORBIDDEN,
             "forbidden",
             "API writes from another site's pages are refused",
         ));
     }
-    Ok(())
+    None
 }
 
 /// The value of cookie `name` in the request's `Cookie` headers.
@@ -386,7 +392,7 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
     };
     if api
         && unsafe_method
-        && let Err(refused) = check_api_write(request.headers())
+        && let Some(refused) = refuse_api_write(request.headers())
     {
         return refused;
     }

@@ -208,6 +208,7 @@ fn imported_run(index: usize, value: Value) -> Result<ImportedRun, ApiError> {
         tags,
         metrics: points(metrics, p, &context)?,
         extra: Value::Object(run),
+        created_by: super::auth::creator(),
     })
 }
 

@@ -200,29 +200,31 @@ async fn bootstrap_admin(
     store: &Store,
     config: &ServeConfig,
     settings: &ServerSettings,
-) -> Result<(), crate::store::StoreError> {
+) -> Result<(), ServeError> {
+    let database = |source| ServeError::Database {
+        path: config.db.clone(),
+        source,
+    };
     if let Some(secret) = &config.admin_token {
         if secret.chars().count() < 32 {
-            return Err(crate::store::StoreError::Invalid(
-                "SHAPEWISE_ADMIN_TOKEN must have at least 32 characters".into(),
+            return Err(ServeError::Setting(
+                "SHAPEWISE_ADMIN_TOKEN (--admin-token) must have at least 32 characters".into(),
             ));
         }
         if store
-            .ensure_token(
-                "admin (SHAPEWISE_ADMIN_TOKEN)",
-                crate::auth::Role::Admin,
-                secret,
-            )
-            .await?
+            .ensure_token("admin", crate::auth::Role::Admin, secret)
+            .await
+            .map_err(database)?
         {
             tracing::info!("admin token from SHAPEWISE_ADMIN_TOKEN stored");
         }
         return Ok(());
     }
-    if settings.auth && !store.has_admin_token().await? {
+    if settings.auth && !store.has_admin_token().await.map_err(database)? {
         let (_, secret) = store
             .create_token("admin", crate::auth::Role::Admin)
-            .await?;
+            .await
+            .map_err(database)?;
         tracing::warn!(
             "no admin token existed, so one was created; it is shown this once. Sign in at /login with:\n{secret}"
         );
@@ -314,12 +316,7 @@ pub async fn serve_on(
         tracing::info!("marked {interrupted} unfinished diagnostic(s) interrupted");
     }
     let settings = ServerSettings::resolve(config, listener.local_addr()?)?;
-    bootstrap_admin(&store, config, &settings)
-        .await
-        .map_err(|source| ServeError::Database {
-            path: config.db.clone(),
-            source,
-        })?;
+    bootstrap_admin(&store, config, &settings).await?;
     tracing::info!(
         "authentication {}, data roots: {}, run memory limit {:.1} GiB, {} training worker(s)",
         if settings.auth {

@@ -3,7 +3,8 @@
 use super::AppState;
 use super::error::ApiError;
 use crate::store::{
-    Comparison, Condition, FILTER_COLUMNS, FilterValue, MetricPoint, NewRun, RunQuery, StoredStatus,
+    Comparison, Condition, Downsampler, FILTER_COLUMNS, FilterValue, MetricPoint, NewRun, RunQuery,
+    StoredStatus,
 };
 use crate::train::RunConfig;
 use axum::body::Bytes;
@@ -138,6 +139,7 @@ pub(crate) async fn parse_new_run(mut body: Map<String, Value>) -> Result<NewRun
         tags,
         config,
         sweep_id: None,
+        created_by: super::auth::creator(),
     })
 }
 
@@ -273,55 +275,65 @@ async fn edit_tags(
     Ok(Json(state.store.run(id).await?).into_response())
 }
 
-/// Keeps at most `target` points of a series: the first and last, and in each of
-/// `(target - 2) / 2` equal buckets of the rest the points of lowest and highest training loss,
-/// so spikes and dips survive downsampling.
+/// Keeps at most `target` points of a series in step order: the first and last, and in each of
+/// `(target - 2) / 2` equal ranges of the steps between them (buckets) the points of lowest and
+/// highest training loss, so spikes and dips survive downsampling (a bucket where no point has a
+/// training loss keeps its first point). A series of at most `target` points is returned whole.
+/// The same rule as [`crate::store::Store::metrics_downsampled`], which applies it to a bounded
+/// sample of a stored series.
 pub fn downsample(points: Vec<MetricPoint>, target: usize) -> Vec<MetricPoint> {
-    if points.len() <= target.max(2) {
+    let (Some(first), Some(last)) = (points.first(), points.last()) else {
         return points;
+    };
+    let mut sampler = Downsampler::new(first.step, last.step, target, |p| p.train_loss);
+    for point in points {
+        sampler.push(point);
     }
-    let buckets = (target.saturating_sub(2) / 2).max(1);
-    let inner = &points[1..points.len() - 1];
-    let mut kept = vec![points[0].clone()];
-    let loss = |p: &MetricPoint| p.train_loss.unwrap_or(f64::NAN);
-    for b in 0..buckets {
-        let bucket = &inner[b * inner.len() / buckets..(b + 1) * inner.len() / buckets];
-        let Some(lowest) = bucket.iter().min_by(|x, y| loss(x).total_cmp(&loss(y))) else {
-            continue;
-        };
-        let highest = bucket
-            .iter()
-            .max_by(|x, y| loss(x).total_cmp(&loss(y)))
-            .unwrap_or(lowest);
-        let (first, second) = if lowest.step <= highest.step {
-            (lowest, highest)
-        } else {
-            (highest, lowest)
-        };
-        kept.push(first.clone());
-        if second.step != first.step {
-            kept.push(second.clone());
-        }
-    }
-    kept.push(points[points.len() - 1].clone());
-    kept
+    sampler.finish()
 }
 
-/// Returns the metric series of a run, optionally downsampled.
+/// The page of `GET /api/v1/runs/{id}/metrics` without `points` or `limit`.
+const DEFAULT_METRICS_PAGE: usize = 10_000;
+/// The largest page `limit` may ask for.
+const MAX_METRICS_PAGE: usize = 100_000;
+/// The most points `points` may ask for.
+const MAX_METRICS_POINTS: usize = 100_000;
+
+/// A run's metric series: one page of it, or a downsampled view.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct MetricSeries {
+    run_id: i64,
+    /// The points, by step.
+    points: Vec<MetricPoint>,
+    /// The `after_step` that continues the series; `null` on its last page, and always `null`
+    /// with `points`.
+    next_after_step: Option<i64>,
+}
+
+/// Returns a run's metric series, one page at a time or downsampled.
 ///
-/// With `points`, at most that many points are kept: the first and last, and the lowest and
-/// highest training loss of equal buckets in between, so spikes and dips survive.
+/// Without `points`, the series is paged: at most `limit` points (default 10000, at most 100000)
+/// after step `after_step` (from the start without it); `next_after_step` is the `after_step` of
+/// the next page, `null` on the last. Follow it to walk the whole series, each point once.
+///
+/// With `points`, at most that many points of the whole series: the first and last, and the
+/// lowest and highest training loss of equal step ranges in between, so spikes and dips survive.
+/// It reads at most 8 rows per point asked for (100000 in all): a series whose step range is
+/// longer is sampled at evenly spaced steps and each range's extremes are those of its sampled
+/// rows. `points` cannot be combined with `limit` or `after_step`.
 #[utoipa::path(
     get,
     path = "/api/v1/runs/{id}/metrics",
     tag = "runs",
     params(
         ("id" = i64, Path, description = "Run id"),
-        ("points" = Option<u32>, Query, minimum = 2, maximum = 100000, description = "Keep at most this many points (2 to 100000)"),
+        ("points" = Option<u32>, Query, minimum = 2, maximum = 100000, description = "Downsample the whole series to at most this many points (2 to 100000)"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100000, description = "Points per page without `points` (1 to 100000, default 10000)"),
+        ("after_step" = Option<i64>, Query, description = "Start the page after this step (the previous page's `next_after_step`)"),
     ),
     responses(
-        (status = 200, description = "The series, by step", body = super::openapi::MetricSeries),
-        (status = 400, description = "Bad id, bad `points` or unknown parameter", body = super::openapi::ErrorBody),
+        (status = 200, description = "The page or the downsampled series, by step", body = MetricSeries),
+        (status = 400, description = "Bad id, bad `points`, `limit` or `after_step`, `points` with paging, or an unknown parameter", body = super::openapi::ErrorBody),
         (status = 404, description = "No such run", body = super::openapi::ErrorBody),
     )
 )]
@@ -333,31 +345,70 @@ async fn run_metrics(
     let id = run_id(path)?;
     let Query(params) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let mut target = None;
+    let mut limit = None;
+    let mut after_step = None;
     for (key, value) in params {
         match key.as_str() {
             "points" => {
                 let n: usize = value
                     .parse()
                     .ok()
-                    .filter(|n| (2..=100_000).contains(n))
+                    .filter(|n| (2..=MAX_METRICS_POINTS).contains(n))
                     .ok_or_else(|| {
-                        ApiError::BadRequest("'points' must be an integer in [2, 100000]".into())
+                        ApiError::BadRequest(format!(
+                            "'points' must be an integer in [2, {MAX_METRICS_POINTS}]"
+                        ))
                     })?;
                 target = Some(n);
             }
+            "limit" => {
+                let n: usize = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=MAX_METRICS_PAGE).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::BadRequest(format!(
+                            "'limit' must be an integer in [1, {MAX_METRICS_PAGE}]"
+                        ))
+                    })?;
+                limit = Some(n);
+            }
+            "after_step" => {
+                let step: i64 = value.parse().map_err(|_| {
+                    ApiError::BadRequest("'after_step' must be an integer (a step)".into())
+                })?;
+                after_step = Some(step);
+            }
             other => {
                 return Err(ApiError::BadRequest(format!(
-                    "unknown parameter '{other}': use 'points'"
+                    "unknown parameter '{other}': use 'points', or 'limit' and 'after_step'"
                 )));
             }
         }
     }
-    let points = state.store.metrics(id).await?;
-    let points = match target {
-        Some(n) => downsample(points, n),
-        None => points,
+    let (points, next_after_step) = match target {
+        Some(_) if limit.is_some() || after_step.is_some() => {
+            return Err(ApiError::BadRequest(
+                "'points' downsamples the whole series: it cannot be combined with 'limit' or \
+                 'after_step'"
+                    .into(),
+            ));
+        }
+        Some(n) => (state.store.metrics_downsampled(id, n).await?, None),
+        None => {
+            let page = state
+                .store
+                .metrics_page(id, after_step, limit.unwrap_or(DEFAULT_METRICS_PAGE))
+                .await?;
+            (page.points, page.next_after_step)
+        }
     };
-    Ok(Json(json!({"run_id": id, "points": points})).into_response())
+    Ok(Json(MetricSeries {
+        run_id: id,
+        points,
+        next_after_step,
+    })
+    .into_response())
 }
 
 /// Streams a run's progress as server-sent events.
@@ -675,6 +726,32 @@ mod tests {
         assert_eq!(kept.last().unwrap().step, 999);
         assert!(kept.iter().any(|p| p.step == 500), "the spike survives");
         assert!(kept.windows(2).all(|w| w[0].step < w[1].step));
+    }
+
+    #[test]
+    fn downsampling_never_exceeds_the_target() {
+        let points: Vec<MetricPoint> = (0..100).map(|s| point(s * 3, (s % 5) as f64)).collect();
+        for target in 2..=100 {
+            let kept = downsample(points.clone(), target);
+            assert!(kept.len() <= target, "{} > {target}", kept.len());
+            assert_eq!(kept.first().unwrap().step, 0);
+            assert_eq!(kept.last().unwrap().step, 297);
+        }
+        assert_eq!(
+            downsample(points.clone(), 100),
+            points,
+            "short enough: whole"
+        );
+        assert_eq!(downsample(Vec::new(), 10), Vec::new());
+        // Points without a training loss keep one point per bucket.
+        let val_only: Vec<MetricPoint> = (0..50)
+            .map(|s| MetricPoint {
+                train_loss: None,
+                val_loss: Some(1.0),
+                ..point(s, 0.0)
+            })
+            .collect();
+        assert_eq!(downsample(val_only, 12).len(), 2 + 5);
     }
 
     #[test]

@@ -374,6 +374,7 @@ pub(crate) async fn launch_study(
             tags: plan.tags.clone(),
             config: config.clone(),
             sweep_id: None,
+            created_by: super::auth::creator(),
         })
         .collect();
     let (id, run_ids) = state

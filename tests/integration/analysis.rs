@@ -103,6 +103,7 @@ async fn diverged_run(store: &Store, lr: f64, depth: usize) {
         tags: vec!["transfer".into()],
         config,
         sweep_id: None,
+        created_by: None,
     };
     let id = store.create_run(&run).await.unwrap();
     let job = store.claim_job().await.unwrap().unwrap();

@@ -10,6 +10,7 @@ mod fits;
 mod openapi;
 mod pages;
 mod planner;
+mod robustness;
 mod security;
 mod studies;
 mod training;

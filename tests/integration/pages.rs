@@ -73,6 +73,7 @@ async fn app_with_runs(name: &str) -> (axum::Router, Store) {
         tags: vec!["sweep-a".into()],
         config: super::tiny_run(Parameterization::CompleteP),
         sweep_id: None,
+        created_by: None,
     };
     let second = NewRun {
         name: Some("wide".into()),
@@ -82,6 +83,7 @@ async fn app_with_runs(name: &str) -> (axum::Router, Store) {
             ..super::tiny_run(Parameterization::Mup)
         },
         sweep_id: None,
+        created_by: None,
     };
     assert_eq!(store.create_run(&first).await.unwrap(), 1);
     assert_eq!(store.create_run(&second).await.unwrap(), 2);

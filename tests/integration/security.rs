@@ -655,3 +655,67 @@ async fn half_sent_requests_and_idle_connections_are_closed_and_connections_are_
     let _ = server.await;
     result.unwrap();
 }
+
+/// Starts `shapewise serve --auth on` on a free port; returns the child, its port and the
+/// lines it logged up to "listening" plus the start-up lines after it.
+fn start_server(db: &std::path::Path) -> (std::process::Child, u16, Vec<String>) {
+    use std::io::BufRead;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shapewise"))
+        .args(["serve", "--auth", "on", "--workers", "0", "--addr"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--db")
+        .arg(db)
+        .env("NO_COLOR", "1")
+        .env_remove("SHAPEWISE_ADMIN_TOKEN")
+        .env_remove("SHAPEWISE_AUTH")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The server logs to standard output.
+    let stderr = child.stdout.take().unwrap();
+    let mut lines = Vec::new();
+    for line in std::io::BufReader::new(stderr).lines() {
+        let line = line.unwrap();
+        let done = line.contains("training worker(s)");
+        lines.push(line);
+        if done {
+            break;
+        }
+    }
+    (child, port, lines)
+}
+
+#[test]
+fn the_first_start_with_auth_on_prints_a_one_time_admin_token() {
+    let db = temp_db("bootstrap");
+    let (mut first, port, lines) = start_server(&db);
+    let token = lines
+        .iter()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("swt_")
+                .map(|rest| format!("swt_{rest}"))
+        })
+        .unwrap_or_else(|| panic!("no admin token in the log: {lines:?}"));
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "GET /api/v1/whoami HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {token}\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let reply = read_until_closed(&mut stream);
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert!(reply.contains("\"role\":\"admin\""), "{reply}");
+    // The next start has an admin already: no new secret is printed.
+    let (mut second, _, lines) = start_server(&db);
+    second.kill().unwrap();
+    second.wait().unwrap();
+    assert!(!lines.iter().any(|l| l.contains("swt_")), "{lines:?}");
+}

@@ -271,6 +271,11 @@ pub(super) async fn index(
 // ---------------------------------------------------------------------------------------------
 // GET /runs/{id}: one run
 
+/// The run page and its chart draw a bounded view of the series, however long the run: its
+/// training loss downsampled to this many points (each bucket's lowest and highest loss) and as
+/// many validation points (see [`crate::store::Store::metrics_overview`]).
+const CHART_POINTS: usize = 1000;
+
 struct PlanGroup {
     name: &'static str,
     description: &'static str,
@@ -420,7 +425,7 @@ pub(super) async fn run_page(
     let params = query.map(|Query(p)| p).unwrap_or_default();
     let view = ChartView::from_params(&params);
     let run = state.store.run(id).await?;
-    let metrics = state.store.metrics(id).await?;
+    let metrics = state.store.metrics_overview(id, CHART_POINTS).await?;
     let label = run_label(&run);
     let chart = chart_or_message(&[(label.clone(), metrics)], view);
     let path = format!("/runs/{id}");
@@ -476,7 +481,7 @@ pub(super) async fn run_chart(
     let params = query.map(|Query(p)| p).unwrap_or_default();
     let view = ChartView::from_params(&params);
     let run = state.store.run(id).await?;
-    let metrics = state.store.metrics(id).await?;
+    let metrics = state.store.metrics_overview(id, CHART_POINTS).await?;
     let svg = chart_or_message(&[(run_label(&run), metrics)], view);
     Ok((
         [
