@@ -40,6 +40,7 @@ pub fn router() -> Router<AppState> {
     paths(
         super::runs::list_runs,
         super::runs::create_run,
+        super::runs::estimate_run,
         super::runs::get_run,
         super::runs::delete_run,
         super::runs::cancel_run,

@@ -103,6 +103,7 @@ fn response_schema<'a>(doc: &'a Value, path: &str, method: &str, status: &str) -
 const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/runs"),
     ("post", "/api/v1/runs"),
+    ("post", "/api/v1/runs/estimate"),
     ("get", "/api/v1/runs/{id}"),
     ("delete", "/api/v1/runs/{id}"),
     ("post", "/api/v1/runs/{id}/cancel"),
