@@ -58,6 +58,8 @@ pub const MAX_WIDTH: usize = 2048;
 pub const MAX_STEPS: u64 = 200;
 pub const MAX_SEEDS: u64 = 16;
 pub const MAX_MODELS: u64 = 400;
+/// Most sizes (depths or widths) one check lists.
+pub const MAX_SIZES: usize = 64;
 
 /// The limits a coordinate check and a linearization check share: 1 to [`MAX_SEEDS`] seeds, a
 /// positive finite learning rate, at most 256 sequences of at most 1024 tokens.
@@ -129,6 +131,12 @@ impl CoordOptions {
         if self.sizes().is_empty() {
             return Err(format!("{name} must list at least one size"));
         }
+        if self.sizes().len() > MAX_SIZES {
+            return Err(format!(
+                "{name} must list at most {MAX_SIZES} sizes, got {}",
+                self.sizes().len()
+            ));
+        }
         if let Some(s) = self.sizes().iter().find(|&&s| s == 0 || s > limit) {
             return Err(format!("{name} must be between 1 and {limit}, got {s}"));
         }
@@ -174,6 +182,19 @@ impl CoordOptions {
     /// Models trained in all: parameterizations x sizes x seeds.
     pub fn model_count(&self) -> u64 {
         (self.parameterizations.len() * self.sizes().len()) as u64 * self.seeds
+    }
+
+    /// The models it trains, one per parameterization and size, with seed 0 (the seeds
+    /// differ only in their seed): what admission control estimates.
+    pub fn run_configs(&self) -> Vec<RunConfig> {
+        self.parameterizations
+            .iter()
+            .flat_map(|&p| {
+                self.sizes()
+                    .iter()
+                    .map(move |&size| self.run_config(p, size, 0))
+            })
+            .collect()
     }
 
     fn run_config(&self, parameterization: Parameterization, size: usize, seed: u64) -> RunConfig {

@@ -68,6 +68,16 @@
 //! For vocab 256 and context 128, on 64 validation sequences: entropy floor
 //! 2.13, bigram model (fitted on 200k tokens) 3.13, unigram entropy 4.62
 //! nats/token.
+//!
+//! # Reading files safely
+//!
+//! File corpora read regular files only: a FIFO, a device or a socket is refused
+//! from its file type, looked up before anything is opened (opening a FIFO
+//! blocks), and files are opened non-blocking and checked again once open. One
+//! corpus reads at most [`MAX_DATA_BYTES`] (2 GiB) in all, and a text folder may
+//! hold at most [`MAX_DATA_FILES`] entries nested at most [`MAX_DATA_DEPTH`]
+//! deep. [`confine`] additionally keeps a source under a set of folders (the
+//! server's data roots), for callers that read paths they did not choose.
 
 use std::fs;
 use std::io;
@@ -92,7 +102,7 @@ pub enum DataSource {
     },
     /// A UTF-8 text file, or a folder of them (read recursively, hidden entries
     /// skipped, files sorted by path and joined with `b'\n'`); byte-level
-    /// tokens, vocab 256.
+    /// tokens, vocab 256. Regular files only, at most [`MAX_DATA_BYTES`] in all.
     Text {
         /// The file or folder.
         path: PathBuf,
@@ -118,6 +128,14 @@ pub const MAX_CONTEXT: usize = 1 << 20;
 const NANOGPT_MAX_VOCAB: usize = 1 << 16;
 /// Text corpora hold out the last `1 / TEXT_VAL_DIVISOR` of their tokens.
 const TEXT_VAL_DIVISOR: usize = 10;
+/// Most bytes one file corpus reads: its text files together, or `train.bin` and
+/// `val.bin` together. 2 GiB, held in memory as `u16` tokens (4 GiB for text).
+pub const MAX_DATA_BYTES: u64 = 2 << 30;
+/// Most entries (files and folders; hidden entries are skipped, not counted) a
+/// text folder may hold, however deep.
+pub const MAX_DATA_FILES: usize = 10_000;
+/// Deepest nesting of folders in a text folder.
+pub const MAX_DATA_DEPTH: usize = 64;
 
 /// Why a corpus could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -209,6 +227,34 @@ pub enum DataError {
         /// Training tokens available.
         have: usize,
     },
+    /// Neither a regular file nor a folder: a FIFO, a device, a socket.
+    #[error(
+        "{} is not a regular file: data must be regular files or folders of them",
+        .0.display()
+    )]
+    NotRegular(PathBuf),
+    /// More bytes than one corpus may read.
+    #[error(
+        "{} holds more than {limit} bytes of data, the most one corpus reads",
+        .path.display()
+    )]
+    TooLarge {
+        /// The file or folder.
+        path: PathBuf,
+        /// [`MAX_DATA_BYTES`].
+        limit: u64,
+    },
+    /// A text folder with too many entries or nested too deep.
+    #[error(
+        "{} holds more than {files} files and folders or nests them deeper than {depth}",
+        .0.display(),
+        files = MAX_DATA_FILES,
+        depth = MAX_DATA_DEPTH
+    )]
+    TooManyFiles(PathBuf),
+    /// A path that resolves outside the allowed folders (see [`confine`]).
+    #[error("{} lies outside the data roots", .0.display())]
+    OutsideRoots(PathBuf),
     /// Any other IO failure.
     #[error("cannot read {}: {source}", .path.display())]
     Io {
@@ -462,22 +508,29 @@ struct Stored {
 
 impl Stored {
     fn text(path: &Path, window: usize) -> Result<Stored, DataError> {
-        let meta = fs::metadata(path)
-            .map_err(|e| read_error(path, e, "expected a UTF-8 text file or a folder of them"))?;
+        const EXPECTED: &str = "expected a UTF-8 text file or a folder of them";
+        let meta = fs::metadata(path).map_err(|e| read_error(path, e, EXPECTED))?;
         let files = if meta.is_dir() {
-            let mut files = Vec::new();
-            collect_files(path, &mut files)?;
+            let files = text_files(path, None)?.files;
             if files.is_empty() {
                 return Err(DataError::NoTextFiles(path.to_path_buf()));
             }
-            files.sort();
             files
-        } else {
+        } else if meta.is_file() {
             vec![path.to_path_buf()]
+        } else {
+            return Err(DataError::NotRegular(path.to_path_buf()));
         };
         let mut bytes = Vec::new();
         for (i, file) in files.iter().enumerate() {
-            let content = fs::read(file).map_err(|e| io_error(file, e))?;
+            let budget = MAX_DATA_BYTES.saturating_sub(bytes.len() as u64);
+            let content = read_regular(file, budget, EXPECTED).map_err(|e| match e {
+                DataError::TooLarge { limit, .. } => DataError::TooLarge {
+                    path: path.to_path_buf(),
+                    limit,
+                },
+                other => other,
+            })?;
             if let Err(e) = std::str::from_utf8(&content) {
                 return Err(DataError::NotUtf8 {
                     path: file.clone(),
@@ -505,13 +558,21 @@ impl Stored {
         if vocab == 0 || vocab > NANOGPT_MAX_VOCAB {
             return Err(DataError::NanoGptVocab(vocab));
         }
-        let read = |name: &str| -> Result<Vec<u16>, DataError> {
+        let mut budget = MAX_DATA_BYTES;
+        let mut read = |name: &str| -> Result<Vec<u16>, DataError> {
             let path = dir.join(name);
             let expected = format!(
                 "expected nanoGPT train.bin and val.bin in {}",
                 dir.display()
             );
-            let bytes = fs::read(&path).map_err(|e| read_error(&path, e, &expected))?;
+            let bytes = read_regular(&path, budget, &expected).map_err(|e| match e {
+                DataError::TooLarge { limit, .. } => DataError::TooLarge {
+                    path: dir.to_path_buf(),
+                    limit,
+                },
+                other => other,
+            })?;
+            budget -= bytes.len() as u64;
             if bytes.len() % 2 != 0 {
                 return Err(DataError::OddLength {
                     path,
@@ -566,23 +627,307 @@ impl Stored {
     }
 }
 
-/// Appends the non-hidden files under `dir`, recursively. Links to files are
-/// followed; links to folders are not, so a link cycle cannot recurse forever.
-fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), DataError> {
-    for entry in fs::read_dir(dir).map_err(|e| io_error(dir, e))? {
-        let entry = entry.map_err(|e| io_error(dir, e))?;
-        if entry.file_name().to_string_lossy().starts_with('.') {
-            continue;
+/// The files of a text folder and their total length as listed.
+#[derive(Debug)]
+struct TextFiles {
+    /// Sorted by path.
+    files: Vec<PathBuf>,
+    /// Sum of the files' lengths (what the file system says, before reading).
+    bytes: u64,
+}
+
+/// Lists the non-hidden files under `dir`, recursively, sorted: regular files
+/// only (anything else is an error, found from its file type without opening
+/// it), at most [`MAX_DATA_FILES`] entries, [`MAX_DATA_DEPTH`] levels and
+/// [`MAX_DATA_BYTES`] bytes. Links to files are followed; links to folders and
+/// dangling links are skipped, so a link cycle cannot recurse forever. With
+/// `roots`, every link must also resolve under one of them.
+fn text_files(dir: &Path, roots: Option<&[PathBuf]>) -> Result<TextFiles, DataError> {
+    let mut walk = Walk {
+        top: dir,
+        roots,
+        entries: 0,
+        found: TextFiles {
+            files: Vec::new(),
+            bytes: 0,
+        },
+    };
+    walk.visit(dir, 0)?;
+    walk.found.files.sort();
+    Ok(walk.found)
+}
+
+struct Walk<'a> {
+    top: &'a Path,
+    roots: Option<&'a [PathBuf]>,
+    entries: usize,
+    found: TextFiles,
+}
+
+impl Walk<'_> {
+    fn visit(&mut self, dir: &Path, depth: usize) -> Result<(), DataError> {
+        if depth > MAX_DATA_DEPTH {
+            return Err(DataError::TooManyFiles(self.top.to_path_buf()));
         }
-        let path = entry.path();
-        let kind = entry.file_type().map_err(|e| io_error(&path, e))?;
-        if kind.is_dir() {
-            collect_files(&path, out)?;
-        } else if kind.is_file() || (kind.is_symlink() && path.is_file()) {
-            out.push(path);
+        for entry in fs::read_dir(dir).map_err(|e| io_error(dir, e))? {
+            let entry = entry.map_err(|e| io_error(dir, e))?;
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            self.entries += 1;
+            if self.entries > MAX_DATA_FILES {
+                return Err(DataError::TooManyFiles(self.top.to_path_buf()));
+            }
+            let path = entry.path();
+            let kind = entry.file_type().map_err(|e| io_error(&path, e))?;
+            let meta = if kind.is_symlink() {
+                // `canonicalize` and `metadata` follow the link without opening its target.
+                let target = match fs::canonicalize(&path) {
+                    Ok(target) => target,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(io_error(&path, e)),
+                };
+                if let Some(roots) = self.roots
+                    && !roots.iter().any(|root| target.starts_with(root))
+                {
+                    return Err(DataError::OutsideRoots(path));
+                }
+                let meta = fs::metadata(&target).map_err(|e| io_error(&path, e))?;
+                if meta.is_dir() {
+                    continue;
+                }
+                meta
+            } else if kind.is_dir() {
+                self.visit(&path, depth + 1)?;
+                continue;
+            } else {
+                entry.metadata().map_err(|e| io_error(&path, e))?
+            };
+            if !meta.is_file() {
+                return Err(DataError::NotRegular(path));
+            }
+            self.found.bytes = self.found.bytes.saturating_add(meta.len());
+            if self.found.bytes > MAX_DATA_BYTES {
+                return Err(DataError::TooLarge {
+                    path: self.top.to_path_buf(),
+                    limit: MAX_DATA_BYTES,
+                });
+            }
+            self.found.files.push(path);
+        }
+        Ok(())
+    }
+}
+
+/// Reads a regular file of at most `budget` bytes. The file type is looked up
+/// before opening, so a FIFO or a device is refused without being opened (which
+/// could block); the file is then opened non-blocking and checked again, and
+/// read no further than the budget (files in `/proc` claim a length of 0).
+fn read_regular(path: &Path, budget: u64, expected: &str) -> Result<Vec<u8>, DataError> {
+    use std::io::Read;
+    let meta = fs::metadata(path).map_err(|e| read_error(path, e, expected))?;
+    if !meta.is_file() {
+        return Err(DataError::NotRegular(path.to_path_buf()));
+    }
+    let too_large = || DataError::TooLarge {
+        path: path.to_path_buf(),
+        limit: MAX_DATA_BYTES,
+    };
+    if meta.len() > budget {
+        return Err(too_large());
+    }
+    let file = open_nonblocking(path).map_err(|e| read_error(path, e, expected))?;
+    let opened = file.metadata().map_err(|e| io_error(path, e))?;
+    if !opened.is_file() {
+        return Err(DataError::NotRegular(path.to_path_buf()));
+    }
+    let mut bytes = Vec::with_capacity(opened.len().min(budget) as usize);
+    file.take(budget.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| io_error(path, e))?;
+    if bytes.len() as u64 > budget {
+        return Err(too_large());
+    }
+    Ok(bytes)
+}
+
+/// Opens `path` for reading with `O_NONBLOCK` where the platform has it, so
+/// that even a file swapped for a FIFO after its type was checked cannot block
+/// the open. (Reads of regular files ignore the flag.)
+fn open_nonblocking(path: &Path) -> io::Result<fs::File> {
+    let mut options = fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(O_NONBLOCK);
+    }
+    options.open(path)
+}
+
+/// `O_NONBLOCK` of `<fcntl.h>` (no `libc` dependency for one constant); 0 where
+/// unknown, leaving the file-type check before opening as the only guard.
+#[cfg(unix)]
+const O_NONBLOCK: i32 = if cfg!(any(target_os = "linux", target_os = "android")) {
+    if cfg!(any(target_arch = "mips", target_arch = "mips64")) {
+        0x80
+    } else if cfg!(any(target_arch = "sparc", target_arch = "sparc64")) {
+        0x4000
+    } else {
+        0o4000
+    }
+} else if cfg!(any(
+    target_os = "macos",
+    target_os = "ios",
+    target_os = "freebsd",
+    target_os = "openbsd",
+    target_os = "netbsd",
+    target_os = "dragonfly"
+)) {
+    0x0004
+} else {
+    0
+};
+
+// ---------------------------------------------------------------------------
+// Confinement to data roots
+// ---------------------------------------------------------------------------
+
+/// Why [`confine`] refused a data source. Its message names only the path as
+/// given and, unless the data lies under the roots and is merely too large,
+/// says the same thing whatever the reason (missing, outside the roots, not a
+/// regular file, unreadable), so a refusal reveals nothing about the file
+/// system. [`Refused::reason`] has the details, for the server's log.
+#[derive(Debug)]
+pub struct Refused {
+    shown: PathBuf,
+    reason: String,
+    /// The data is under the roots and the reason may be shown (a size limit).
+    public: bool,
+}
+
+impl Refused {
+    /// Why, with resolved paths: for logs, never for the requester.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.public {
+            write!(f, "data path '{}' {}", self.shown.display(), self.reason)
+        } else {
+            write!(
+                f,
+                "data path '{}' is not a readable data file or folder under the server's data roots",
+                self.shown.display()
+            )
         }
     }
-    Ok(())
+}
+
+impl std::error::Error for Refused {}
+
+/// Keeps a data source under `roots` (canonical folders): resolves its path
+/// (relative paths are taken relative to the first root; links are followed),
+/// requires the result to lie under one of the roots and to be what the source
+/// reads (a regular file, or a folder of regular files and folders whose links
+/// also resolve under the roots, for text; a folder with regular `train.bin`
+/// and `val.bin` for nanoGPT), within [`MAX_DATA_BYTES`] and
+/// [`MAX_DATA_FILES`]. Nothing is opened: file types come from metadata.
+///
+/// Returns the source with its path resolved (so it means the same file
+/// whatever the reader's working folder); the built-in corpus passes as it is.
+/// No roots: every file source is refused.
+pub fn confine(source: &DataSource, roots: &[PathBuf]) -> Result<DataSource, Refused> {
+    let given = match source {
+        DataSource::Builtin { .. } => return Ok(source.clone()),
+        DataSource::Text { path } => path,
+        DataSource::NanoGpt { dir, .. } => dir,
+    };
+    let hidden = |reason: String| Refused {
+        shown: given.clone(),
+        reason,
+        public: false,
+    };
+    let refuse = |e: DataError| match e {
+        DataError::TooLarge { limit, .. } => Refused {
+            shown: given.clone(),
+            reason: format!(
+                "holds more than {} GiB of data, the most one run reads",
+                limit >> 30
+            ),
+            public: true,
+        },
+        DataError::TooManyFiles(_) => Refused {
+            shown: given.clone(),
+            reason: format!(
+                "holds more than {MAX_DATA_FILES} files and folders, or nests them deeper than {MAX_DATA_DEPTH}"
+            ),
+            public: true,
+        },
+        other => hidden(other.to_string()),
+    };
+    let Some(first) = roots.first() else {
+        return Err(hidden("the server has no data roots".into()));
+    };
+    // `join` keeps an absolute path as it is.
+    let resolved = under_roots(&first.join(given), roots).map_err(refuse)?;
+    let meta = fs::metadata(&resolved).map_err(|e| refuse(io_error(&resolved, e)))?;
+    match source {
+        DataSource::Builtin { .. } => Ok(source.clone()),
+        DataSource::Text { .. } => {
+            let bytes = if meta.is_dir() {
+                text_files(&resolved, Some(roots)).map_err(refuse)?.bytes
+            } else if meta.is_file() {
+                meta.len()
+            } else {
+                return Err(refuse(DataError::NotRegular(resolved)));
+            };
+            if bytes > MAX_DATA_BYTES {
+                return Err(refuse(DataError::TooLarge {
+                    path: resolved,
+                    limit: MAX_DATA_BYTES,
+                }));
+            }
+            Ok(DataSource::Text { path: resolved })
+        }
+        DataSource::NanoGpt { vocab, .. } => {
+            if !meta.is_dir() {
+                return Err(hidden(format!("{} is not a folder", resolved.display())));
+            }
+            let mut bytes = 0u64;
+            for name in ["train.bin", "val.bin"] {
+                let file = under_roots(&resolved.join(name), roots).map_err(refuse)?;
+                let meta = fs::metadata(&file).map_err(|e| refuse(io_error(&file, e)))?;
+                if !meta.is_file() {
+                    return Err(refuse(DataError::NotRegular(file)));
+                }
+                bytes = bytes.saturating_add(meta.len());
+            }
+            if bytes > MAX_DATA_BYTES {
+                return Err(refuse(DataError::TooLarge {
+                    path: resolved,
+                    limit: MAX_DATA_BYTES,
+                }));
+            }
+            Ok(DataSource::NanoGpt {
+                dir: resolved,
+                vocab: *vocab,
+            })
+        }
+    }
+}
+
+/// `path` with every link resolved, if that lies under one of `roots`.
+fn under_roots(path: &Path, roots: &[PathBuf]) -> Result<PathBuf, DataError> {
+    let resolved = fs::canonicalize(path).map_err(|e| io_error(path, e))?;
+    if roots.iter().any(|root| resolved.starts_with(root)) {
+        Ok(resolved)
+    } else {
+        Err(DataError::OutsideRoots(resolved))
+    }
 }
 
 fn read_error(path: &Path, error: io::Error, expected: &str) -> DataError {
@@ -1424,6 +1769,165 @@ mod tests {
                 dir.0.join("val.bin").display(),
                 dir.0.display()
             )
+        );
+    }
+
+    fn mkfifo(path: &Path) {
+        let status = std::process::Command::new("mkfifo")
+            .arg(path)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    #[test]
+    fn readers_refuse_what_is_not_a_regular_file_without_opening_it() {
+        let dir = TempDir::new("not-regular");
+        let fifo = dir.0.join("pipe.txt");
+        mkfifo(&fifo);
+        // Opening a FIFO for reading would block until a writer comes: this must return.
+        let err = Corpus::open(&DataSource::Text { path: fifo.clone() }, 8).unwrap_err();
+        assert!(
+            matches!(err, DataError::NotRegular(ref p) if *p == fifo),
+            "{err}"
+        );
+        let err = Corpus::open(
+            &DataSource::Text {
+                path: "/dev/zero".into(),
+            },
+            8,
+        )
+        .unwrap_err();
+        assert!(matches!(err, DataError::NotRegular(_)), "{err}");
+        // A FIFO inside a text folder, and a FIFO as a nanoGPT file.
+        fs::write(dir.0.join("a.txt"), text(1000, 1)).unwrap();
+        let err = Corpus::open(
+            &DataSource::Text {
+                path: dir.0.clone(),
+            },
+            8,
+        )
+        .unwrap_err();
+        assert!(matches!(err, DataError::NotRegular(_)), "{err}");
+        let nano = dir.0.join("nano");
+        fs::create_dir(&nano).unwrap();
+        write_bin(&nano.join("train.bin"), &[1; 100]);
+        mkfifo(&nano.join("val.bin"));
+        let err = Corpus::open(
+            &DataSource::NanoGpt {
+                dir: nano,
+                vocab: 4,
+            },
+            8,
+        )
+        .unwrap_err();
+        assert!(matches!(err, DataError::NotRegular(_)), "{err}");
+    }
+
+    #[test]
+    fn reads_stop_at_the_budget() {
+        let dir = TempDir::new("budget");
+        let path = dir.0.join("a.txt");
+        fs::write(&path, text(1000, 1)).unwrap();
+        assert_eq!(read_regular(&path, 1000, "").unwrap().len(), 1000);
+        let err = read_regular(&path, 999, "").unwrap_err();
+        assert!(matches!(err, DataError::TooLarge { .. }), "{err}");
+        // /proc files claim a length of 0 but are read up to the budget only.
+        let environ = Path::new("/proc/self/environ");
+        if environ.exists() {
+            assert!(read_regular(environ, 1 << 20, "").is_ok());
+        }
+    }
+
+    #[test]
+    fn text_folders_have_a_bounded_number_of_entries() {
+        let dir = TempDir::new("many");
+        let mut path = dir.0.clone();
+        for _ in 0..=MAX_DATA_DEPTH {
+            path = path.join("d");
+        }
+        fs::create_dir_all(&path).unwrap();
+        fs::write(path.join("a.txt"), "x").unwrap();
+        let err = text_files(&dir.0, None).unwrap_err();
+        assert!(matches!(err, DataError::TooManyFiles(_)), "{err}");
+    }
+
+    #[test]
+    fn confinement_keeps_sources_under_the_roots() {
+        let dir = TempDir::new("confine");
+        let root = fs::canonicalize(&dir.0).unwrap().join("root");
+        let outside = fs::canonicalize(&dir.0).unwrap().join("outside");
+        fs::create_dir_all(root.join("folder")).unwrap();
+        fs::create_dir_all(&outside).unwrap();
+        fs::write(root.join("a.txt"), text(1000, 1)).unwrap();
+        fs::write(root.join("folder").join("b.txt"), text(1000, 2)).unwrap();
+        fs::write(outside.join("secret.txt"), text(1000, 3)).unwrap();
+        write_bin(&outside.join("train.bin"), &[1; 100]);
+        write_bin(&outside.join("val.bin"), &[1; 100]);
+        let roots = vec![root.clone()];
+        let text_source = |path: &str| DataSource::Text { path: path.into() };
+
+        let builtin = DataSource::Builtin { seed: 1, vocab: 64 };
+        assert_eq!(confine(&builtin, &[]).unwrap(), builtin);
+        assert_eq!(
+            confine(&text_source("a.txt"), &roots).unwrap(),
+            DataSource::Text {
+                path: root.join("a.txt")
+            }
+        );
+        assert_eq!(
+            confine(&text_source("folder"), &roots).unwrap(),
+            DataSource::Text {
+                path: root.join("folder")
+            }
+        );
+
+        std::os::unix::fs::symlink(outside.join("secret.txt"), root.join("link.txt")).unwrap();
+        mkfifo(&root.join("pipe"));
+        let secret = outside.join("secret.txt").display().to_string();
+        for given in [
+            "../outside/secret.txt",
+            secret.as_str(),
+            "link.txt",
+            "pipe",
+            "missing.txt",
+            "/dev/zero",
+            "/proc/self/environ",
+        ] {
+            let refused = confine(&text_source(given), &roots).unwrap_err();
+            assert_eq!(
+                refused.to_string(),
+                format!(
+                    "data path '{given}' is not a readable data file or folder under the server's data roots"
+                )
+            );
+            assert!(!refused.reason().is_empty());
+        }
+        // No roots: no file data at all.
+        assert!(confine(&text_source("a.txt"), &[]).is_err());
+        // Links inside a folder must stay under the roots too.
+        std::os::unix::fs::symlink(
+            outside.join("secret.txt"),
+            root.join("folder").join("c.txt"),
+        )
+        .unwrap();
+        assert!(confine(&text_source("folder"), &roots).is_err());
+        // nanoGPT: the folder and both files.
+        let nano = |dir: &Path| DataSource::NanoGpt {
+            dir: dir.to_path_buf(),
+            vocab: 4,
+        };
+        assert!(confine(&nano(&outside), &roots).is_err());
+        fs::create_dir(root.join("nano")).unwrap();
+        write_bin(&root.join("nano").join("train.bin"), &[1; 100]);
+        std::os::unix::fs::symlink(outside.join("val.bin"), root.join("nano").join("val.bin"))
+            .unwrap();
+        assert!(confine(&nano(&root.join("nano")), &roots).is_err());
+        fs::remove_file(root.join("nano").join("val.bin")).unwrap();
+        write_bin(&root.join("nano").join("val.bin"), &[1; 100]);
+        assert_eq!(
+            confine(&nano(Path::new("nano")), &roots).unwrap(),
+            nano(&root.join("nano"))
         );
     }
 

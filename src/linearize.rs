@@ -80,7 +80,7 @@ const LAYER_NORM_EPS: f64 = 1e-5;
 /// Largest depth, width and model count a linearization check accepts, the coordinate check's
 /// (it trains one step per model and re-evaluates one block in f64: these bound it to minutes on
 /// a CPU).
-pub use crate::coord::{MAX_DEPTH, MAX_MODELS, MAX_WIDTH};
+pub use crate::coord::{MAX_DEPTH, MAX_MODELS, MAX_SIZES, MAX_WIDTH};
 
 /// The grid and settings of a linearization check. Every field has a default; together they
 /// finish in about a minute on two CPU cores (muP, depth-muP and CompleteP; SP coincides with muP
@@ -136,6 +136,15 @@ impl LinearizeOptions {
         self.depths.iter().copied().min().unwrap_or(1)
     }
 
+    /// The models it trains, one per parameterization and depth, with seed 0 (the seeds
+    /// differ only in their seed): what admission control estimates.
+    pub fn run_configs(&self) -> Vec<RunConfig> {
+        self.parameterizations
+            .iter()
+            .flat_map(|&p| self.depths.iter().map(move |&d| self.run_config(p, d, 0)))
+            .collect()
+    }
+
     /// The one-step run of one grid point: constant learning rate, no warmup, one batch.
     fn run_config(&self, parameterization: Parameterization, depth: usize, seed: u64) -> RunConfig {
         RunConfig {
@@ -177,6 +186,12 @@ impl LinearizeOptions {
         }
         if self.depths.is_empty() {
             return Err("depths must list at least one depth".into());
+        }
+        if self.depths.len() > MAX_SIZES {
+            return Err(format!(
+                "depths must list at most {MAX_SIZES} depths, got {}",
+                self.depths.len()
+            ));
         }
         if let Some(d) = self.depths.iter().find(|&&d| d == 0 || d > MAX_DEPTH) {
             return Err(format!("depths must be between 1 and {MAX_DEPTH}, got {d}"));

@@ -223,6 +223,12 @@ impl RunConfig {
                 "the token budget must be positive, got {tokens}: set --tokens or --tokens-per-param above 0"
             )));
         }
+        if tokens > crate::limits::MAX_TOKENS {
+            return Err(config_error(format!(
+                "the token budget (tokens) must be at most {:e}, got {tokens:e}",
+                crate::limits::MAX_TOKENS
+            )));
+        }
         Ok((tokens / self.tokens_per_step() as f64).ceil() as u64)
     }
 
@@ -231,8 +237,46 @@ impl RunConfig {
         (self.batch * self.context) as u64
     }
 
+    /// Checks every size against the bounds of [`crate::limits`] (before any arithmetic on
+    /// them): width, depth, their base values, batch, context, model vocabulary, validation
+    /// sequences, and `log_every` / `eval_every` positive when given. (`d_head` is bounded by
+    /// the width: the plan requires the width to be a multiple of it.)
+    pub fn check_bounds(&self) -> Result<(), TrainError> {
+        use crate::limits::{
+            MAX_BATCH, MAX_CONTEXT, MAX_DEPTH, MAX_VAL_SEQUENCES, MAX_VOCAB, MAX_WIDTH,
+        };
+        for (name, value, max) in [
+            ("width", self.width, MAX_WIDTH),
+            ("depth", self.depth, MAX_DEPTH),
+            ("base_width", self.base_width, MAX_WIDTH),
+            ("base_depth", self.base_depth, MAX_DEPTH),
+            ("batch", self.batch, MAX_BATCH),
+            ("context", self.context, MAX_CONTEXT),
+            ("vocab", self.vocab.unwrap_or(0), MAX_VOCAB),
+            ("val_sequences", self.val_sequences, MAX_VAL_SEQUENCES),
+        ] {
+            if value > max {
+                return Err(config_error(format!(
+                    "{name} must be at most {max}, got {value}"
+                )));
+            }
+        }
+        for (name, value) in [
+            ("log_every", self.log_every),
+            ("eval_every", self.eval_every),
+        ] {
+            if value == Some(0) {
+                return Err(config_error(format!(
+                    "{name} must be a positive number of steps, got 0"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Checks everything that does not need the corpus.
     pub fn validate(&self) -> Result<ParamPlan, TrainError> {
+        self.check_bounds()?;
         let plan = self.plan()?;
         for (name, value) in [
             ("context", self.context),

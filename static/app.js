@@ -41,6 +41,63 @@
     updateCount();
   }
 
+  // New-run form: the run's estimated peak memory against the server's limit, as it is typed
+  // (300 ms after the last keystroke; the server checks again when the run is queued).
+  const runForm = document.querySelector("form.new-run");
+  const runEstimate = document.getElementById("run-estimate");
+  if (runForm && runEstimate) {
+    // The create-run body the form stands for (the server builds the same from the posted form).
+    const runBody = function () {
+      const body = {};
+      const data = { kind: "builtin", seed: 0, vocab: 256 };
+      new FormData(runForm).forEach(function (raw, key) {
+        const text = String(raw).trim();
+        if (text === "") return;
+        if (key === "parameterization" || key === "name") {
+          body[key] = text;
+        } else if (key === "tags") {
+          body.tags = text.split(",").map(function (t) { return t.trim(); }).filter(function (t) { return t !== ""; });
+        } else {
+          const number = Number(text);
+          const value = Number.isFinite(number) ? number : text;
+          if (key === "data_vocab") data.vocab = value;
+          else if (key === "data_seed") data.seed = value;
+          else body[key] = value;
+        }
+      });
+      body.data = data;
+      return body;
+    };
+    let timer = null;
+    let latest = 0;
+    const updateEstimate = function () {
+      const ticket = ++latest;
+      fetch("/api/v1/runs/estimate", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify(runBody()),
+      })
+        .then(function (response) {
+          return response.json().then(function (answer) { return { ok: response.ok, answer: answer }; });
+        })
+        .then(function (result) {
+          if (ticket !== latest) return;
+          const text = result.ok
+            ? result.answer.detail
+            : "not a valid run: " + (result.answer.detail || "the server refused it");
+          if (runEstimate.textContent !== text) runEstimate.textContent = text;
+          runEstimate.classList.toggle("too-many", !result.ok || !result.answer.fits);
+        })
+        .catch(function () { /* keep the last estimate; the next edit tries again */ });
+    };
+    const schedule = function () {
+      clearTimeout(timer);
+      timer = setTimeout(updateEstimate, 300);
+    };
+    runForm.addEventListener("input", schedule);
+    runForm.addEventListener("change", schedule);
+  }
+
   // A sweep's or a study's page: while runs are unfinished, refresh its progress, results and
   // table every 3 s
   // from a fresh copy of the page (parts holding the keyboard focus are left alone).

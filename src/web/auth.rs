@@ -63,7 +63,7 @@ pub const POLICY: &[(&str, &str, Access)] = &[
     ("GET", "/api/v1/runs/{id}/metrics", READ),
     ("POST", "/api/v1/runs/{id}/metrics", WRITE),
     ("GET", "/api/v1/runs/{id}/events", READ),
-    //ESTIMATE ("POST", "/api/v1/runs/estimate", READ),
+    ("POST", "/api/v1/runs/estimate", READ),
     ("POST", "/api/v1/runs/import", WRITE),
     ("GET", "/api/v1/runs.csv", READ),
     ("GET", "/api/v1/runs/{id}/metrics.csv", READ),

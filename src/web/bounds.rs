@@ -5,6 +5,9 @@
 //! server and its description cannot disagree.
 
 use super::error::ApiError;
+use crate::limits::{
+    MAX_BATCH, MAX_CONTEXT, MAX_DEPTH, MAX_TOKENS, MAX_VAL_SEQUENCES, MAX_VOCAB, MAX_WIDTH,
+};
 use serde_json::{Map, Value};
 
 /// An integer field and its inclusive range.
@@ -19,26 +22,22 @@ const fn range(key: &'static str, min: i64, max: i64) -> IntRange {
     IntRange { key, min, max }
 }
 
-/// Largest model width `N` (also of `base_width` and `d_head`).
-pub(crate) const MAX_WIDTH: i64 = 16_384;
-/// Largest model depth `L` (also of `base_depth`).
-pub(crate) const MAX_DEPTH: i64 = 1024;
-
-/// Every integer field of a run config, with its range.
+/// Every integer field of a run config, with its range: the bounds of [`crate::limits`], which
+/// [`crate::train::RunConfig::validate`] checks again for the CLI.
 pub(crate) const RUN_INTEGERS: [IntRange; 13] = [
-    range("width", 1, MAX_WIDTH),
-    range("depth", 1, MAX_DEPTH),
-    range("d_head", 1, MAX_WIDTH),
-    range("context", 1, 65_536),
-    range("vocab", 1, 1 << 20),
-    range("base_width", 1, MAX_WIDTH),
-    range("base_depth", 1, MAX_DEPTH),
-    range("batch", 1, 65_536),
-    range("tokens", 1, 10_000_000_000_000),
+    range("width", 1, MAX_WIDTH as i64),
+    range("depth", 1, MAX_DEPTH as i64),
+    range("d_head", 1, MAX_WIDTH as i64),
+    range("context", 1, MAX_CONTEXT as i64),
+    range("vocab", 1, MAX_VOCAB as i64),
+    range("base_width", 1, MAX_WIDTH as i64),
+    range("base_depth", 1, MAX_DEPTH as i64),
+    range("batch", 1, MAX_BATCH as i64),
+    range("tokens", 1, MAX_TOKENS as i64),
     range("seed", 0, i64::MAX),
     range("log_every", 1, i64::MAX),
     range("eval_every", 1, i64::MAX),
-    range("val_sequences", 1, 65_536),
+    range("val_sequences", 1, MAX_VAL_SEQUENCES as i64),
 ];
 
 /// The fields of each kind of `data` source, with the ranges of its integers.

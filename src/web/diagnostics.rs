@@ -5,10 +5,11 @@
 //! diagnostics worker (queued -> running -> succeeded or failed) and keeps its result. Kinds:
 //! `coord-depth` and `coord-width` ([`crate::coord`]), `linearization` ([`crate::linearize`]).
 
-use super::AppState;
 use super::error::ApiError;
 use super::runs::json_object;
-use crate::jobs::{DiagnosticError, DiagnosticKind, DiagnosticProgress};
+use super::{AppState, ServerSettings};
+use crate::jobs::{DiagnosticError, DiagnosticKind, DiagnosticProgress, DiagnosticSpec};
+use crate::limits::{estimate_run_memory, model_vocab};
 use crate::store::DiagnosticRecord;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
@@ -79,21 +80,35 @@ pub(crate) fn view(state: &AppState, record: DiagnosticRecord) -> DiagnosticView
     }
 }
 
-/// Most sizes one list of a diagnostic's options (`depths` or `widths`) may hold.
-pub(crate) const MAX_SIZES: usize = 64;
+/// Admission control for a diagnostic: its options parsed and validated as the queue would,
+/// then refused (422) when the largest model it trains would not fit the server's memory limit
+/// (the worker trains one model at a time).
+pub(crate) fn admit_diagnostic(
+    kind: DiagnosticKind,
+    options: &Value,
+    settings: &ServerSettings,
+) -> Result<(), ApiError> {
+    admit_spec(&DiagnosticSpec::parse(kind, options)?, settings)
+}
 
-/// Refuses a `depths` or `widths` list of more than [`MAX_SIZES`] sizes (422), before the
-/// options are read.
-fn check_size_lists(options: &Value) -> Result<(), ApiError> {
-    for key in ["depths", "widths"] {
-        if let Some(Value::Array(sizes)) = options.get(key)
-            && sizes.len() > MAX_SIZES
-        {
-            return Err(ApiError::Unprocessable(format!(
-                "{key} must list at most {MAX_SIZES} sizes, got {}",
-                sizes.len()
-            )));
-        }
+/// [`admit_diagnostic`] for options already parsed.
+pub(crate) fn admit_spec(spec: &DiagnosticSpec, settings: &ServerSettings) -> Result<(), ApiError> {
+    let models = match spec {
+        DiagnosticSpec::Coord(o) => o.run_configs(),
+        DiagnosticSpec::Linearization(o) => o.run_configs(),
+    };
+    let largest = models
+        .iter()
+        .map(|config| (config, estimate_run_memory(config, model_vocab(config))))
+        .max_by_key(|(_, estimate)| estimate.total_bytes());
+    if let Some((config, estimate)) = largest {
+        let what = format!(
+            "its largest model ({} x {}, batch {}, context {})",
+            config.width, config.depth, config.batch, config.context
+        );
+        estimate
+            .admit(settings.max_run_memory_bytes, &what)
+            .map_err(ApiError::Unprocessable)?;
     }
     Ok(())
 }
@@ -108,8 +123,10 @@ fn kind_names() -> String {
 /// Queues a diagnostic.
 ///
 /// `options` may leave out any field (each takes the kind's default) and is checked before
-/// anything is stored: an unknown field is a 400, a value out of range or a grid point the
-/// trainer would refuse a 422. The diagnostic runs after those queued before it, one at a time.
+/// anything is stored: an unknown field is a 400, a value out of range, a grid point the
+/// trainer would refuse or a largest model whose estimated peak memory is above the server's
+/// limit (`--max-run-memory-gib`) a 422. The diagnostic runs after those queued before it, one
+/// at a time.
 #[utoipa::path(
     post,
     path = "/api/v1/diagnostics",
@@ -119,7 +136,7 @@ fn kind_names() -> String {
         (status = 202, description = "The queued diagnostic", body = schemas::DiagnosticDetail),
         (status = 400, description = "Malformed JSON, an unknown field or an unknown option", body = super::openapi::ErrorBody),
         (status = 413, description = "The body is too large", body = super::openapi::ErrorBody),
-        (status = 422, description = "A missing or unknown kind, or an option the diagnostic refuses", body = super::openapi::ErrorBody),
+        (status = 422, description = "A missing or unknown kind, an option the diagnostic refuses, or a largest model above the server's memory limit", body = super::openapi::ErrorBody),
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -145,7 +162,7 @@ async fn create_diagnostic(
             "unknown field '{unknown}': a diagnostic has kind and options"
         )));
     }
-    check_size_lists(&options)?;
+    admit_diagnostic(kind, &options, &state.settings)?;
     let id = state.jobs.enqueue_diagnostic(kind, &options, None).await?;
     let record = state
         .store

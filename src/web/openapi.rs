@@ -42,6 +42,7 @@ pub fn router() -> Router<AppState> {
     paths(
         super::runs::list_runs,
         super::runs::create_run,
+        super::runs::estimate_run,
         super::runs::get_run,
         super::runs::delete_run,
         super::runs::cancel_run,
@@ -1746,11 +1747,17 @@ mod tests {
         let study = &schema(&doc, "CreateStudy")["properties"];
         assert_eq!(
             enum_values(&study["kind"]),
-            StudyKind::ALL.iter().map(|k| k.name().to_string()).collect()
+            StudyKind::ALL
+                .iter()
+                .map(|k| k.name().to_string())
+                .collect()
         );
         assert_eq!(
             enum_values(&study["size"]["oneOf"][0]),
-            StudySize::ALL.iter().map(|s| s.name().to_string()).collect()
+            StudySize::ALL
+                .iter()
+                .map(|s| s.name().to_string())
+                .collect()
         );
         for kind in crate::jobs::DiagnosticKind::ALL {
             let options = doc["components"]["schemas"]

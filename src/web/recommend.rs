@@ -673,7 +673,7 @@ pub(crate) async fn create_confirming_sweep(
                 .into(),
         ));
     };
-    let (name, spec, runs) = super::sweeps::build_sweep(body).await?;
+    let (name, spec, runs) = super::sweeps::build_sweep(body, &state.settings).await?;
     let created = state.store.create_sweep(&name, &spec, &runs).await?;
     state.jobs.wake();
     Ok(created)

@@ -1,7 +1,9 @@
 //! `/api/v1/runs`: create, list, inspect, cancel, delete and tag runs; their metrics, live.
 
-use super::AppState;
 use super::error::ApiError;
+use super::{AppState, ServerSettings};
+use crate::flops::FlopBreakdown;
+use crate::limits::{MemoryEstimate, estimate_run_memory, model_vocab};
 use crate::store::{
     Comparison, Condition, Downsampler, FILTER_COLUMNS, FilterValue, MetricPoint, NewRun, RunQuery,
     StoredStatus,
@@ -17,6 +19,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 use std::convert::Infallible;
+use std::path::{Path as FsPath, PathBuf};
+use std::time::Duration;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::BroadcastStream;
 
@@ -24,6 +28,7 @@ use tokio_stream::wrappers::BroadcastStream;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/v1/runs", get(list_runs).post(create_run))
+        .route("/api/v1/runs/estimate", post(estimate_run))
         .route("/api/v1/runs/{id}", get(get_run).delete(delete_run))
         .route("/api/v1/runs/{id}/cancel", post(cancel_run))
         .route("/api/v1/runs/{id}/tags", post(edit_tags))
@@ -52,10 +57,11 @@ fn integral_floats_as_integers(value: &mut Value) {
                 .as_f64()
                 .filter(|f| number.is_f64() && f.fract() == 0.0)
             {
-                // 2^63 and 2^64: the first float outside each range.
-                if (-9.223_372_036_854_775_808e18..9.223_372_036_854_775_808e18).contains(&f) {
+                // 2^63 and 2^64: the first floats outside each range.
+                const TWO_63: f64 = 9_223_372_036_854_775_808.0;
+                if (-TWO_63..TWO_63).contains(&f) {
                     *value = Value::from(f as i64);
-                } else if (0.0..1.844_674_407_370_955_161_6e19).contains(&f) {
+                } else if (0.0..2.0 * TWO_63).contains(&f) {
                     *value = Value::from(f as u64);
                 }
             }
@@ -109,8 +115,14 @@ fn tag_list(value: Option<Value>, field: &str) -> Result<Vec<String>, ApiError> 
     Ok(tags)
 }
 
-/// Splits a create-run body into name, tags and a checked [`RunConfig`].
-pub(crate) async fn parse_new_run(mut body: Map<String, Value>) -> Result<NewRun, ApiError> {
+/// Longest a request waits for its data to be checked (the corpus is read in full, at most
+/// [`crate::data::MAX_DATA_BYTES`]); past it the request is refused and the check is abandoned.
+const DATA_CHECK_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Splits a create-run body into name, tags and the [`RunConfig`] it asks for, unchecked.
+fn split_new_run(
+    mut body: Map<String, Value>,
+) -> Result<(Option<String>, Vec<String>, RunConfig), ApiError> {
     let name = match body.remove("name") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if s.chars().count() <= MAX_NAME_LEN => Some(s),
@@ -129,11 +141,78 @@ pub(crate) async fn parse_new_run(mut body: Map<String, Value>) -> Result<NewRun
     super::bounds::check_run_numbers(&body)?;
     let config: RunConfig = serde_json::from_value(Value::Object(body))
         .map_err(|e| ApiError::Unprocessable(format!("invalid run config: {e}")))?;
-    let checked = config.clone();
-    tokio::task::spawn_blocking(move || checked.check())
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
+    Ok((name, tags, config))
+}
+
+/// Admission control: validates `config` (every size within [`crate::limits`]) and refuses it
+/// when its estimated peak memory is above the server's limit. Pure arithmetic, no IO.
+pub(crate) fn admit(
+    config: &RunConfig,
+    settings: &ServerSettings,
+) -> Result<MemoryEstimate, ApiError> {
+    config
+        .validate()
         .map_err(|e| ApiError::Unprocessable(e.to_string()))?;
+    let estimate = estimate_run_memory(config, model_vocab(config));
+    estimate
+        .admit(settings.max_run_memory_bytes, "this run")
+        .map_err(ApiError::Unprocessable)?;
+    Ok(estimate)
+}
+
+/// The path a data source reads, if any.
+fn data_path(data: &crate::data::DataSource) -> Option<&FsPath> {
+    match data {
+        crate::data::DataSource::Builtin { .. } => None,
+        crate::data::DataSource::Text { path } => Some(path),
+        crate::data::DataSource::NanoGpt { dir, .. } => Some(dir),
+    }
+}
+
+/// Confines `config`'s data to `roots` ([`crate::data::confine`]) and checks the run as the
+/// trainer would, the corpus read. Blocking. The returned config reads the resolved path;
+/// messages name the path as the request gave it, never the resolved one.
+pub(crate) fn confine_and_check(config: RunConfig, roots: &[PathBuf]) -> Result<RunConfig, String> {
+    let data = crate::data::confine(&config.data, roots).map_err(|refused| {
+        tracing::info!("data refused: {}", refused.reason());
+        refused.to_string()
+    })?;
+    let shown = data_path(&config.data).map(|p| p.display().to_string());
+    let resolved = data_path(&data).map(|p| p.display().to_string());
+    let config = RunConfig { data, ..config };
+    config.check().map_err(|e| match (&shown, &resolved) {
+        (Some(shown), Some(resolved)) => e.to_string().replace(resolved.as_str(), shown),
+        _ => e.to_string(),
+    })?;
+    Ok(config)
+}
+
+/// Runs blocking file-system work off the async threads, for at most [`DATA_CHECK_TIMEOUT`].
+pub(crate) async fn blocking_check<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, ApiError> {
+    match tokio::time::timeout(DATA_CHECK_TIMEOUT, tokio::task::spawn_blocking(work)).await {
+        Ok(joined) => joined
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .map_err(ApiError::Unprocessable),
+        Err(_) => Err(ApiError::Unprocessable(format!(
+            "checking the run's data took longer than {} s: use a smaller corpus",
+            DATA_CHECK_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+/// Splits a create-run body into name, tags and a [`RunConfig`] this server accepts: valid,
+/// within its memory limit ([`admit`]), its data under the server's data roots and checked as
+/// the trainer would (the corpus read). The config returned reads its data by resolved path.
+pub(crate) async fn parse_new_run(
+    body: Map<String, Value>,
+    settings: &ServerSettings,
+) -> Result<NewRun, ApiError> {
+    let (name, tags, config) = split_new_run(body)?;
+    admit(&config, settings)?;
+    let roots = settings.data_roots.clone();
+    let config = blocking_check(move || confine_and_check(config, &roots)).await?;
     Ok(NewRun {
         name,
         tags,
@@ -143,11 +222,113 @@ pub(crate) async fn parse_new_run(mut body: Map<String, Value>) -> Result<NewRun
     })
 }
 
+/// What a run would cost: its estimated peak memory against the server's limit, its size and
+/// its training FLOPs.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct RunEstimate {
+    /// Estimated peak memory of training, in bytes.
+    memory_bytes: u64,
+    /// The same in GiB.
+    memory_gib: f64,
+    /// The server's limit on one run's estimated peak memory (`--max-run-memory-gib`), in bytes.
+    limit_bytes: u64,
+    /// Whether the run fits the limit (a run that does not is refused).
+    fits: bool,
+    /// Non-embedding parameters `P`.
+    params_non_embedding: u64,
+    /// Training FLOPs of the whole token budget.
+    flops: f64,
+    /// The estimate in words, with its parts, or why the run would be refused.
+    detail: String,
+}
+
+impl RunEstimate {
+    /// The estimate in words, or why the run would be refused.
+    pub(crate) fn detail(&self) -> &str {
+        &self.detail
+    }
+
+    /// Whether the run fits the server's limit.
+    pub(crate) fn fits(&self) -> bool {
+        self.fits
+    }
+}
+
+/// Estimates what a run would cost, without queuing it.
+///
+/// The body is the create-run body. The config is validated as for creation (but its data is
+/// not read), and the answer has the estimated peak memory against the server's limit, the
+/// non-embedding parameters and the training FLOPs. The new-run form shows it as you type.
+#[utoipa::path(
+    post,
+    path = "/api/v1/runs/estimate",
+    tag = "runs",
+    request_body(content = super::openapi::CreateRun, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The estimate", body = RunEstimate),
+        (status = 400, description = "Malformed JSON or a field of the wrong type", body = super::openapi::ErrorBody),
+        (status = 413, description = "The body is too large", body = super::openapi::ErrorBody),
+        (status = 422, description = "A config the trainer would refuse", body = super::openapi::ErrorBody),
+    )
+)]
+async fn estimate_run(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let (_, _, config) = split_new_run(json_object(body)?)?;
+    Ok(Json(run_estimate(&config, &state.settings)?).into_response())
+}
+
+/// The estimate of a run (validated first), as the estimate endpoint and the new-run page show it.
+pub(crate) fn run_estimate(
+    config: &RunConfig,
+    settings: &ServerSettings,
+) -> Result<RunEstimate, ApiError> {
+    config
+        .validate()
+        .map_err(|e| ApiError::Unprocessable(e.to_string()))?;
+    let vocab = model_vocab(config);
+    let memory = estimate_run_memory(config, vocab);
+    let limit = settings.max_run_memory_bytes;
+    let steps = config
+        .total_steps()
+        .map_err(|e| ApiError::Unprocessable(e.to_string()))?;
+    let flops = FlopBreakdown::for_tokens(
+        config.width,
+        config.depth,
+        config.context,
+        vocab,
+        config.biases,
+        steps.saturating_mul(config.tokens_per_step()),
+    )
+    .total();
+    let fits = memory.admit(limit, "this run");
+    Ok(RunEstimate {
+        memory_bytes: memory.total_bytes(),
+        memory_gib: memory.total_bytes() as f64 / (1u64 << 30) as f64,
+        limit_bytes: limit,
+        fits: fits.is_ok(),
+        params_non_embedding: config.params_non_embedding(),
+        flops,
+        detail: match fits {
+            Ok(()) => format!(
+                "{}, within the server's limit of {}",
+                memory.describe(),
+                crate::limits::human_bytes(limit)
+            ),
+            Err(refusal) => refusal,
+        },
+    })
+}
+
 /// Queues a run for training.
 ///
 /// The body is a run config (any field of a `shapewise train` TOML file; `parameterization`,
 /// `width` and `depth` are required, the rest have defaults) plus an optional `name` and `tags`.
-/// The config is checked as the trainer would before it is queued.
+/// The config is checked as the trainer would before it is queued; its estimated peak memory
+/// must fit the server's limit (`--max-run-memory-gib`, see `POST /api/v1/runs/estimate`), and
+/// text or nanoGPT data must lie under the server's data roots (`--data-dir`; relative paths
+/// are taken relative to the first).
 #[utoipa::path(
     post,
     path = "/api/v1/runs",
@@ -157,7 +338,7 @@ pub(crate) async fn parse_new_run(mut body: Map<String, Value>) -> Result<NewRun
         (status = 201, description = "The queued run", body = crate::store::RunRecord),
         (status = 400, description = "Malformed JSON or a field of the wrong type", body = super::openapi::ErrorBody),
         (status = 413, description = "The body is too large", body = super::openapi::ErrorBody),
-        (status = 422, description = "A config the trainer would refuse", body = super::openapi::ErrorBody),
+        (status = 422, description = "A config the trainer would refuse, a run above the server's memory limit, or data that is not a readable file or folder under the server's data roots", body = super::openapi::ErrorBody),
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -165,7 +346,7 @@ async fn create_run(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let new = parse_new_run(json_object(body)?).await?;
+    let new = parse_new_run(json_object(body)?, &state.settings).await?;
     let id = state.store.create_run(&new).await?;
     state.jobs.wake();
     let run = state.store.run(id).await?;
@@ -786,17 +967,33 @@ mod tests {
         ])
         .unwrap();
         assert!(q.conditions.is_empty() && q.tags.is_empty());
-        for good in ["1", "+1", "-0.5", ".5", "5.", "1e-3", "2E+10", "in:1,2.5", "ge:.25"] {
-            assert!(parse_run_query(vec![("lr".into(), good.into())]).is_ok(), "{good}");
+        for good in [
+            "1", "+1", "-0.5", ".5", "5.", "1e-3", "2E+10", "in:1,2.5", "ge:.25",
+        ] {
+            assert!(
+                parse_run_query(vec![("lr".into(), good.into())]).is_ok(),
+                "{good}"
+            );
         }
-        for bad in ["inf", "NaN", ".", "e5", "1e", "1.2.3", " 1", "in:", "in:1,", "ge:"] {
-            assert!(parse_run_query(vec![("lr".into(), bad.into())]).is_err(), "{bad}");
+        for bad in [
+            "inf", "NaN", ".", "e5", "1e", "1.2.3", " 1", "in:", "in:1,", "ge:",
+        ] {
+            assert!(
+                parse_run_query(vec![("lr".into(), bad.into())]).is_err(),
+                "{bad}"
+            );
         }
         for good in ["7", "-7", "+7", "in:1,2", "ne:0", "99999999999999999999"] {
-            assert!(parse_run_query(vec![("width".into(), good.into())]).is_ok(), "{good}");
+            assert!(
+                parse_run_query(vec![("width".into(), good.into())]).is_ok(),
+                "{good}"
+            );
         }
         for bad in ["1.0", "1e3", "x", "in:1,,2", "--1"] {
-            assert!(parse_run_query(vec![("width".into(), bad.into())]).is_err(), "{bad}");
+            assert!(
+                parse_run_query(vec![("width".into(), bad.into())]).is_err(),
+                "{bad}"
+            );
         }
         let many: Vec<(String, String)> = (0..=MAX_QUERY_TERMS)
             .map(|i| ("tag".to_string(), format!("t{i}")))

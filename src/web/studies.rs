@@ -5,10 +5,9 @@
 //! `POST /api/v1/studies` with `"dry_run": true` answers the settings and the run-time estimate
 //! without queuing anything, so a client can show the cost before launch.
 
-use super::AppState;
 use super::error::ApiError;
 use super::runs::json_object;
-use crate::data::DataSource;
+use super::{AppState, ServerSettings};
 use crate::jobs::{DiagnosticKind, DiagnosticSpec};
 use crate::store::{
     Comparison, Condition, FilterValue, NewRun, RunQuery, StoredStatus, SweepRecord,
@@ -99,12 +98,29 @@ fn invalid(e: StudyError) -> ApiError {
     ApiError::Unprocessable(e.to_string())
 }
 
-/// The vocabulary a run trains with, for FLOP counts.
-fn run_vocab(config: &RunConfig) -> usize {
-    config.vocab.unwrap_or(match &config.data {
-        DataSource::Builtin { vocab, .. } | DataSource::NanoGpt { vocab, .. } => *vocab,
-        DataSource::Text { .. } => 256,
-    })
+/// Refuses a study with more than [`super::sweeps::MAX_SWEEP_RUNS`] runs, counted from the
+/// lengths of its lists before any run is built (`lists` multiply to an upper bound of the
+/// runs), so no request makes the server build millions of configs.
+fn bounded_grid(lists: &[usize]) -> Result<(), ApiError> {
+    let bound = lists.iter().fold(1usize, |a, &n| a.saturating_mul(n));
+    if bound > super::sweeps::MAX_SWEEP_RUNS {
+        return Err(ApiError::Unprocessable(format!(
+            "the study's lists make up to {bound} runs; at most {} per study",
+            super::sweeps::MAX_SWEEP_RUNS
+        )));
+    }
+    Ok(())
+}
+
+/// A run of a study as messages name it: `completep 128x8 lr 0.01`.
+fn run_label(run: &RunConfig) -> String {
+    format!(
+        "run {} {}x{} lr {}",
+        run.parameterization.name(),
+        run.width,
+        run.depth,
+        run.lr
+    )
 }
 
 /// This server's throughput, fitted to its most recent succeeded local runs
@@ -207,17 +223,55 @@ pub(crate) async fn plan_study(
         StudyKind::DepthTransfer => {
             let s = settings_with_overrides(&DepthTransferSettings::for_size(size), overrides)
                 .map_err(invalid)?;
+            bounded_grid(&[
+                s.parameterizations.len(),
+                s.depths.len(),
+                s.lrs.len(),
+                s.seeds.len(),
+            ])?;
             let runs = s.runs().map_err(invalid)?;
             (serde_json::to_value(&s), runs)
         }
         StudyKind::ComputeEfficiency => {
             let s = settings_with_overrides(&ComputeEfficiencySettings::for_size(size), overrides)
                 .map_err(invalid)?;
+            bounded_grid(&[
+                s.parameterizations.len(),
+                s.params.len(),
+                s.depths.len(),
+                s.seeds.len(),
+            ])?;
+            // Widths are derived from the targets: bound them (and the depths and d_head)
+            // before any parameter count is computed from them.
+            if s.d_head > crate::limits::MAX_WIDTH {
+                return Err(ApiError::Unprocessable(format!(
+                    "d_head must be at most {}, got {}",
+                    crate::limits::MAX_WIDTH,
+                    s.d_head
+                )));
+            }
+            if let Some(&depth) = s
+                .depths
+                .iter()
+                .find(|&&d| d == 0 || d > crate::limits::MAX_DEPTH)
+            {
+                return Err(ApiError::Unprocessable(format!(
+                    "depths must be between 1 and {}, got {depth}",
+                    crate::limits::MAX_DEPTH
+                )));
+            }
+            let most = crate::flops::params_non_embedding(crate::limits::MAX_WIDTH, 1, true);
+            if let Some(&target) = s.params.iter().find(|&&p| p > most) {
+                return Err(ApiError::Unprocessable(format!(
+                    "params must be at most {most} (width {} at depth 1), got {target}",
+                    crate::limits::MAX_WIDTH
+                )));
+            }
             let runs = s.runs().map_err(invalid)?;
             (serde_json::to_value(&s), runs)
         }
         StudyKind::CoordCheck => {
-            let (settings, diagnostics, jobs) = coord_check_plan(size, overrides)?;
+            let (settings, diagnostics, jobs) = coord_check_plan(size, overrides, &state.settings)?;
             let estimate = estimate_jobs(&jobs, throughput(state).await?);
             return Ok(StudyPlan {
                 kind,
@@ -239,7 +293,16 @@ pub(crate) async fn plan_study(
             super::sweeps::MAX_SWEEP_RUNS
         )));
     }
-    let vocab = runs.first().map_or(256, run_vocab);
+    // Admission before anything else computes with the runs' sizes.
+    for run in &runs {
+        super::runs::admit(run, &state.settings).map_err(|e| match e {
+            ApiError::Unprocessable(m) => {
+                ApiError::Unprocessable(format!("{}: {m}", run_label(run)))
+            }
+            other => other,
+        })?;
+    }
+    let vocab = runs.first().map_or(256, crate::limits::model_vocab);
     let estimate = estimate(&runs, vocab, throughput(state).await?)
         .map_err(|e| ApiError::Unprocessable(e.to_string()))?;
     Ok(StudyPlan {
@@ -264,6 +327,7 @@ type CoordCheckPlan = (Value, Vec<(DiagnosticKind, Value)>, Vec<Job>);
 fn coord_check_plan(
     size: StudySize,
     overrides: Option<Map<String, Value>>,
+    server: &ServerSettings,
 ) -> Result<CoordCheckPlan, ApiError> {
     let mut overrides = overrides.unwrap_or_default();
     let names: Vec<&str> = DiagnosticKind::ALL.iter().map(|k| k.name()).collect();
@@ -296,6 +360,10 @@ fn coord_check_plan(
         let options = Value::Object(options);
         let spec = DiagnosticSpec::parse(kind, &options)
             .map_err(|e| ApiError::Unprocessable(format!("{}: {e}", kind.name())))?;
+        super::diagnostics::admit_spec(&spec, server).map_err(|e| match e {
+            ApiError::Unprocessable(m) => ApiError::Unprocessable(format!("{}: {m}", kind.name())),
+            other => other,
+        })?;
         jobs.extend(diagnostic_jobs(&spec));
         settings.insert(kind.name().into(), options.clone());
         diagnostics.push((kind, options));
@@ -334,25 +402,25 @@ fn diagnostic_jobs(spec: &DiagnosticSpec) -> Vec<Job> {
     jobs
 }
 
-/// Checks every run of a planned study as `POST /api/v1/runs` would, the corpus included.
-pub(crate) async fn check_study(plan: &StudyPlan) -> Result<(), ApiError> {
-    let runs = plan.runs.clone();
-    tokio::task::spawn_blocking(move || {
-        runs.iter().try_for_each(|run| {
-            run.check().map_err(|e| {
-                format!(
-                    "run {} {}x{} lr {}: {e}",
-                    run.parameterization.name(),
-                    run.width,
-                    run.depth,
-                    run.lr
-                )
+/// Checks every run of a planned study as `POST /api/v1/runs` would, the corpus included (its
+/// data confined to the server's data roots), off the async threads. Returns the plan with the
+/// runs reading their data by resolved path.
+pub(crate) async fn check_study(
+    mut plan: StudyPlan,
+    settings: &ServerSettings,
+) -> Result<StudyPlan, ApiError> {
+    let runs = std::mem::take(&mut plan.runs);
+    let roots = settings.data_roots.clone();
+    plan.runs = super::runs::blocking_check(move || {
+        runs.into_iter()
+            .map(|run| {
+                let label = run_label(&run);
+                super::runs::confine_and_check(run, &roots).map_err(|e| format!("{label}: {e}"))
             })
-        })
+            .collect()
     })
-    .await
-    .map_err(|e| ApiError::Internal(e.to_string()))?
-    .map_err(ApiError::Unprocessable)
+    .await?;
+    Ok(plan)
 }
 
 /// Stores a planned study and queues its runs; returns the study (a sweep) and the run ids.
@@ -428,8 +496,7 @@ async fn create_study(
             ));
         }
     };
-    let plan = plan_study(&state, body).await?;
-    check_study(&plan).await?;
+    let plan = check_study(plan_study(&state, body).await?, &state.settings).await?;
     if dry_run {
         return Ok(Json(plan).into_response());
     }

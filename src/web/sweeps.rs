@@ -1,9 +1,9 @@
 //! `/api/v1/sweeps`: a named grid of runs (parameterizations x widths x depths x learning rates x
 //! seeds, other settings shared) queued in one request, and its progress.
 
-use super::AppState;
 use super::error::ApiError;
 use super::runs::{json_object, parse_new_run};
+use super::{AppState, ServerSettings};
 use crate::store::{Comparison, Condition, FilterValue, NewRun, RunQuery, StoredStatus};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
@@ -41,10 +41,12 @@ fn list(
 }
 
 /// Checks a sweep request (the JSON object `POST /api/v1/sweeps` takes) and expands its grid:
-/// the sweep's name, the spec to store, and one new run per grid point (every point validated as
-/// a run). Shared by the API and the new-sweep form, so both accept and refuse the same sweeps.
+/// the sweep's name, the spec to store, and one new run per grid point (every point validated and
+/// admitted as a run by `settings`: sizes, memory, data roots). Shared by the API and the
+/// new-sweep form, so both accept and refuse the same sweeps.
 pub(crate) async fn build_sweep(
     mut body: Map<String, Value>,
+    settings: &ServerSettings,
 ) -> Result<(String, Value, Vec<NewRun>), ApiError> {
     let spec = Value::Object(body.clone());
     let name = match body.remove("name") {
@@ -85,7 +87,9 @@ pub(crate) async fn build_sweep(
             "unknown field '{unknown}': a sweep has name, parameterizations, widths, depths, lrs, seeds, config, tags"
         )));
     }
-    let total = parameterizations.len() * widths.len() * depths.len() * lrs.len() * seeds.len();
+    let total = [&parameterizations, &widths, &depths, &lrs, &seeds]
+        .iter()
+        .fold(1usize, |product, list| product.saturating_mul(list.len()));
     if total > MAX_SWEEP_RUNS {
         return Err(ApiError::Unprocessable(format!(
             "the grid has {total} runs; at most {MAX_SWEEP_RUNS} per sweep"
@@ -111,7 +115,7 @@ pub(crate) async fn build_sweep(
                             run.insert("tags".into(), tags.clone());
                         }
                         let point = format!("{p} {w}x{d} lr {lr} seed {seed}");
-                        let new = parse_new_run(run).await.map_err(|e| match e {
+                        let new = parse_new_run(run, settings).await.map_err(|e| match e {
                             ApiError::Unprocessable(m) | ApiError::BadRequest(m) => {
                                 ApiError::Unprocessable(format!("grid point {point}: {m}"))
                             }
@@ -148,7 +152,7 @@ async fn create_sweep(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = json_object(body)?;
-    let (name, spec, runs) = build_sweep(body).await?;
+    let (name, spec, runs) = build_sweep(body, &state.settings).await?;
     let (id, run_ids) = state.store.create_sweep(&name, &spec, &runs).await?;
     state.jobs.wake();
     let sweep = state.store.sweep(id).await?;

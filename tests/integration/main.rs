@@ -1,5 +1,6 @@
 //! Integration tests: real (tiny) burn training on the built-in corpus, and the real binary.
 
+mod admission;
 mod analysis;
 mod api;
 mod cli;

@@ -326,7 +326,7 @@ fn option_schema(key: &str) -> Value {
             "type": "array",
             "items": integer(1, max as u64),
             "minItems": 1,
-            "maxItems": crate::web::diagnostics::MAX_SIZES,
+            "maxItems": crate::coord::MAX_SIZES,
         })
     };
     match key {

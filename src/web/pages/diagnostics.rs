@@ -13,6 +13,7 @@ use crate::param::Parameterization;
 use crate::store::{DiagnosticRecord, DiagnosticStatus};
 use crate::web::AppState;
 use crate::web::charts::{self, diagnostics as diagnostic_charts};
+use crate::web::error::ApiError;
 use askama::Template;
 use axum::Router;
 use axum::extract::rejection::{FormRejection, PathRejection};
@@ -494,11 +495,16 @@ async fn launch(
             return list_page(&state, Some((kind, &form, &message, Some(field)))).await;
         }
     };
-    match state
-        .jobs
-        .enqueue_diagnostic(kind, &Value::Object(options), None)
-        .await
-    {
+    let options = Value::Object(options);
+    match crate::web::diagnostics::admit_diagnostic(kind, &options, &state.settings) {
+        Ok(()) => {}
+        Err(ApiError::Unprocessable(message) | ApiError::BadRequest(message)) => {
+            let field = culprit(kind, &message);
+            return list_page(&state, Some((kind, &form, &message, field))).await;
+        }
+        Err(other) => return Err(other.into()),
+    }
+    match state.jobs.enqueue_diagnostic(kind, &options, None).await {
         Ok(id) => Ok(Redirect::to(&format!("/diagnostics/{id}")).into_response()),
         Err(DiagnosticError::Malformed(message) | DiagnosticError::Invalid(message)) => {
             let field = culprit(kind, &message);

@@ -5,8 +5,8 @@ use super::{
     parse_whole, render, same_origin,
 };
 use crate::train::RunConfig;
-use crate::web::AppState;
 use crate::web::error::ApiError;
+use crate::web::{AppState, ServerSettings};
 use askama::Template;
 use axum::extract::rejection::FormRejection;
 use axum::extract::{Form, State};
@@ -221,6 +221,11 @@ struct NewRunTemplate {
     parameterization_invalid: bool,
     fieldsets: Vec<Fieldset>,
     error: String,
+    /// The run's estimated peak memory against the server's limit, in words (empty when the
+    /// form does not describe a valid run).
+    estimate: String,
+    /// Whether that estimate fits the limit.
+    estimate_fits: bool,
 }
 
 impl NewRunForm {
@@ -322,7 +327,30 @@ impl NewRunForm {
     }
 }
 
-fn new_run_template(form: &NewRunForm, error: &str, invalid: &[&str]) -> NewRunTemplate {
+/// The estimate the page shows for the form as typed (`POST /api/v1/runs/estimate` updates it
+/// as the user types): its words and whether it fits; nothing for a form that is not a valid run.
+fn form_estimate(form: &NewRunForm, settings: &ServerSettings) -> (String, bool) {
+    let Ok(mut body) = form.to_json() else {
+        return (String::new(), true);
+    };
+    body.remove("name");
+    body.remove("tags");
+    let Ok(config) = serde_json::from_value::<RunConfig>(Value::Object(body)) else {
+        return (String::new(), true);
+    };
+    match crate::web::runs::run_estimate(&config, settings) {
+        Ok(estimate) => (estimate.detail().to_string(), estimate.fits()),
+        Err(_) => (String::new(), true),
+    }
+}
+
+fn new_run_template(
+    form: &NewRunForm,
+    error: &str,
+    invalid: &[&str],
+    settings: &ServerSettings,
+) -> NewRunTemplate {
+    let (estimate, estimate_fits) = form_estimate(form, settings);
     let view = |specs: &[FieldSpec]| -> Vec<FieldView> {
         specs
             .iter()
@@ -370,13 +398,15 @@ fn new_run_template(form: &NewRunForm, error: &str, invalid: &[&str]) -> NewRunT
             fieldset("Labels", &LABEL_FIELDS, false),
         ],
         error: error.to_string(),
+        estimate,
+        estimate_fits,
     }
 }
 
-pub(super) async fn new_run_form() -> Result<Response, PageError> {
+pub(super) async fn new_run_form(State(state): State<AppState>) -> Result<Response, PageError> {
     render(
         StatusCode::OK,
-        &new_run_template(&NewRunForm::defaults(), "", &[]),
+        &new_run_template(&NewRunForm::defaults(), "", &[], &state.settings),
     )
 }
 
@@ -392,14 +422,14 @@ pub(super) async fn new_run_submit(
     let refuse = |message: String, invalid: Vec<&str>| {
         render(
             StatusCode::UNPROCESSABLE_ENTITY,
-            &new_run_template(&form, &message, &invalid),
+            &new_run_template(&form, &message, &invalid, &state.settings),
         )
     };
     let body = match form.to_json() {
         Ok(body) => body,
         Err((message, field)) => return refuse(message, vec![field]),
     };
-    let new = match crate::web::runs::parse_new_run(body).await {
+    let new = match crate::web::runs::parse_new_run(body, &state.settings).await {
         Ok(new) => new,
         Err(ApiError::Internal(detail)) => return Err(ApiError::Internal(detail).into()),
         Err(e) => {

@@ -316,7 +316,7 @@ async fn launch(
     let form = StudyForm::from_pairs(pairs);
     let planned = match form.to_body() {
         Ok(body) => match plan_study(&state, body).await {
-            Ok(plan) => check_study(&plan).await.map(|()| plan),
+            Ok(plan) => check_study(plan, &state.settings).await,
             Err(e) => Err(e),
         },
         Err(e) => Err(e),

@@ -438,7 +438,7 @@ pub(super) async fn new_sweep_submit(
         Ok(body) => body,
         Err((message, field)) => return refuse(message, vec![field]),
     };
-    let (name, spec, runs) = match crate::web::sweeps::build_sweep(body).await {
+    let (name, spec, runs) = match crate::web::sweeps::build_sweep(body, &state.settings).await {
         Ok(built) => built,
         Err(ApiError::Internal(detail)) => return Err(ApiError::Internal(detail).into()),
         Err(e) => {
