@@ -514,8 +514,9 @@ pub struct MetricSeries {
     ),
     responses(
         (status = 200, description = "The page or the downsampled series, by step", body = MetricSeries),
-        (status = 400, description = "Bad id, bad `points`, `limit` or `after_step`, `points` with paging, or an unknown parameter", body = super::openapi::ErrorBody),
+        (status = 400, description = "Bad id, bad `points`, `limit` or `after_step`, or an unknown parameter", body = super::openapi::ErrorBody),
         (status = 404, description = "No such run", body = super::openapi::ErrorBody),
+        (status = 422, description = "`points` combined with `limit` or `after_step`", body = super::openapi::ErrorBody),
     )
 )]
 async fn run_metrics(
@@ -569,7 +570,7 @@ async fn run_metrics(
     }
     let (points, next_after_step) = match target {
         Some(_) if limit.is_some() || after_step.is_some() => {
-            return Err(ApiError::BadRequest(
+            return Err(ApiError::Unprocessable(
                 "'points' downsamples the whole series: it cannot be combined with 'limit' or \
                  'after_step'"
                     .into(),

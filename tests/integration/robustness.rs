@@ -351,9 +351,15 @@ async fn long_series_are_read_in_bounded_pieces() {
     assert_eq!(steps(&tail), (199_991..LEN).collect::<Vec<_>>());
     assert_eq!(tail["next_after_step"], Value::Null);
 
+    for conflicting in ["points=100&limit=10", "points=10&after_step=5"] {
+        let (status, body) = call(&app, "GET", &uri(conflicting), None).await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{conflicting}: {body}"
+        );
+    }
     for bad in [
-        "points=100&limit=10",
-        "points=10&after_step=5",
         "limit=0",
         "limit=100001",
         "after_step=later",
