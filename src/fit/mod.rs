@@ -35,6 +35,7 @@
 //! FLOP savings at matched loss compare two compute curves at the same loss:
 //! `1 - C_X(L) / C_Y(L)` with `C(L) = (A / (L - E))^(1/b)`, the compute a curve needs to reach `L`.
 
+pub mod frontier;
 pub mod shape;
 pub mod transfer;
 
@@ -128,6 +129,23 @@ pub enum FitError {
         loss: f64,
         /// The curve's `E`.
         e: f64,
+    },
+    /// The known floor of the loss is negative or not finite.
+    #[error("the loss floor must be a finite number >= 0, got {floor}")]
+    InvalidFloor {
+        /// The floor given.
+        floor: f64,
+    },
+    /// The known floor of the loss is at or above a loss the runs reached.
+    #[error(
+        "the lowest loss observed ({lowest}) is at or below the data's known floor ({floor}): \
+         the runs and the floor do not belong to the same data"
+    )]
+    FloorAboveLoss {
+        /// The floor given.
+        floor: f64,
+        /// The lowest loss of the points.
+        lowest: f64,
     },
     /// The curve does not fall with compute (`b <= 0`), so compute at matched loss is undefined.
     #[error("the curve does not decrease with compute (b = {b})")]

@@ -17,13 +17,19 @@
 use super::AppState;
 use super::error::ApiError;
 use super::runs::{json_object, parse_run_query};
+use crate::data::{Corpus, DataSource};
+use crate::fit::frontier::{
+    EBound, MIN_FRONTIER_SCALES, bootstrap_frontiers, compute_scales, fit_frontiers,
+};
 use crate::fit::{
     BootstrapOptions, FitError, FitOptions, Interval, PowerLaw, bootstrap_chinchilla,
-    bootstrap_power_law, fit_chinchilla, fit_power_law, flop_savings, power_law_goodness,
+    fit_chinchilla, flop_savings, power_law_goodness,
 };
+use crate::numbers::significant;
 use crate::param::Parameterization;
 use crate::rng::mix64;
 use crate::store::{Comparison, Condition, FilterValue, RunQuery, RunRecord, StoredStatus};
+use crate::verdict::Verdict;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
@@ -32,7 +38,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use utoipa::ToSchema;
 
 /// The routes of this resource.
@@ -347,9 +353,12 @@ pub(crate) struct ComputeResidual {
     pub fitted: f64,
     /// `(loss - fitted) / fitted`.
     pub relative_residual: f64,
+    /// Whether the run is its compute scale's best, one of the points fitted.
+    pub on_frontier: bool,
 }
 
-/// The curve `L(C) = E + A C^-b` of one group (`C` in FLOPs) and how well it fits.
+/// The curve `L(C) = E + A C^-b` of one group (`C` in FLOPs) fitted on its compute frontier,
+/// how well it fits, and whether its runs support it.
 #[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
 pub(crate) struct ComputeGroupFit {
     /// The parameterization, or `all`.
@@ -362,18 +371,31 @@ pub(crate) struct ComputeGroupFit {
     pub b: f64,
     /// `null` with `resamples: 0`.
     pub intervals: Option<PowerLawBounds>,
+    /// Whether `E` is shared with the other groups of the report (they were trained on the
+    /// same data, so their irreducible loss is the same).
+    pub shared_e: bool,
+    /// The data's known entropy floor (nats/token), the lower bound of `E`; `null` when
+    /// unknown (then 0 is the bound).
+    pub floor: Option<f64>,
+    /// Set when `E` sits on a bound: `floor` or `lowest_loss`.
+    #[schema(value_type = Option<String>)]
+    pub e_bound: Option<EBound>,
     pub n_runs: usize,
-    /// Every run fitted, in id order, with its relative residual.
+    /// FLOPs of each compute scale's best run (the frontier), increasing.
+    pub compute_scales: Vec<f64>,
+    /// Every run, in id order, with its relative residual.
     pub residuals: Vec<ComputeResidual>,
-    /// Root-mean-square of `ln loss - ln fitted` over the runs.
+    /// Root-mean-square of `ln loss - ln fitted` over the frontier runs.
     pub rmse_log_loss: f64,
-    /// `1 - SS_res / SS_tot` of the loss; `null` when every loss is equal.
+    /// `1 - SS_res / SS_tot` of the frontier runs' loss; `null` when every loss is equal.
     pub r_squared: Option<f64>,
+    #[serde(flatten)]
+    pub verdict: Verdict,
     /// The confidence level of the intervals.
     #[serde(skip)]
     pub confidence: f64,
     /// The curve fitted to every bootstrap resample (empty without resamples): confidence bands
-    /// and savings intervals come from these.
+    /// and savings intervals come from these. Groups fitted together pair by index.
     #[serde(skip)]
     pub curves: Vec<PowerLaw>,
 }
@@ -403,11 +425,15 @@ pub(crate) struct ComputeRefusal {
 pub(crate) struct ComputeReport {
     pub groups: Vec<ComputeGroupFit>,
     pub refused: Vec<ComputeRefusal>,
+    /// Whether the groups share one `E` (every run of the selection names the same data).
+    pub shared_e: bool,
+    /// The findings of every group together.
+    #[serde(flatten)]
+    pub verdict: Verdict,
 }
 
-/// The bootstrap seed of one group: the request's seed mixed with the group's name, so that
-/// the resamples of two groups are independent and a group's interval does not depend on the
-/// other groups of the selection.
+/// The bootstrap seed of a fit: the request's seed mixed with the names of the groups fitted
+/// together, so that a group's interval does not depend on groups fitted apart from it.
 fn group_seed(seed: u64, group: &str) -> u64 {
     // FNV-1a of the name.
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
@@ -418,70 +444,177 @@ fn group_seed(seed: u64, group: &str) -> u64 {
     mix64(seed ^ hash)
 }
 
-/// Fits `L(C)` to one group's runs, bootstrapped when `resamples > 0`; a refusal is its
-/// message.
-fn fit_group(
-    group: &str,
-    ids: &[i64],
-    points: &[(f64, f64)],
+/// One group's runs: ids and `(FLOPs, loss)` points.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct GroupRuns {
+    pub ids: Vec<i64>,
+    pub points: Vec<(f64, f64)>,
+}
+
+/// Fits the frontiers of `groups`: together with one shared `E` when they come from the same
+/// data, else each with its own (see [`fit_groups_jointly`]).
+pub(crate) fn fit_groups(
+    groups: &[(String, GroupRuns)],
+    data: &DataOfRuns,
     bootstrap: &BootstrapOptions,
-) -> Result<ComputeGroupFit, String> {
-    let options = FitOptions::default();
-    let (curve, intervals, curves) = if bootstrap.resamples == 0 {
-        let fit = fit_power_law(points, &options).map_err(|e| refusal(e, ids))?;
-        (fit.curve, None, Vec::new())
+) -> (Vec<ComputeGroupFit>, Vec<ComputeRefusal>) {
+    if data.same {
+        return fit_groups_jointly(groups, data.floor, true, bootstrap);
+    }
+    let mut all = (Vec::new(), Vec::new());
+    for group in groups {
+        let (fits, refused) =
+            fit_groups_jointly(std::slice::from_ref(group), data.floor, false, bootstrap);
+        all.0.extend(fits);
+        all.1.extend(refused);
+    }
+    all
+}
+
+/// Fits the frontiers of `groups` jointly with one `E` bounded below by `floor` (see
+/// [`crate::fit::frontier`]), bootstrapped when `resamples > 0`; a group the fit cannot take
+/// (fewer than 3 compute scales) is refused alone, the rest are fitted together.
+fn fit_groups_jointly(
+    groups: &[(String, GroupRuns)],
+    floor: Option<f64>,
+    shared: bool,
+    bootstrap: &BootstrapOptions,
+) -> (Vec<ComputeGroupFit>, Vec<ComputeRefusal>) {
+    let mut refused = Vec::new();
+    let mut fitted: Vec<&(String, GroupRuns)> = Vec::new();
+    for group in groups {
+        let flops: Vec<f64> = group.1.points.iter().map(|p| p.0).collect();
+        let scales = compute_scales(&flops).len();
+        if scales < MIN_FRONTIER_SCALES {
+            refused.push(ComputeRefusal {
+                group: group.0.clone(),
+                n_runs: flops.len(),
+                error: FitError::TooFewScales {
+                    quantity: "compute scales",
+                    needed: MIN_FRONTIER_SCALES,
+                    got: scales,
+                }
+                .to_string(),
+            });
+        } else {
+            fitted.push(group);
+        }
+    }
+    if fitted.is_empty() {
+        return (Vec::new(), refused);
+    }
+    let names: Vec<&str> = fitted.iter().map(|g| g.0.as_str()).collect();
+    let points: Vec<&[(f64, f64)]> = fitted.iter().map(|g| g.1.points.as_slice()).collect();
+    let lower = floor.unwrap_or(0.0);
+    let outcome = if bootstrap.resamples == 0 {
+        fit_frontiers(&points, lower).map(|fit| (fit, None))
     } else {
         let seeded = BootstrapOptions {
-            seed: group_seed(bootstrap.seed, group),
+            seed: group_seed(bootstrap.seed, &names.join("\u{1f}")),
             ..*bootstrap
         };
-        let b = bootstrap_power_law(points, &seeded, &options).map_err(|e| refusal(e, ids))?;
-        let intervals = PowerLawBounds {
-            e: bounds(&b.e),
-            a: bounds(&b.a),
-            b: bounds(&b.b),
-        };
-        (b.fit.curve, Some(intervals), b.curves)
+        bootstrap_frontiers(&points, lower, &seeded).map(|b| {
+            let resamples = b.resamples.clone();
+            (b.fit.clone(), Some((b, resamples)))
+        })
     };
-    let goodness = power_law_goodness(&curve, points);
-    let residuals = (ids.iter().zip(points).zip(&goodness.relative_residuals))
-        .map(
-            |((&run_id, &(flops, loss)), &relative_residual)| ComputeResidual {
-                run_id,
-                flops,
-                loss,
-                fitted: curve.loss(flops),
-                relative_residual,
-            },
-        )
-        .collect();
-    Ok(ComputeGroupFit {
-        group: group.to_string(),
-        e: curve.e,
-        a: curve.a,
-        b: curve.b,
-        intervals,
-        n_runs: points.len(),
-        residuals,
-        rmse_log_loss: goodness.rmse_log_loss,
-        r_squared: goodness.r_squared,
-        confidence: bootstrap.confidence,
-        curves,
-    })
+    let (fit, boot) = match outcome {
+        Ok(outcome) => outcome,
+        Err(error) => {
+            for (name, runs) in fitted {
+                refused.push(ComputeRefusal {
+                    group: name.clone(),
+                    n_runs: runs.points.len(),
+                    error: refusal(error.clone(), &runs.ids),
+                });
+            }
+            return (Vec::new(), refused);
+        }
+    };
+    let mut fits = Vec::with_capacity(fitted.len());
+    for (k, (name, runs)) in fitted.into_iter().enumerate() {
+        let curve = fit.curves[k];
+        let frontier = &fit.frontiers[k];
+        let frontier_points: Vec<(f64, f64)> = frontier.iter().map(|&i| runs.points[i]).collect();
+        let goodness = power_law_goodness(&curve, &frontier_points);
+        let residuals = (runs.ids.iter().zip(&runs.points).enumerate())
+            .map(|(i, (&run_id, &(flops, loss)))| {
+                let fitted = curve.loss(flops);
+                ComputeResidual {
+                    run_id,
+                    flops,
+                    loss,
+                    fitted,
+                    relative_residual: (loss - fitted) / fitted,
+                    on_frontier: frontier.contains(&i),
+                }
+            })
+            .collect();
+        let compute_scales: Vec<f64> = frontier_points.iter().map(|p| p.0).collect();
+        let mut verdict = Verdict::new();
+        verdict.check_coverage(&compute_scales);
+        match fit.e_bound {
+            Some(EBound::Floor) => verdict.warn(match floor {
+                Some(f) => format!(
+                    "E sits on the data's entropy floor ({}): the runs do not pin the \
+                     irreducible loss",
+                    significant(f)
+                ),
+                None => "E sits on its lower bound 0: the runs do not pin the irreducible loss"
+                    .to_string(),
+            }),
+            Some(EBound::LowestLoss) => verdict.warn(format!(
+                "E sits just below the lowest loss observed ({}): the curves have not started \
+                 to bend, so the irreducible loss is not identified",
+                significant(fit.lowest_loss)
+            )),
+            None => {}
+        }
+        let (intervals, curves) = match &boot {
+            Some((b, resamples)) => (
+                Some(PowerLawBounds {
+                    e: bounds(&b.e),
+                    a: bounds(&b.a[k]),
+                    b: bounds(&b.b[k]),
+                }),
+                resamples.iter().map(|r| r[k]).collect(),
+            ),
+            None => (None, Vec::new()),
+        };
+        fits.push(ComputeGroupFit {
+            group: name.clone(),
+            e: curve.e,
+            a: curve.a,
+            b: curve.b,
+            intervals,
+            shared_e: shared && points.len() > 1,
+            floor,
+            e_bound: fit.e_bound,
+            n_runs: runs.points.len(),
+            compute_scales,
+            residuals,
+            rmse_log_loss: goodness.rmse_log_loss,
+            r_squared: goodness.r_squared,
+            verdict,
+            confidence: bootstrap.confidence,
+            curves,
+        });
+    }
+    (fits, refused)
 }
 
 /// Fits loss against compute per group of the selected succeeded runs (see
-/// `POST /api/v1/fits/compute`). Groups the fit refuses are listed with the reason; a
-/// selection without any run carrying FLOPs and a final loss is refused (422).
+/// `POST /api/v1/fits/compute`): on each group's compute frontier, with one `E` shared by all
+/// groups when every run names the same data, bounded below by the data's entropy floor when
+/// it is known. Groups the fit refuses are listed with the reason; a selection without any run
+/// carrying FLOPs and a final loss is refused (422).
 pub(crate) async fn compute_report(
     state: &AppState,
     query: RunQuery,
     options: ComputeOptions,
 ) -> Result<ComputeReport, ApiError> {
-    let groups = compute_groups(
-        &select_runs(state, query).await?,
-        options.by_parameterization,
-    );
+    let runs = select_runs(state, query).await?;
+    let groups = compute_groups(&runs, options.by_parameterization);
     if groups.is_empty() {
         return Err(ApiError::Unprocessable(
             "the selection has no succeeded runs with FLOPs and a final loss".into(),
@@ -489,30 +622,85 @@ pub(crate) async fn compute_report(
     }
     let bootstrap = options.bootstrap;
     blocking(move || {
-        let mut report = ComputeReport {
-            groups: Vec::new(),
-            refused: Vec::new(),
-        };
-        for (group, (ids, points)) in groups {
-            match fit_group(&group, &ids, &points, &bootstrap) {
-                Ok(fit) => report.groups.push(fit),
-                Err(error) => report.refused.push(ComputeRefusal {
-                    group,
-                    n_runs: points.len(),
-                    error,
-                }),
-            }
+        let data = DataOfRuns::of(&runs);
+        let groups: Vec<(String, GroupRuns)> = groups.into_iter().collect();
+        let (fits, refused) = fit_groups(&groups, &data, &bootstrap);
+        let mut verdict = Verdict::new();
+        if fits.is_empty() {
+            verdict.inconclusive("no group could be fitted");
         }
-        Ok(report)
+        if !data.same {
+            verdict.warn(
+                "the runs come from different data, so each group has an irreducible loss of its \
+                 own; compare groups trained on the same data",
+            );
+        }
+        for fit in &fits {
+            verdict.absorb(&fit.group, &fit.verdict);
+        }
+        Ok(ComputeReport {
+            shared_e: data.same && fits.len() > 1,
+            groups: fits,
+            refused,
+            verdict,
+        })
     })
     .await
 }
 
-/// Run ids and `(FLOPs, loss)` points of each group, groups by name.
-type Groups = BTreeMap<String, (Vec<i64>, Vec<(f64, f64)>)>;
+/// What the selected runs say about their data.
+pub(crate) struct DataOfRuns {
+    /// Every run names the same data (`dataset`), or none names any.
+    pub same: bool,
+    /// The data's entropy floor (nats/token) when every run trained on the same built-in
+    /// corpus: the lowest floor over the runs' validation sets, less two standard errors.
+    pub floor: Option<f64>,
+}
 
-fn compute_groups(runs: &[RunRecord], by_parameterization: bool) -> Groups {
-    let mut groups = Groups::new();
+impl DataOfRuns {
+    /// At most this many distinct `(context, val_sequences)` settings are measured.
+    const MAX_SETTINGS: usize = 8;
+
+    pub fn of(runs: &[RunRecord]) -> DataOfRuns {
+        let datasets: BTreeSet<Option<&str>> = runs.iter().map(|r| r.dataset.as_deref()).collect();
+        let same = datasets.len() <= 1;
+        let floor = same
+            .then(|| runs.first())
+            .flatten()
+            .and_then(|run| {
+                let data: DataSource =
+                    serde_json::from_value(run.config.get("data")?.clone()).ok()?;
+                matches!(data, DataSource::Builtin { .. }).then_some(data)
+            })
+            .and_then(|data| {
+                let settings: BTreeSet<(usize, usize)> = runs
+                    .iter()
+                    .filter_map(|r| {
+                        let number = |key| r.config.get(key)?.as_u64().map(|v| v as usize);
+                        Some((number("context")?, number("val_sequences")?))
+                    })
+                    .collect();
+                if settings.is_empty() || settings.len() > Self::MAX_SETTINGS {
+                    return None;
+                }
+                settings
+                    .into_iter()
+                    .map(|(context, sequences)| {
+                        let floor = Corpus::open(&data, context)
+                            .ok()?
+                            .entropy_floor(sequences)?;
+                        Some(floor.nats_per_token - 2.0 * floor.standard_error)
+                    })
+                    .try_fold(f64::INFINITY, |low, f| Some(low.min(f?)))
+            })
+            .filter(|f| f.is_finite() && *f > 0.0);
+        DataOfRuns { same, floor }
+    }
+}
+
+/// Each group's runs, groups by name.
+fn compute_groups(runs: &[RunRecord], by_parameterization: bool) -> BTreeMap<String, GroupRuns> {
+    let mut groups: BTreeMap<String, GroupRuns> = BTreeMap::new();
     for run in runs {
         let (Some(flops), Some(loss)) = (run.flops, final_loss(run)) else {
             continue;
@@ -522,9 +710,9 @@ fn compute_groups(runs: &[RunRecord], by_parameterization: bool) -> Groups {
         } else {
             "all".into()
         };
-        let (ids, points) = groups.entry(name).or_default();
-        ids.push(run.id);
-        points.push((flops, loss));
+        let group = groups.entry(name).or_default();
+        group.ids.push(run.id);
+        group.points.push((flops, loss));
     }
     groups
 }
@@ -543,7 +731,7 @@ pub(crate) enum LossSource {
 }
 
 /// FLOP savings of one fitted group over another at one loss.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub(crate) struct Savings {
     /// `1 - C_candidate(L) / C_baseline(L)`.
     pub savings: f64,
@@ -555,6 +743,10 @@ pub(crate) struct Savings {
     pub loss_source: LossSource,
     /// Resample pairs left out because a curve never reaches the loss.
     pub unreachable_resamples: usize,
+    /// Whether the savings are supported: the interval's width and sign, and both curves'
+    /// findings.
+    #[serde(flatten)]
+    pub verdict: Verdict,
 }
 
 /// The savings of `candidate` over `baseline` at `loss`, or at the midpoint of the range of
@@ -603,12 +795,27 @@ pub(crate) fn savings_between(
             candidate.confidence,
         ))
     });
+    let mut verdict = Verdict::new();
+    verdict.check_savings_interval(interval);
+    if paired > 0 && unreachable * 20 > paired {
+        verdict.warn(format!(
+            "{unreachable} of {paired} resamples never reach the loss {}: the interval leaves \
+             them out",
+            significant(loss)
+        ));
+    }
+    if !(candidate.shared_e && baseline.shared_e) {
+        verdict.warn("the two curves were fitted with separate irreducible losses");
+    }
+    verdict.absorb(&candidate.group, &candidate.verdict);
+    verdict.absorb(&baseline.group, &baseline.verdict);
     Ok(Savings {
         savings,
         interval,
         loss,
         loss_source,
         unreachable_resamples: unreachable,
+        verdict,
     })
 }
 
@@ -635,6 +842,8 @@ pub(crate) struct SavingsCurve {
     pub b: f64,
     pub intervals: Option<PowerLawBounds>,
     pub n_runs: usize,
+    pub shared_e: bool,
+    pub compute_scales: Vec<f64>,
 }
 
 impl From<&ComputeGroupFit> for SavingsCurve {
@@ -646,6 +855,8 @@ impl From<&ComputeGroupFit> for SavingsCurve {
             b: fit.b,
             intervals: fit.intervals,
             n_runs: fit.n_runs,
+            shared_e: fit.shared_e,
+            compute_scales: fit.compute_scales.clone(),
         }
     }
 }
@@ -660,38 +871,40 @@ pub(crate) struct SavingsReport {
 }
 
 /// FLOP savings of one parameterization over another among the selected succeeded runs (see
-/// `POST /api/v1/analysis/savings`); refusals are 422s.
+/// `POST /api/v1/analysis/savings`): read off the same fits as [`compute_report`] (so the page
+/// and the endpoint agree); refusals are 422s.
 pub(crate) async fn savings_report(
     state: &AppState,
     query: RunQuery,
     options: SavingsOptions,
 ) -> Result<SavingsReport, ApiError> {
-    let mut groups = compute_groups(&select_runs(state, query).await?, true);
-    let mut take = |name: &str| {
-        groups.remove(name).ok_or_else(|| {
-            ApiError::Unprocessable(format!(
-                "the selection has no succeeded '{name}' runs with FLOPs and a final loss"
-            ))
-        })
+    let compute = ComputeOptions {
+        by_parameterization: true,
+        bootstrap: options.bootstrap,
     };
-    let candidate = take(&options.candidate)?;
-    let baseline = take(&options.baseline)?;
-    blocking(move || {
-        let fit = |name: &str, (ids, points): &(Vec<i64>, Vec<(f64, f64)>), role: &str| {
-            fit_group(name, ids, points, &options.bootstrap)
-                .map_err(|e| ApiError::Unprocessable(format!("{role} runs: {e}")))
-        };
-        let candidate = fit(&options.candidate, &candidate, "candidate")?;
-        let baseline = fit(&options.baseline, &baseline, "baseline")?;
-        let savings = savings_between(&candidate, &baseline, options.loss)
-            .map_err(ApiError::Unprocessable)?;
-        Ok(SavingsReport {
-            savings,
-            candidate: SavingsCurve::from(&candidate),
-            baseline: SavingsCurve::from(&baseline),
-        })
+    let mut report = compute_report(state, query, compute).await?;
+    let mut take = |name: &str, role: &str| {
+        if let Some(at) = report.groups.iter().position(|g| g.group == name) {
+            return Ok(report.groups.swap_remove(at));
+        }
+        Err(ApiError::Unprocessable(
+            match report.refused.iter().find(|r| r.group == name) {
+                Some(refusal) => format!("{role} runs: {}", refusal.error),
+                None => format!(
+                    "the selection has no succeeded '{name}' runs with FLOPs and a final loss"
+                ),
+            },
+        ))
+    };
+    let candidate = take(&options.candidate, "candidate")?;
+    let baseline = take(&options.baseline, "baseline")?;
+    let savings =
+        savings_between(&candidate, &baseline, options.loss).map_err(ApiError::Unprocessable)?;
+    Ok(SavingsReport {
+        savings,
+        candidate: SavingsCurve::from(&candidate),
+        baseline: SavingsCurve::from(&baseline),
     })
-    .await
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -972,6 +972,10 @@ mod schemas {
         b: f64,
         intervals: Option<PowerLawIntervals>,
         n_runs: u64,
+        /// Whether `E` is shared with the other parameterizations (the runs name the same data).
+        shared_e: bool,
+        /// FLOPs of each compute scale's best run (the frontier the curve is fitted on).
+        compute_scales: Vec<f64>,
     }
 
     /// How much compute the candidate saves at the loss used.
@@ -990,6 +994,13 @@ mod schemas {
         baseline: SavingsCurve,
         /// Resample pairs left out of the interval because a curve never reaches `L`.
         unreachable_resamples: u64,
+        /// `false` when the runs cannot support the savings (see `warnings`): an interval wider
+        /// than ±10 points or spanning 0, fewer than 4 compute scales or less than a decade.
+        conclusive: bool,
+        /// Every rule that fired, reasons for an inconclusive verdict first, as sentences.
+        warnings: Vec<String>,
+        /// What to run next to make the answer conclusive.
+        next_runs: Option<String>,
     }
 
     /// Init, learning rate, weight decay and epsilon of one parameter group after scaling.

@@ -17,11 +17,13 @@
 
 use super::AppState;
 use super::error::ApiError;
-use super::fits::{MAX_RESAMPLES, blocking, final_loss, parse_selection, select_runs};
+use super::fits::{
+    DataOfRuns, GroupRuns, MAX_RESAMPLES, PowerLawBounds, blocking, final_loss, fit_groups,
+    parse_selection, select_runs,
+};
 use super::runs::json_object;
 use crate::fit::shape::{ShapeOptions, ShapePenalty, ShapePoint, fit_shape_tolerance};
-use crate::fit::{BootstrapOptions, FitOptions, Interval, PowerLaw};
-use crate::fit::{bootstrap_power_law, fit_power_law};
+use crate::fit::{BootstrapOptions, Interval};
 use crate::param::{BaseHparams, Parameterization};
 use crate::plan::{
     Architecture, Budget, Candidate, DEFAULT_BATCH, DEFAULT_MAX_DEPTH, DEFAULT_TOKENS_PER_PARAM,
@@ -29,6 +31,7 @@ use crate::plan::{
     PlanError, RankedShape, ShapeLimits, candidate_shapes, rank_without_fit, recommend,
 };
 use crate::store::{RunQuery, RunRecord, RunSource};
+use crate::verdict::Verdict;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
@@ -37,7 +40,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{Map, Value, json};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use utoipa::OpenApi;
 
 /// The routes of this resource.
@@ -301,7 +304,11 @@ pub(crate) struct Group {
 /// A fitted parameterization.
 pub(crate) struct GroupFit {
     /// Intervals of `E`, `A` and `b` (`None` without resamples).
-    pub intervals: Option<[Interval; 3]>,
+    pub intervals: Option<PowerLawBounds>,
+    /// Whether its `E` is shared with the other parameterizations (same data).
+    pub shared_e: bool,
+    /// Its findings: compute coverage, `E` on a bound, extrapolation, the floor.
+    pub verdict: Verdict,
     /// FLOPs of the largest selected run: the budget over this says how far the plan
     /// extrapolates.
     pub largest_run_flops: f64,
@@ -328,6 +335,9 @@ pub(crate) struct PlanOutcome {
     pub confirm_sweep: Option<Map<String, Value>>,
     /// What to run, when nothing could be fitted.
     pub note: Option<String>,
+    /// Whether the runs support the plan: every fitted parameterization's findings, and the
+    /// target's differences from the runs.
+    pub verdict: Verdict,
 }
 
 impl PlanOutcome {
@@ -484,40 +494,80 @@ pub(crate) async fn plan_request(
         })
         .collect();
     let (budget, limits, bootstrap) = (request.budget, request.limits, request.bootstrap);
+    let runs_data = DataOfRuns::of(&runs);
+    let mut target_verdict = Verdict::new();
+    // The runs' vocabulary and context: the indexed columns, else an imported run's config.
+    let setting = |run: &RunRecord, column: Option<i64>, key: &str| {
+        column.or_else(|| run.config.get(key).and_then(Value::as_i64))
+    };
+    for (what, key, target) in [
+        ("vocabulary", "vocab", architecture.vocab),
+        ("context", "context", architecture.context),
+    ] {
+        let values: BTreeSet<i64> = usable
+            .iter()
+            .filter_map(|r| setting(r, if key == "vocab" { r.vocab } else { r.context }, key))
+            .collect();
+        let values: Vec<String> = values.iter().map(i64::to_string).collect();
+        target_verdict.check_target(what, &target.to_string(), &values);
+    }
+    if !runs_data.same {
+        target_verdict.warn(
+            "the runs come from different data: each parameterization is fitted with an \
+             irreducible loss of its own",
+        );
+    }
     let (groups, plans) = blocking(move || {
+        // `L(C)` is the loss of the optimal shape: with a penalty, each run's loss is divided by
+        // its shape's `1 + excess` before the fit, so that the penalty is not counted twice
+        // when a shape's loss is predicted as `L(C) (1 + excess)`.
+        let penalties: Vec<Result<ShapePenalty, String>> =
+            data.iter().map(|g| shape_penalty(&g.shapes)).collect();
+        let adjusted: Vec<(String, GroupRuns)> = (data.iter().zip(&penalties))
+            .map(|(group, penalty)| {
+                let points = (group.points.iter())
+                    .map(|&(flops, loss, ratio)| match (penalty, ratio) {
+                        (Ok(p), Some(ratio)) => (flops, loss / (1.0 + p.excess(ratio))),
+                        _ => (flops, loss),
+                    })
+                    .collect();
+                let runs = GroupRuns {
+                    ids: group.ids.clone(),
+                    points,
+                };
+                (group.name.clone(), runs)
+            })
+            .collect();
+        let (fitted, refused) = fit_groups(&adjusted, &runs_data, &bootstrap);
         let mut groups = Vec::new();
         let mut fits = Vec::new();
-        for (index, group) in data.into_iter().enumerate() {
-            // Independent resamples per parameterization: their data are independent.
-            let seed = bootstrap
-                .seed
-                .wrapping_add((index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
-            let penalty = shape_penalty(&group.shapes);
-            // `L(C)` is the loss of the optimal shape: with a penalty, each run's loss is
-            // divided by its shape's `1 + excess` before the fit, so that the penalty is not
-            // counted twice when a shape's loss is predicted as `L(C) (1 + excess)`.
-            let points: Vec<(f64, f64)> = (group.points.iter())
-                .map(|&(flops, loss, ratio)| match (&penalty, ratio) {
-                    (Ok(p), Some(ratio)) => (flops, loss / (1.0 + p.excess(ratio))),
-                    _ => (flops, loss),
-                })
-                .collect();
-            let fitted = fit_group(&points, &group.ids, BootstrapOptions { seed, ..bootstrap });
-            let fit = fitted.map(|(curve, intervals, resamples)| {
-                fits.push(ParameterizationFit {
-                    name: group.name.clone(),
-                    curve,
-                    resamples,
-                    tokens_per_param: group.tokens_per_param,
-                    penalty: penalty.as_ref().ok().copied(),
-                });
-                GroupFit {
-                    intervals,
-                    largest_run_flops: group.points.iter().map(|p| p.0).fold(0.0, f64::max),
-                    base_lr: group.base_lr,
-                    penalty_refusal: penalty.err(),
+        for (group, penalty) in data.into_iter().zip(penalties) {
+            let largest_run_flops = group.points.iter().map(|p| p.0).fold(0.0, f64::max);
+            let fit = match fitted.iter().find(|f| f.group == group.name) {
+                Some(fit) => {
+                    fits.push(ParameterizationFit {
+                        name: group.name.clone(),
+                        curve: fit.curve(),
+                        resamples: fit.curves.clone(),
+                        tokens_per_param: group.tokens_per_param,
+                        penalty: penalty.as_ref().ok().copied(),
+                    });
+                    let mut verdict = fit.verdict.clone();
+                    verdict.check_extrapolation(budget.flops(), largest_run_flops);
+                    Ok(GroupFit {
+                        intervals: fit.intervals,
+                        shared_e: fit.shared_e,
+                        verdict,
+                        largest_run_flops,
+                        base_lr: group.base_lr,
+                        penalty_refusal: penalty.err(),
+                    })
                 }
-            });
+                None => Err(refused
+                    .iter()
+                    .find(|r| r.group == group.name)
+                    .map_or_else(|| "not fitted".to_string(), |r| r.error.clone())),
+            };
             groups.push(Group {
                 name: group.name,
                 n_runs: group.points.len(),
@@ -526,9 +576,30 @@ pub(crate) async fn plan_request(
         }
         let plans = recommend(budget, &architecture, &limits, &fits, bootstrap.confidence)
             .map_err(plan_error)?;
+        // A predicted loss below the data's floor is impossible.
+        for plan in &plans {
+            if let Some(Ok(fit)) = groups
+                .iter_mut()
+                .find(|g| g.name == plan.parameterization)
+                .map(|g| g.fit.as_mut())
+            {
+                fit.verdict
+                    .check_floor(plan.loss_at_budget, runs_data.floor);
+            }
+        }
         Ok((groups, plans))
     })
     .await?;
+    let mut verdict = Verdict::new();
+    for group in &groups {
+        if let Ok(fit) = &group.fit {
+            verdict.absorb(&group.name, &fit.verdict);
+        }
+    }
+    verdict.absorb("", &target_verdict);
+    if groups.iter().all(|g| g.fit.is_err()) {
+        verdict.inconclusive("no parameterization could be fitted");
+    }
 
     let note = plans.is_empty().then(|| {
         let refused = if groups.is_empty() {
@@ -555,39 +626,10 @@ pub(crate) async fn plan_request(
         candidates: rank_without_fit(candidates),
         confirm_sweep: None,
         note,
+        verdict,
     };
     outcome.confirm_sweep = confirm_sweep(&outcome, shared, request);
     Ok(outcome)
-}
-
-/// Fits one parameterization: the curve, intervals of `E`, `A`, `b`, and the resample curves.
-type FittedCurve = (PowerLaw, Option<[Interval; 3]>, Vec<PowerLaw>);
-
-fn fit_group(
-    points: &[(f64, f64)],
-    ids: &[i64],
-    bootstrap: BootstrapOptions,
-) -> Result<FittedCurve, String> {
-    let refusal = |e: crate::fit::FitError| match e {
-        crate::fit::FitError::InvalidPoint {
-            index,
-            quantity,
-            value,
-        } if index < ids.len() => {
-            format!(
-                "run {}: {quantity} must be positive and finite, got {value}",
-                ids[index]
-            )
-        }
-        other => other.to_string(),
-    };
-    let options = FitOptions::default();
-    if bootstrap.resamples == 0 {
-        let fit = fit_power_law(points, &options).map_err(refusal)?;
-        return Ok((fit.curve, None, Vec::new()));
-    }
-    let b = bootstrap_power_law(points, &bootstrap, &options).map_err(refusal)?;
-    Ok((b.fit.curve, Some([b.e, b.a, b.b]), b.curves))
 }
 
 /// The body of `POST /api/v1/sweeps` that confirms the plan: the best shape of the best
@@ -749,9 +791,7 @@ pub(crate) fn outcome_json(outcome: &PlanOutcome, top: usize) -> Value {
             let group = outcome.group(&plan.parameterization);
             let fit = group.and_then(|g| g.fit.as_ref().ok());
             let c = plan.curve;
-            let intervals = fit.and_then(|f| f.intervals).map(|[e, a, b]| {
-                json!({"E": [e.low, e.high], "A": [a.low, a.high], "b": [b.low, b.high]})
-            });
+            let intervals = fit.and_then(|f| f.intervals);
             let largest = fit.map_or(f64::NAN, |f| f.largest_run_flops);
             json!({
                 "parameterization": plan.parameterization,
@@ -759,9 +799,13 @@ pub(crate) fn outcome_json(outcome: &PlanOutcome, top: usize) -> Value {
                 "tokens_per_param": plan.tokens_per_param,
                 "fit": {
                     "E": c.e, "A": c.a, "b": c.b, "intervals": intervals,
+                    "shared_e": fit.is_some_and(|f| f.shared_e),
                     "largest_run_flops": largest,
                     "extrapolation": budget / largest,
                 },
+                "conclusive": fit.is_some_and(|f| f.verdict.conclusive),
+                "warnings": fit.map(|f| f.verdict.warnings.clone()).unwrap_or_default(),
+                "next_runs": fit.and_then(|f| f.verdict.next_runs.clone()),
                 "loss_at_budget": plan.loss_at_budget,
                 "loss_at_budget_interval": bounds(&plan.loss_at_budget_interval),
                 "shape_penalty": plan.penalty.map(|p| json!({
@@ -795,6 +839,9 @@ pub(crate) fn outcome_json(outcome: &PlanOutcome, top: usize) -> Value {
         "candidate_shapes": outcome.candidates.iter().take(top)
             .map(|c| Value::Object(candidate_json(c))).collect::<Vec<_>>(),
         "note": outcome.note,
+        "conclusive": outcome.verdict.conclusive,
+        "warnings": outcome.verdict.warnings,
+        "next_runs": outcome.verdict.next_runs,
         "confirm_sweep": outcome.confirm_sweep,
         "sweep": Value::Null,
     })
@@ -925,6 +972,8 @@ mod schemas {
         b: f64,
         /// `null` with `resamples: 0`.
         intervals: Option<PowerLawIntervals>,
+        /// Whether `E` is shared with the other parameterizations (the runs name the same data).
+        shared_e: bool,
         /// FLOPs of the largest run fitted.
         largest_run_flops: f64,
         /// The budget over `largest_run_flops`: how far the plan extrapolates the fit.
@@ -1018,6 +1067,13 @@ mod schemas {
         /// The best `top` shapes.
         shapes: Vec<RecommendedShape>,
         matched_compute: Vec<MatchedComputeBody>,
+        /// `false` when the runs cannot support the plan (see `warnings`).
+        conclusive: bool,
+        /// Every rule that fired (extrapolation, compute coverage, `E` on a bound, a loss below
+        /// the known floor, a target unlike the runs), reasons for `conclusive: false` first.
+        warnings: Vec<String>,
+        /// What to run next to make the plan conclusive.
+        next_runs: Option<String>,
     }
 
     /// A parameterization the fit refused.
@@ -1051,6 +1107,13 @@ mod schemas {
         candidate_shapes: Vec<CandidateShape>,
         /// What to run, when nothing is fitted.
         note: Option<String>,
+        /// `false` when the runs cannot support the plan (see `warnings`).
+        conclusive: bool,
+        /// Every rule that fired (extrapolation, compute coverage, `E` on a bound, a loss below
+        /// the known floor, a target unlike the runs), reasons for `conclusive: false` first.
+        warnings: Vec<String>,
+        /// What to run next to make the plan conclusive.
+        next_runs: Option<String>,
         /// A body for `POST /api/v1/sweeps`; `null` when nothing is fitted.
         confirm_sweep: Option<CreateSweep>,
         /// The created sweep (`create_sweep: true`), else `null`.

@@ -42,9 +42,25 @@ async fn documented_fields(app: &axum::Router, path: &str) -> BTreeSet<String> {
         "/paths/{}/post/responses/200/content/application~1json/schema/$ref",
         path.replace('/', "~1")
     );
-    let name = doc.pointer(&pointer).and_then(Value::as_str).unwrap();
-    let name = name.rsplit('/').next().unwrap();
-    keys(&doc["components"]["schemas"][name]["properties"])
+    let reference = doc.pointer(&pointer).and_then(Value::as_str).unwrap();
+    schema_fields(&doc, reference)
+}
+
+/// The properties of a component schema, with those of the schemas it combines by `allOf`.
+fn schema_fields(doc: &Value, reference: &str) -> BTreeSet<String> {
+    let name = reference.rsplit('/').next().unwrap();
+    let schema = &doc["components"]["schemas"][name];
+    let mut fields = match schema.get("properties") {
+        Some(properties) => keys(properties),
+        None => BTreeSet::new(),
+    };
+    for part in schema["allOf"].as_array().into_iter().flatten() {
+        match part["$ref"].as_str() {
+            Some(inner) => fields.extend(schema_fields(doc, inner)),
+            None => fields.extend(keys(&part["properties"])),
+        }
+    }
+    fields
 }
 
 #[tokio::test]
@@ -161,7 +177,7 @@ async fn compute_fits_and_savings_recover_planted_curves() {
         documented_fields(&app, "/api/v1/fits/compute").await
     );
     let (_, doc) = call(&app, "GET", "/api/v1/openapi.json", None).await;
-    let schema = |name: &str| keys(&doc["components"]["schemas"][name]["properties"]);
+    let schema = |name: &str| schema_fields(&doc, name);
     assert_eq!(keys(&groups[0]), schema("ComputeGroupFit"));
     assert_eq!(keys(&groups[0]["residuals"][0]), schema("ComputeResidual"));
 
@@ -244,7 +260,8 @@ async fn fits_refuse_bad_requests_and_unfittable_selections() {
     assert_eq!(body["refused"][0]["group"], "sp");
     assert_eq!(body["refused"][0]["n_runs"], 3);
     let error = body["refused"][0]["error"].as_str().unwrap();
-    assert!(error.contains("4 distinct"), "{body}");
+    assert!(error.contains("3 distinct compute scales, got 1"), "{body}");
+    assert_eq!(body["conclusive"], false, "{body}");
 
     let tags = json!({"tags": ["chinchilla"]});
     let cases: Vec<(&str, Value, StatusCode)> = vec![

@@ -15,6 +15,7 @@ mod robustness;
 mod security;
 mod studies;
 mod training;
+mod verdicts;
 
 use shapewise::data::DataSource;
 use shapewise::param::Parameterization;

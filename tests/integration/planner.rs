@@ -112,7 +112,7 @@ async fn the_planner_ranks_planted_shapes_and_matches_compute() {
     assert_eq!(plan["refused"][0]["n_runs"], 2);
     let reason = plan["refused"][0]["error"].as_str().unwrap();
     assert!(
-        reason.contains("4 distinct compute scales, got 2"),
+        reason.contains("3 distinct compute scales, got 2"),
         "{reason}"
     );
 
@@ -494,7 +494,7 @@ async fn the_planner_page_plans_and_creates_the_confirming_sweep() {
         "<svg role=\"img\"",
         "Compute the others need",
         "Create confirming sweep",
-        "4 distinct compute scales, got 2",
+        "3 distinct compute scales, got 2",
     ] {
         assert!(html.contains(text), "{text}");
     }

@@ -3,12 +3,13 @@
 //! inline SVG string, or a message chart when there is nothing to draw.
 
 use super::{
-    ChartError, DrawResult, HEIGHT, TickedAxis, WIDTH, draw_legend, draw_message, format_number,
-    framed_chart, linear_ticks, log_ticks, padded_range, series_color,
+    ChartError, DrawResult, HEIGHT, TickedAxis, WIDTH, draw_legend, draw_message, framed_chart,
+    linear_ticks, log_ticks, padded_range, series_color,
 };
 use crate::fit::shape::ShapeTolerance;
 use crate::fit::transfer::TransferFit;
 use crate::fit::{Interval, PowerLaw};
+use crate::numbers::significant;
 use crate::web::fits::ComputeGroupFit;
 use plotters::prelude::*;
 
@@ -101,9 +102,7 @@ fn draw_transfer(svg: &mut String, fit: &TransferFit) -> DrawResult {
             ticks: y_ticks,
         },
         ("learning rate (log2 scale)", "final loss (nats/token)"),
-        (&|v: &f64| format_number(v.exp2()), &|v: &f64| {
-            format_number(*v)
-        }),
+        (&|v: &f64| significant(v.exp2()), &|v: &f64| significant(*v)),
     )?;
     let mut any_diverged = false;
     for (index, optimum) in fit.optima.iter().enumerate() {
@@ -113,11 +112,7 @@ fn draw_transfer(svg: &mut String, fit: &TransferFit) -> DrawResult {
             .collect();
         chart
             .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
-            .label(format!(
-                "{} {}",
-                fit.axis.name(),
-                format_number(optimum.size)
-            ))
+            .label(format!("{} {}", fit.axis.name(), significant(optimum.size)))
             .legend(move |(lx, ly)| {
                 EmptyElement::at((lx, ly))
                     + PathElement::new(vec![(0, 0), (16, 0)], color.stroke_width(2))
@@ -236,6 +231,8 @@ fn curve_range(group: &ComputeGroupFit) -> (f64, f64) {
 fn draw_compute(svg: &mut String, groups: &[ComputeGroupFit]) -> DrawResult {
     struct Drawn {
         points: Vec<(f64, f64)>,
+        /// Whether each point is its compute scale's best run (drawn filled; the others hollow).
+        frontier: Vec<bool>,
         curve: Vec<(f64, f64)>,
         band: Vec<(f64, f64, f64)>,
     }
@@ -248,6 +245,7 @@ fn draw_compute(svg: &mut String, groups: &[ComputeGroupFit]) -> DrawResult {
                 points: (g.residuals.iter())
                     .map(|r| (r.flops.log10(), r.loss.log10()))
                     .collect(),
+                frontier: g.residuals.iter().map(|r| r.on_frontier).collect(),
                 curve: (xs.iter())
                     .map(|&x| (x, curve.loss(10f64.powf(x))))
                     .filter(|p| p.1.is_finite() && p.1 > 0.0)
@@ -266,11 +264,16 @@ fn draw_compute(svg: &mut String, groups: &[ComputeGroupFit]) -> DrawResult {
         .iter()
         .flat_map(|d| d.points.iter().chain(&d.curve).map(|p| p.0));
     let (x_lo, x_hi) = padded_range(xs, true);
-    let ys = drawn.iter().flat_map(|d| {
-        (d.points.iter().chain(&d.curve).map(|p| p.1)).chain(d.band.iter().flat_map(|b| [b.1, b.2]))
-    });
+    // The data, the curves and the entropy floor set the y range; a band wider than that (a
+    // barely identified fit) is clipped to it instead of flattening the data into a line.
+    let floor = groups.iter().find_map(|g| g.floor).map(f64::log10);
+    let ys = drawn
+        .iter()
+        .flat_map(|d| d.points.iter().chain(&d.curve).map(|p| p.1))
+        .chain(floor);
     let (y_lo, y_hi) = padded_range(ys, true);
-    let label = |v: &f64| format_number(10f64.powf(*v));
+    let clip = |y: f64| y.clamp(y_lo, y_hi);
+    let label = |v: &f64| significant(10f64.powf(*v));
     let root = SVGBackend::with_string(svg, (WIDTH, HEIGHT)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = framed_chart(
@@ -290,8 +293,8 @@ fn draw_compute(svg: &mut String, groups: &[ComputeGroupFit]) -> DrawResult {
     for (index, (group, d)) in groups.iter().zip(&drawn).enumerate() {
         let color = series_color(index);
         if d.band.len() >= 2 {
-            let outline: Vec<(f64, f64)> = (d.band.iter().map(|b| (b.0, b.2)))
-                .chain(d.band.iter().rev().map(|b| (b.0, b.1)))
+            let outline: Vec<(f64, f64)> = (d.band.iter().map(|b| (b.0, clip(b.2))))
+                .chain(d.band.iter().rev().map(|b| (b.0, clip(b.1))))
                 .collect();
             chart.draw_series(std::iter::once(Polygon::new(outline, color.mix(0.15))))?;
         }
@@ -303,7 +306,28 @@ fn draw_compute(svg: &mut String, groups: &[ComputeGroupFit]) -> DrawResult {
                     + PathElement::new(vec![(0, 0), (16, 0)], color.stroke_width(2))
                     + Circle::new((8, 0), 4, color.filled())
             });
-        chart.draw_series(d.points.iter().map(|p| Circle::new(*p, 4, color.filled())))?;
+        chart.draw_series(d.points.iter().zip(&d.frontier).map(|(p, &on_frontier)| {
+            let style = if on_frontier {
+                color.filled()
+            } else {
+                color.stroke_width(1)
+            };
+            Circle::new(*p, 4, style)
+        }))?;
+    }
+    if let Some(floor) = floor {
+        chart
+            .draw_series(DashedLineSeries::new(
+                [(x_lo, floor), (x_hi, floor)],
+                6,
+                4,
+                NEUTRAL.stroke_width(1),
+            ))?
+            .label(format!(
+                "entropy floor, lower bound of E ({})",
+                significant(10f64.powf(floor))
+            ))
+            .legend(|(lx, ly)| PathElement::new(vec![(lx, ly), (lx + 16, ly)], NEUTRAL));
     }
     if drawn.iter().any(|d| d.band.len() >= 2) {
         let confidence = groups.first().map_or(0.95, |g| g.confidence);
@@ -363,8 +387,8 @@ fn draw_residuals(svg: &mut String, groups: &[ComputeGroupFit]) -> DrawResult {
             "training compute (FLOPs, log scale)",
             "relative residual (% of the fitted loss)",
         ),
-        (&|v: &f64| format_number(10f64.powf(*v)), &|v: &f64| {
-            format_number(*v)
+        (&|v: &f64| significant(10f64.powf(*v)), &|v: &f64| {
+            significant(*v)
         }),
     )?;
     chart.draw_series(LineSeries::new(
@@ -437,8 +461,8 @@ fn draw_tolerance(svg: &mut String, fit: &ShapeTolerance) -> DrawResult {
             "width-to-depth ratio N:L (log scale)",
             "final loss (nats/token)",
         ),
-        (&|v: &f64| format_number(10f64.powf(*v)), &|v: &f64| {
-            format_number(*v)
+        (&|v: &f64| significant(10f64.powf(*v)), &|v: &f64| {
+            significant(*v)
         }),
     )?;
     for (index, (scale, curve)) in fit.scales.iter().zip(&curves).enumerate() {
@@ -452,8 +476,8 @@ fn draw_tolerance(svg: &mut String, fit: &ShapeTolerance) -> DrawResult {
             .draw_series(LineSeries::new(curve.clone(), color.stroke_width(2)))?
             .label(format!(
                 "{} FLOPs: N:L* {}",
-                format_number(scale.flops),
-                format_number(scale.ratio_optimum)
+                significant(scale.flops),
+                significant(scale.ratio_optimum)
             ))
             .legend(move |(lx, ly)| {
                 EmptyElement::at((lx, ly))
@@ -483,7 +507,7 @@ fn draw_tolerance(svg: &mut String, fit: &ShapeTolerance) -> DrawResult {
         .draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())?
         .label(format!(
             "shaded: within {}% of the optimum",
-            format_number(fit.tolerance * 100.0)
+            significant(fit.tolerance * 100.0)
         ))
         .legend(|(lx, ly)| {
             Rectangle::new([(lx, ly - 5), (lx + 16, ly + 5)], NEUTRAL.mix(0.2).filled())
@@ -556,7 +580,11 @@ mod tests {
             a: curve.a,
             b: curve.b,
             intervals: None,
+            shared_e: false,
+            floor: None,
+            e_bound: None,
             n_runs: points.len(),
+            compute_scales: points.iter().map(|p| p.0).collect(),
             residuals: (points.iter().zip(&goodness.relative_residuals))
                 .enumerate()
                 .map(
@@ -566,11 +594,13 @@ mod tests {
                         loss,
                         fitted: curve.loss(flops),
                         relative_residual,
+                        on_frontier: true,
                     },
                 )
                 .collect(),
             rmse_log_loss: goodness.rmse_log_loss,
             r_squared: goodness.r_squared,
+            verdict: crate::verdict::Verdict::new(),
             confidence: 0.95,
             curves,
         }

@@ -3,11 +3,12 @@
 //! relative distance from linearization). A power law `y ~ x^k` is a straight line of slope `k`.
 
 use super::{
-    ChartError, DrawResult, HEIGHT, TickedAxis, WIDTH, draw_legend, draw_message, format_number,
-    framed_chart, log_ticks, padded_range, series_color,
+    ChartError, DrawResult, HEIGHT, TickedAxis, WIDTH, draw_legend, draw_message, framed_chart,
+    log_ticks, padded_range, series_color,
 };
 use crate::coord::{CoordAxis, CoordTable};
 use crate::linearize::LinearizeTable;
+use crate::numbers::significant;
 use crate::param::Parameterization;
 use plotters::prelude::*;
 
@@ -136,7 +137,7 @@ fn draw_log_log(
         x_ticks = log_ticks(x_lo, x_hi, 7.0);
     }
     let y_ticks = log_ticks(y_lo, y_hi, 6.0);
-    let label = |v: &f64| format_number(10f64.powf(*v));
+    let label = |v: &f64| significant(10f64.powf(*v));
     {
         let root = SVGBackend::with_string(svg, (WIDTH, HEIGHT)).into_drawing_area();
         root.fill(&WHITE)?;

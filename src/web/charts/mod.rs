@@ -9,6 +9,7 @@ pub mod analysis;
 pub mod diagnostics;
 pub mod planner;
 
+use crate::numbers::significant;
 use crate::store::MetricPoint;
 use plotters::prelude::*;
 use std::fmt::Write as _;
@@ -349,31 +350,6 @@ fn log_ticks(lo: f64, hi: f64, target: f64) -> Vec<f64> {
     }
 }
 
-/// A short label: integers as such below 10^5, then `1.5e6` style; fractions with up to three
-/// significant digits.
-fn format_number(v: f64) -> String {
-    if v == 0.0 {
-        return "0".into();
-    }
-    let a = v.abs();
-    if (1e5..).contains(&a) || a < 1e-3 {
-        let text = format!("{v:.2e}");
-        let (mantissa, exponent) = text.split_once('e').unwrap_or((&text, "0"));
-        let mantissa = mantissa.trim_end_matches('0').trim_end_matches('.');
-        return format!("{mantissa}e{exponent}");
-    }
-    if (v - v.round()).abs() < 1e-9 * a.max(1.0) {
-        return format!("{v:.0}");
-    }
-    let decimals = (2 - a.log10().floor() as i32).clamp(0, 6) as usize;
-    let text = format!("{v:.decimals$}");
-    if text.contains('.') {
-        text.trim_end_matches('0').trim_end_matches('.').to_string()
-    } else {
-        text
-    }
-}
-
 /// Axis label colour.
 const TEXT: RGBColor = RGBColor(40, 40, 40);
 
@@ -432,9 +408,9 @@ fn draw_lines(svg: &mut String, lines: &[Line], x: XAxis, log: bool) -> DrawResu
     };
     let label = move |v: &f64| {
         if log {
-            format_number(10f64.powf(*v))
+            significant(10f64.powf(*v))
         } else {
-            format_number(*v)
+            significant(*v)
         }
     };
     {
@@ -561,8 +537,8 @@ fn draw_lr_lines(svg: &mut String, lines: &[(String, Vec<(f64, f64)>)]) -> DrawR
                 "learning rate (log2 scale)",
                 "final validation loss (nats/token)",
             ),
-            (&|v: &f64| format_number(2f64.powf(*v)), &|v: &f64| {
-                format_number(*v)
+            (&|v: &f64| significant(2f64.powf(*v)), &|v: &f64| {
+                significant(*v)
             }),
         )?;
         for (index, (label, points)) in lines.iter().enumerate() {
@@ -698,11 +674,11 @@ mod tests {
 
     #[test]
     fn ticks_and_labels() {
-        assert_eq!(format_number(1e12), "1e12");
-        assert_eq!(format_number(2.5e12), "2.5e12");
-        assert_eq!(format_number(300.0), "300");
-        assert_eq!(format_number(2.5), "2.5");
-        assert_eq!(format_number(0.00390625), "0.00391");
+        assert_eq!(significant(1e12), "1e12");
+        assert_eq!(significant(2.5e12), "2.5e12");
+        assert_eq!(significant(300.0), "300");
+        assert_eq!(significant(2.5), "2.5");
+        assert_eq!(significant(0.00390625), "0.00391");
         assert_eq!(
             linear_ticks(2.1, 5.5, 6.0),
             vec![2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 5.5]

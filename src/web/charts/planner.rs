@@ -2,9 +2,10 @@
 //! width-to-depth ratio `N:L`, one line per parameterization.
 
 use super::{
-    ChartError, DrawResult, HEIGHT, TickedAxis, WIDTH, draw_legend, draw_message, format_number,
-    framed_chart, padded_range, series_color,
+    ChartError, DrawResult, HEIGHT, TickedAxis, WIDTH, draw_legend, draw_message, framed_chart,
+    padded_range, series_color,
 };
+use crate::numbers::significant;
 use plotters::prelude::*;
 
 /// One candidate shape of a line: `N:L`, predicted loss (nats/token) and its interval.
@@ -77,8 +78,8 @@ fn draw_shape_lines(svg: &mut String, lines: &[(String, Vec<ShapePoint>)]) -> Dr
                 "width / depth N:L (log scale)",
                 "predicted final loss (nats/token)",
             ),
-            (&|v: &f64| format_number(10f64.powf(*v)), &|v: &f64| {
-                format_number(*v)
+            (&|v: &f64| significant(10f64.powf(*v)), &|v: &f64| {
+                significant(*v)
             }),
         )?;
         for (index, (label, points)) in lines.iter().enumerate() {

@@ -12,6 +12,8 @@ use super::{
 };
 use crate::fit::BootstrapOptions;
 use crate::fit::transfer::{DEFAULT_DRIFT_THRESHOLD, SizeAxis};
+use crate::numbers::significant;
+use crate::verdict::Verdict;
 use crate::web::AppState;
 use crate::web::analysis::{
     ParameterizationTolerance, ParameterizationTransfer, ToleranceReport, ToleranceReportOptions,
@@ -237,6 +239,7 @@ struct SavingsRow {
     baseline: String,
     savings: String,
     loss: String,
+    verdict: Verdict,
 }
 
 struct ComputeSection {
@@ -245,6 +248,7 @@ struct ComputeSection {
     rows: Vec<ComputeRow>,
     refused: Vec<RefusedRow>,
     savings: Vec<SavingsRow>,
+    verdict: Verdict,
 }
 
 fn compute_section(report: &ComputeReport) -> ComputeSection {
@@ -275,6 +279,7 @@ fn compute_section(report: &ComputeReport) -> ComputeSection {
         rows,
         refused,
         savings: savings_rows(&report.groups),
+        verdict: report.verdict.clone(),
     }
 }
 
@@ -296,22 +301,28 @@ fn savings_rows(groups: &[ComputeGroupFit]) -> Vec<SavingsRow> {
     let mut rows = Vec::new();
     for (i, candidate) in ordered.iter().enumerate() {
         for baseline in &ordered[i + 1..] {
-            let (savings, loss) = match savings_between(candidate, baseline, None) {
+            let (savings, loss, verdict) = match savings_between(candidate, baseline, None) {
                 Ok(s) => (
                     with_interval(
                         s.savings * 100.0,
                         s.interval.map(|[l, h]| [l * 100.0, h * 100.0]),
-                        |v| format!("{v:.1}%"),
+                        |v| format!("{}%", significant(v)),
                     ),
                     fmt_loss(s.loss),
+                    s.verdict,
                 ),
-                Err(error) => (error, "—".into()),
+                Err(error) => {
+                    let mut verdict = Verdict::new();
+                    verdict.inconclusive(error);
+                    ("—".into(), "—".into(), verdict)
+                }
             };
             rows.push(SavingsRow {
                 candidate: candidate.group.clone(),
                 baseline: baseline.group.clone(),
                 savings,
                 loss,
+                verdict,
             });
         }
     }

@@ -10,6 +10,7 @@ use super::{
     parse_whole, render, same_origin,
 };
 use crate::plan::{Candidate, FALLBACK_WIDTH_DEPTH_RATIO, GIB, RankedShape};
+use crate::verdict::Verdict;
 use crate::web::AppState;
 use crate::web::charts::{self, planner::ShapePoint};
 use crate::web::error::ApiError;
@@ -358,6 +359,7 @@ struct PlanView {
     shapes: Vec<ShapeRow>,
     matched_loss: String,
     matched: Vec<MatchedRow>,
+    verdict: Verdict,
 }
 
 /// The confirming sweep, as the page describes it.
@@ -440,12 +442,12 @@ fn results(outcome: &PlanOutcome, top: usize, form: &PlannerForm) -> Results {
                 ),
                 curve_intervals: fit.and_then(|f| f.intervals).map_or_else(
                     || "no intervals (0 resamples)".into(),
-                    |[e, a, b]| {
+                    |i| {
                         format!(
                             "E {}, A {}, b {}",
-                            interval_text(Some((e.low, e.high)), fmt_real),
-                            interval_text(Some((a.low, a.high)), fmt_real),
-                            interval_text(Some((b.low, b.high)), fmt_real)
+                            interval_text(Some((i.e[0], i.e[1])), fmt_real),
+                            interval_text(Some((i.a[0], i.a[1])), fmt_real),
+                            interval_text(Some((i.b[0], i.b[1])), fmt_real)
                         )
                     },
                 ),
@@ -489,6 +491,7 @@ fn results(outcome: &PlanOutcome, top: usize, form: &PlannerForm) -> Results {
                         interval: interval_text(m.interval.map(|i| (i.low, i.high)), fmt_sci),
                     })
                     .collect(),
+                verdict: fit.map_or_else(Verdict::new, |f| f.verdict.clone()),
             }
         })
         .collect();
