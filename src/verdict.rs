@@ -11,6 +11,7 @@
 //! | compute coverage of a fit | | fewer than [`MIN_SCALES`] compute scales or less than [`MIN_DECADES`] decade |
 //! | target differs from the runs (vocabulary, context, data) | always, naming the difference | |
 //! | `E` on a bound, a predicted loss below the known floor | always | |
+//! | LR drift across depth or width | | no interval, wider than ±[`DRIFT_HALF_WIDTH`], or across the transfer threshold |
 
 use serde::{Deserialize, Serialize};
 
@@ -26,6 +27,9 @@ pub const EXTRAPOLATION_LIMIT: f64 = 100.0;
 pub const MIN_SCALES: usize = 4;
 /// Fewest decades of compute a conclusive fit spans.
 pub const MIN_DECADES: f64 = 1.0;
+/// Half-width (octaves of learning rate per doubling of the size) beyond which an LR-drift
+/// interval is inconclusive.
+pub const DRIFT_HALF_WIDTH: f64 = 0.25;
 
 /// Whether an answer is supported by its runs, and why not.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -198,6 +202,34 @@ impl Verdict {
         }
     }
 
+    /// The drift of the optimal learning rate (octaves per doubling of the size) and its
+    /// interval, against the threshold below which the learning rate is said to transfer.
+    pub fn check_drift(&mut self, interval: Option<[f64; 2]>, threshold: f64) {
+        let Some([low, high]) = interval else {
+            self.inconclusive(
+                "the drift has no interval (one seed and two sizes): the spread of the optima \
+                 is unknown",
+            );
+            self.suggest("train a second seed of every grid point, or a third size");
+            return;
+        };
+        let range = format!("[{}, {}]", sig(low), sig(high));
+        if (high - low) / 2.0 > DRIFT_HALF_WIDTH {
+            self.inconclusive(format!(
+                "the drift interval {range} octaves per doubling is wider than \
+                 ±{DRIFT_HALF_WIDTH}"
+            ));
+            self.suggest("train more seeds of every grid point, or more sizes");
+        } else if (low < threshold && high > threshold) || (low < -threshold && high > -threshold) {
+            self.inconclusive(format!(
+                "the drift interval {range} crosses the threshold ±{}: whether the learning \
+                 rate transfers is not settled",
+                sig(threshold)
+            ));
+            self.suggest("train more seeds of every grid point, or more sizes");
+        }
+    }
+
     /// A predicted loss below the data's known floor (nats/token).
     pub fn check_floor(&mut self, predicted: f64, floor: Option<f64>) {
         if let Some(floor) = floor
@@ -311,6 +343,31 @@ mod tests {
         assert_eq!(v.warnings.len(), 2, "{v:?}");
         assert!(v.warnings[0].contains("50257") && v.warnings[0].contains("256"));
         assert!(v.warnings[1].contains("below the data's entropy floor 2.13"));
+    }
+
+    #[test]
+    fn a_drift_interval_needs_to_be_narrow_and_on_one_side_of_the_threshold() {
+        let mut v = Verdict::new();
+        v.check_drift(Some([-0.1, 0.15]), 0.5);
+        assert!(v.conclusive, "{v:?}");
+        let mut v = Verdict::new();
+        v.check_drift(Some([0.8, 1.1]), 0.5);
+        assert!(v.conclusive, "{v:?}");
+        let mut v = Verdict::new();
+        v.check_drift(Some([-0.4, 0.3]), 0.5);
+        assert!(
+            !v.conclusive && v.warnings[0].contains("wider than ±0.25"),
+            "{v:?}"
+        );
+        let mut v = Verdict::new();
+        v.check_drift(Some([0.3, 0.7]), 0.5);
+        assert!(
+            !v.conclusive && v.warnings[0].contains("crosses the threshold"),
+            "{v:?}"
+        );
+        let mut v = Verdict::new();
+        v.check_drift(None, 0.5);
+        assert!(!v.conclusive && v.next_runs.is_some(), "{v:?}");
     }
 
     #[test]

@@ -27,6 +27,7 @@ use crate::fit::transfer::{
     DEFAULT_DRIFT_THRESHOLD, SizeAxis, TransferFit, TransferOptions, TransferPoint, fit_transfer,
 };
 use crate::store::{RunQuery, RunRecord, StoredStatus};
+use crate::verdict::Verdict;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
@@ -149,8 +150,14 @@ pub(crate) struct ParameterizationTransfer {
     pub transfers: bool,
     /// Whether the whole interval lies within `(-threshold, threshold)`; `null` without one.
     pub interval_within_threshold: Option<bool>,
-    /// Optima at a grid edge, skipped sizes, mixed shapes, ...
+    /// `false` when the runs cannot settle the drift: no interval, one wider than ±0.25 octave
+    /// per doubling, or one across the threshold (see `warnings`).
+    pub conclusive: bool,
+    /// Reasons for `conclusive: false` first, then optima at a grid edge, skipped sizes, mixed
+    /// shapes, ...
     pub warnings: Vec<String>,
+    /// What to run next to make the drift conclusive.
+    pub next_runs: Option<String>,
     /// The whole fit, for charts.
     #[serde(skip)]
     pub fit: TransferFit,
@@ -176,6 +183,8 @@ pub(crate) struct TransferReport {
     pub confidence: f64,
     pub parameterizations: Vec<ParameterizationTransfer>,
     pub refused: Vec<RefusedParameterization>,
+    /// Whether every parameterization's drift is conclusive (and there is at least one).
+    pub conclusive: bool,
 }
 
 fn pair(interval: Option<crate::fit::Interval>) -> Option<[f64; 2]> {
@@ -273,7 +282,9 @@ pub(crate) async fn transfer_report(
             confidence: options.bootstrap.confidence,
             parameterizations: Vec::new(),
             refused: Vec::new(),
+            conclusive: false,
         };
+        let threshold = options.threshold;
         for (parameterization, (points, others)) in groups {
             let fit = match fit_transfer(&points, &fit_options) {
                 Ok(fit) => fit,
@@ -286,13 +297,14 @@ pub(crate) async fn transfer_report(
                     continue;
                 }
             };
-            let mut warnings = Vec::new();
+            let mut verdict = Verdict::new();
+            verdict.check_drift(pair(fit.drift_interval), threshold);
             if others.len() > 1 {
                 let other = match axis {
                     SizeAxis::Depth => SizeAxis::Width,
                     SizeAxis::Width => SizeAxis::Depth,
                 };
-                warnings.push(format!(
+                verdict.warn(format!(
                     "the runs span {} {} ({}): their optima mix them; select one {} to read \
                      the transfer across {}",
                     others.len(),
@@ -302,7 +314,9 @@ pub(crate) async fn transfer_report(
                     axis.plural()
                 ));
             }
-            warnings.extend(fit.warnings.iter().cloned());
+            for warning in &fit.warnings {
+                verdict.warn(warning.clone());
+            }
             let optima = (fit.optima.iter())
                 .map(|o| {
                     let log2_lr_interval = pair(o.interval);
@@ -340,10 +354,14 @@ pub(crate) async fn transfer_report(
                 method: fit.method.map(|m| m.name().to_string()),
                 transfers: fit.transfers,
                 interval_within_threshold: fit.interval_within_threshold,
-                warnings,
+                conclusive: verdict.conclusive,
+                warnings: verdict.warnings,
+                next_runs: verdict.next_runs,
                 fit,
             });
         }
+        report.conclusive = !report.parameterizations.is_empty()
+            && report.parameterizations.iter().all(|p| p.conclusive);
         Ok(report)
     })
     .await

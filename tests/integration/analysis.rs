@@ -154,6 +154,7 @@ async fn transfer_recovers_planted_drifts_and_counts_diverged_runs() {
     // One seed, four depths: the Student-t interval.
     assert_eq!(completep["method"], "student_t");
     assert_eq!(completep["interval_within_threshold"], true);
+    assert_eq!(completep["conclusive"], true, "{completep}");
     assert_eq!(
         (
             completep["n_runs"].as_u64(),
@@ -173,6 +174,8 @@ async fn transfer_recovers_planted_drifts_and_counts_diverged_runs() {
         "{mup}"
     );
     assert_eq!(mup["interval_within_threshold"], false);
+    assert_eq!(mup["conclusive"], true, "{mup}");
+    assert_eq!(report["conclusive"], true);
     assert_eq!(
         (mup["n_runs"].as_u64(), mup["n_diverged"].as_u64()),
         (Some(76), Some(4))
@@ -215,6 +218,10 @@ async fn transfer_recovers_planted_drifts_and_counts_diverged_runs() {
     let only = &two["parameterizations"][0];
     assert_eq!(only["drift_interval"], Value::Null);
     assert_eq!(only["method"], Value::Null);
+    // Without an interval the drift is inconclusive, and says what would settle it.
+    assert_eq!(only["conclusive"], false, "{only}");
+    assert!(only["next_runs"].as_str().unwrap().contains("second seed"));
+    assert_eq!(two["conclusive"], false);
     assert!(number(&only["drift"]).abs() < 1e-6, "{only}");
     let request = json!({"selection": {"filters": {"depth": "8"}}, "threshold": 0.1});
     let (status, one) = post(&app, "/api/v1/analysis/transfer", request).await;

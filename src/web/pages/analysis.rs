@@ -348,7 +348,9 @@ struct TransferView {
     n_runs: usize,
     n_diverged: usize,
     optima: Vec<OptimumRow>,
+    conclusive: bool,
     warnings: Vec<String>,
+    next_runs: Option<String>,
 }
 
 fn transfer_view(p: &ParameterizationTransfer, threshold: f64) -> TransferView {
@@ -395,7 +397,9 @@ fn transfer_view(p: &ParameterizationTransfer, threshold: f64) -> TransferView {
         n_runs: p.n_runs,
         n_diverged: p.n_diverged,
         optima,
+        conclusive: p.conclusive,
         warnings: p.warnings.clone(),
+        next_runs: p.next_runs.clone(),
     }
 }
 
