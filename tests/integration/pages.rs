@@ -649,3 +649,16 @@ async fn the_sweeps_list_says_when_there_are_none() {
     let list = get(&app, "/sweeps").await;
     assert_html(&list, &["No sweeps yet", "href=\"/sweeps/new\""]);
 }
+
+#[tokio::test]
+async fn a_fresh_server_points_to_the_studies_first() {
+    let (app, _) = super::api::router_app("pages-fresh-home").await;
+    let index = get(&app, "/").await;
+    assert_html(
+        &index,
+        &[
+            "Nothing has been trained yet",
+            "<a href=\"/studies\">study</a>",
+        ],
+    );
+}

@@ -193,6 +193,7 @@ async fn a_depth_transfer_study_trains_and_its_page_shows_the_results() {
     for p in fitted {
         assert!(p["drift"].as_f64().is_some_and(f64::is_finite), "{p}");
         assert!(p["drift_interval"].is_null(), "{p}");
+        assert_eq!(p["conclusive"], false, "{p}");
         assert_eq!(p["optima"].as_array().unwrap().len(), 2, "{p}");
     }
 
@@ -218,6 +219,9 @@ async fn a_depth_transfer_study_trains_and_its_page_shows_the_results() {
         "Learning-rate transfer",
         "octaves per doubling of depth",
         "<svg",
+        "badge-inconclusive",
+        &format!("href=\"/analysis?sweep_id={id}\""),
+        &format!("href=\"/planner?sweep_id={id}\""),
     ] {
         assert!(html.contains(expected), "the study page lacks {expected:?}");
     }
