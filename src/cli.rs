@@ -39,7 +39,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Serve the REST API with background training jobs (the default command).
+    /// Serve the dashboard (browser UI at http://ADDR/) and the REST API, with background
+    /// training jobs (the default command).
     Serve(ServeConfig),
     /// Print the per-group hyperparameters a parameterization prescribes for a shape.
     Plan(PlanArgs),
@@ -801,8 +802,13 @@ fn train_command(args: TrainArgs) -> Result<ExitCode, UsageError> {
     let val = summary
         .final_val_loss
         .map_or("-".to_string(), |v| format!("{v:.4}"));
+    let floor = summary
+        .entropy_floor
+        .map(|f| format!(" (entropy floor {f:.4})"))
+        .unwrap_or_default();
     eprintln!(
-        "{}: {} steps, train loss {:.4}, val loss {val}, {:.3e} FLOPs, {:.0} tokens/s, {:.1} s",
+        "{}: {} steps, train loss {:.4}, val loss {val}{floor}, {:.3e} FLOPs, {:.0} tokens/s, \
+         {:.1} s",
         summary.status.name(),
         summary.steps,
         summary.final_train_loss,

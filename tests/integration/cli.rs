@@ -105,6 +105,13 @@ fn train_prints_a_json_summary_and_writes_metrics() {
     let summary: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     assert_eq!(summary["status"], "succeeded");
     assert_eq!(summary["tokens"], 640);
+    // The summary on stderr names the entropy floor even without a terminal.
+    let floor = summary["entropy_floor"].as_f64().unwrap();
+    assert!(
+        stderr(&out).contains(&format!("(entropy floor {floor:.4})")),
+        "{}",
+        stderr(&out)
+    );
     for key in [
         "final_train_loss",
         "final_val_loss",
