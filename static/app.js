@@ -98,6 +98,16 @@
     runForm.addEventListener("change", schedule);
   }
 
+  // New-run form: Alpha applies only to "muP + depth, custom alpha"; elsewhere it is disabled
+  // (and so not sent).
+  const scalingRule = document.getElementById("parameterization");
+  const alphaInput = document.getElementById("alpha");
+  if (runForm && scalingRule && alphaInput) {
+    const toggleAlpha = function () { alphaInput.disabled = scalingRule.value !== "alpha"; };
+    scalingRule.addEventListener("change", toggleAlpha);
+    toggleAlpha();
+  }
+
   // A sweep's or a study's page: while runs are unfinished, refresh its progress, results and
   // table every 3 s
   // from a fresh copy of the page (parts holding the keyboard focus are left alone).

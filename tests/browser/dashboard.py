@@ -85,7 +85,12 @@ def main():
         driver.find_element(By.LINK_TEXT, "New run").click()
         WebDriverWait(driver, 10).until(lambda d: d.current_url.endswith("/runs/new"))
 
-        Select(driver.find_element(By.ID, "parameterization")).select_by_value("completep")
+        # Alpha applies only to the custom-alpha rule.
+        rule = Select(driver.find_element(By.ID, "parameterization"))
+        rule.select_by_value("alpha")
+        assert driver.find_element(By.ID, "alpha").is_enabled()
+        rule.select_by_value("completep")
+        assert not driver.find_element(By.ID, "alpha").is_enabled()
         fields = {"width": "64", "depth": "2", "d_head": "32", "context": "32", "batch": "8",
                   "tokens": str(8 * 32 * 80), "lr": "0.01", "name": "browser test"}
         for name, value in fields.items():
