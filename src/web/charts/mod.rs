@@ -317,37 +317,47 @@ fn linear_ticks(lo: f64, hi: f64, target: f64) -> Vec<f64> {
     ticks
 }
 
-/// Ticks of a log axis, as log10 values inside `[lo, hi]` (also log10 values).
+/// Ticks of a log10 axis from `lo` to `hi` (in log10 units), about `target` of them: powers of
+/// ten over wide ranges; over narrower ones the 1-2-5 values, or where those give fewer than
+/// three, `1, 1.5, 2, 3, 4, 5, 6, 8` times a power of ten. Ticks closer than
+/// `0.8 (hi - lo) / target` to the previous one are dropped, so that labels never overlap.
 fn log_ticks(lo: f64, hi: f64, target: f64) -> Vec<f64> {
     let decades = hi - lo;
-    if decades >= 1.5 {
-        // Powers of ten, thinned to about `target`; with few decades add 2x and 5x.
-        let every = (decades / target).ceil().max(1.0) as i64;
+    let candidates = |mantissas: &[f64]| -> Vec<f64> {
         let mut ticks = Vec::new();
-        for e in (lo.ceil() as i64..=hi.floor() as i64).filter(|e| e.rem_euclid(every) == 0) {
-            ticks.push(e as f64);
-        }
-        if decades < 3.0 {
-            for e in (lo.floor() as i64)..=(hi.ceil() as i64) {
-                for m in [2.0f64, 5.0] {
-                    let t = e as f64 + m.log10();
-                    if t >= lo && t <= hi {
-                        ticks.push(t);
-                    }
+        for e in (lo.floor() as i64)..=(hi.ceil() as i64) {
+            for m in mantissas {
+                let t = e as f64 + m.log10();
+                if t >= lo - 1e-9 && t <= hi + 1e-9 {
+                    ticks.push(t);
                 }
             }
-            ticks.sort_by(f64::total_cmp);
         }
         ticks
-    } else {
-        // Less than a decade or two: nice linear values, placed on the log axis.
-        let (vlo, vhi) = (10f64.powf(lo), 10f64.powf(hi));
-        linear_ticks(vlo, vhi, target)
-            .into_iter()
-            .filter(|v| *v > 0.0)
-            .map(f64::log10)
+    };
+    let ticks = if decades >= 3.0 {
+        // Powers of ten, every `every`-th of them.
+        let every = (decades / target).ceil().max(1.0) as i64;
+        (lo.ceil() as i64..=hi.floor() as i64)
+            .filter(|e| e.rem_euclid(every) == 0)
+            .map(|e| e as f64)
             .collect()
+    } else {
+        let one_two_five = candidates(&[1.0, 2.0, 5.0]);
+        if one_two_five.len() >= 3 {
+            one_two_five
+        } else {
+            candidates(&[1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0])
+        }
+    };
+    let min_gap = 0.8 * decades / target;
+    let mut kept: Vec<f64> = Vec::with_capacity(ticks.len());
+    for t in ticks {
+        if kept.last().is_none_or(|&last| t - last >= min_gap) {
+            kept.push(t);
+        }
     }
+    kept
 }
 
 /// Axis label colour.
@@ -685,7 +695,37 @@ mod tests {
         );
         let t = log_ticks(8.0, 12.2, 7.0);
         assert_eq!(t, vec![8.0, 9.0, 10.0, 11.0, 12.0]);
-        // A narrow log range still gets ticks.
-        assert!(log_ticks(2.1f64.log10(), 5.5f64.log10(), 6.0).len() >= 3);
+        // A narrow log range still gets ticks, 1-2-5 where they suffice.
+        let narrow = log_ticks(2.1f64.log10(), 5.5f64.log10(), 6.0);
+        assert!(narrow.len() >= 3, "{narrow:?}");
+        let values: Vec<f64> = log_ticks(0.5, 2.6, 6.0)
+            .iter()
+            .map(|t| 10f64.powf(*t))
+            .collect();
+        assert_eq!(values.len(), 6, "{values:?}");
+        assert!(
+            values
+                .iter()
+                .zip([5.0, 10.0, 20.0, 50.0, 100.0, 200.0])
+                .all(|(v, w)| (v / w - 1.0).abs() < 1e-9)
+        );
+        // Labels never crowd: consecutive ticks are at least 0.8 range / target apart.
+        for (lo, hi) in [
+            (0.3, 0.45),
+            (0.3, 0.9),
+            (1.0, 2.4),
+            (12.0, 14.9),
+            (-2.0, 3.0),
+            (8.0, 8.2),
+        ] {
+            let ticks = log_ticks(lo, hi, 6.0);
+            assert!(!ticks.is_empty(), "{lo}..{hi}");
+            for pair in ticks.windows(2) {
+                assert!(
+                    pair[1] - pair[0] >= 0.8 * (hi - lo) / 6.0 - 1e-12,
+                    "{lo}..{hi}: {ticks:?}"
+                );
+            }
+        }
     }
 }
