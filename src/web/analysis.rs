@@ -26,6 +26,7 @@ use crate::fit::shape::{
 use crate::fit::transfer::{
     DEFAULT_DRIFT_THRESHOLD, SizeAxis, TransferFit, TransferOptions, TransferPoint, fit_transfer,
 };
+use crate::numbers::significant;
 use crate::store::{RunQuery, RunRecord, StoredStatus};
 use crate::verdict::Verdict;
 use axum::body::Bytes;
@@ -460,7 +461,13 @@ pub(crate) struct ParameterizationTolerance {
     pub skipped: Vec<SkippedScaleBody>,
     /// `null` when the pooled losses show no positive curvature.
     pub penalty: Option<PooledPenalty>,
+    /// `false` when the runs cannot place the optimal `N:L`: no pooled penalty, or a scale's
+    /// optimum at an edge of the shapes tried (see `warnings`).
+    pub conclusive: bool,
+    /// Reasons for `conclusive: false` first, then the fit's own warnings.
     pub warnings: Vec<String>,
+    /// What to run next to make the tolerance conclusive.
+    pub next_runs: Option<String>,
     /// The whole fit, for charts.
     #[serde(skip)]
     pub fit: ShapeTolerance,
@@ -476,6 +483,8 @@ pub(crate) struct ToleranceReport {
     pub confidence: f64,
     pub parameterizations: Vec<ParameterizationTolerance>,
     pub refused: Vec<RefusedParameterization>,
+    /// Whether every parameterization's tolerance is conclusive (and there is at least one).
+    pub conclusive: bool,
 }
 
 /// Width/depth tolerance of the selected succeeded runs, per parameterization (see
@@ -519,6 +528,7 @@ pub(crate) async fn tolerance_report(
             confidence: options.bootstrap.confidence,
             parameterizations: Vec::new(),
             refused: Vec::new(),
+            conclusive: false,
         };
         for (parameterization, points) in groups {
             let fit = match fit_shape_tolerance(&points, &fit_options) {
@@ -563,16 +573,44 @@ pub(crate) async fn tolerance_report(
                 curvature: p.curvature,
                 ratio_range: p.ratio_range(options.tolerance),
             });
+            let mut verdict = Verdict::new();
+            if penalty.is_none() {
+                verdict.inconclusive(
+                    "the runs show no width/depth penalty (no positive curvature in ln N:L)",
+                );
+                verdict.suggest("add shapes further from the best one at each compute scale");
+            }
+            let edges: Vec<String> = (fit.scales.iter())
+                .filter_map(|s| {
+                    let edge = s.edge?;
+                    Some(format!("{} ({} N:L)", significant(s.flops), edge.name()))
+                })
+                .collect();
+            if !edges.is_empty() {
+                verdict.inconclusive(format!(
+                    "the best shape is at an edge of the shapes tried at {}: the optimum may lie \
+                     beyond",
+                    edges.join(", ")
+                ));
+                verdict.suggest("add shapes beyond that edge at those compute scales");
+            }
+            for warning in &fit.warnings {
+                verdict.warn(warning.clone());
+            }
             report.parameterizations.push(ParameterizationTolerance {
                 parameterization,
                 n_runs: points.len(),
                 scales,
                 skipped,
                 penalty,
-                warnings: fit.warnings.clone(),
+                conclusive: verdict.conclusive,
+                warnings: verdict.warnings,
+                next_runs: verdict.next_runs,
                 fit,
             });
         }
+        report.conclusive = !report.parameterizations.is_empty()
+            && report.parameterizations.iter().all(|p| p.conclusive);
         Ok(report)
     })
     .await

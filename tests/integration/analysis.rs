@@ -324,6 +324,8 @@ async fn shape_tolerance_recovers_the_planted_optimum_and_range() {
         (number(&penalty["curvature"]) - 0.02).abs() < 0.002,
         "{penalty}"
     );
+    assert_eq!(completep["conclusive"], true, "{completep}");
+    assert_eq!(report["conclusive"], true);
 
     // Only the largest scale, with a wide tolerance: the range reaches both ends of the shapes.
     let request = json!({
@@ -338,6 +340,28 @@ async fn shape_tolerance_recovers_the_planted_optimum_and_range() {
         (&json!(true), &json!(true))
     );
     assert_eq!(scale["ratio_range"], json!([8.0, 256.0]));
+
+    // Shapes that stop short of the optimum (N:L 8 to 32, planted 48): inconclusive.
+    let request = json!({
+        "selection": {"filters": {"width": "in:32,64,128"}}, "resamples": 0
+    });
+    let (status, short) = post(&app, "/api/v1/analysis/shape-tolerance", request).await;
+    assert_eq!(status, StatusCode::OK, "{short}");
+    let only = &short["parameterizations"][0];
+    assert_eq!(only["conclusive"], false, "{only}");
+    assert!(
+        only["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("at an edge of the shapes tried"),
+        "{only}"
+    );
+    assert!(
+        only["next_runs"]
+            .as_str()
+            .unwrap()
+            .contains("beyond that edge")
+    );
 
     // Two shapes per scale are refused with the reason.
     let request = json!({"selection": {"filters": {"width": "in:32,64"}}, "resamples": 0});

@@ -441,7 +441,9 @@ struct ToleranceView {
     scales: Vec<ScaleRow>,
     penalty: String,
     n_runs: usize,
+    conclusive: bool,
     warnings: Vec<String>,
+    next_runs: Option<String>,
 }
 
 fn tolerance_view(p: &ParameterizationTolerance, tolerance: f64) -> ToleranceView {
@@ -490,7 +492,9 @@ fn tolerance_view(p: &ParameterizationTolerance, tolerance: f64) -> ToleranceVie
         scales,
         penalty,
         n_runs: p.n_runs,
+        conclusive: p.conclusive,
         warnings: p.warnings.clone(),
+        next_runs: p.next_runs.clone(),
     }
 }
 
