@@ -389,7 +389,11 @@ async fn a_run_goes_from_queued_to_succeeded_with_live_metrics() {
         .request("POST", "/api/v1/runs", Some(tiny_run_body(64 * 40)))
         .await;
     assert_eq!(status, 201, "{run}");
-    assert_eq!(run["status"], "queued");
+    // The idle worker may claim the run before the response is written.
+    assert!(
+        run["status"] == "queued" || run["status"] == "running",
+        "{run}"
+    );
     let id = run["id"].as_i64().unwrap();
 
     let addr = server.addr;
