@@ -7,12 +7,14 @@
 //! used. The maths is [`crate::fit`]; it runs on the blocking pool, and its refusals (too few
 //! scales, unreachable loss, ...) answer 422 with the reason.
 //!
-//! The pages share the handlers' logic: [`compute_report`] fits every group with its goodness
-//! of fit (relative residuals, RMSE of the log-loss, `R^2`) and keeps the bootstrap curves for
-//! confidence bands, [`savings_between`] reads FLOP savings off two fitted groups, and
-//! [`savings_report`] is the savings endpoint. Each group's bootstrap is seeded by the
-//! request's seed mixed with the group's name, so a group's interval does not depend on which
-//! other groups the selection holds, and the savings page and endpoint agree.
+//! The pages share the handlers' logic: [`compute_report`] fits every group on its compute
+//! frontier, with one shared `E` when the runs name the same data (see
+//! [`crate::fit::frontier`]), with its goodness of fit (relative residuals, RMSE of the
+//! log-loss, `R^2`), its verdict ([`crate::verdict`]) and the bootstrap curves for confidence
+//! bands; [`savings_between`] reads FLOP savings off two fitted groups, and [`savings_report`]
+//! is the savings endpoint, read off the same report so that the page and the endpoint agree.
+//! The bootstrap is seeded by the request's seed mixed with the names of the groups fitted
+//! together.
 
 use super::AppState;
 use super::error::ApiError;
