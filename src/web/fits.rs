@@ -974,8 +974,9 @@ async fn chinchilla_fit(
     let ids: Vec<i64> = runs.iter().map(|(id, _)| *id).collect();
     let points: Vec<(f64, f64, f64)> = runs.iter().map(|(_, p)| *p).collect();
 
+    let fitted = points.clone();
     let result = blocking(move || {
-        let options = FitOptions::default();
+        let (points, options) = (fitted, FitOptions::default());
         let unprocessable = |e| ApiError::Unprocessable(refusal(e, &ids));
         if bootstrap.resamples == 0 {
             let fit = fit_chinchilla(&points, &options).map_err(unprocessable)?;
@@ -991,12 +992,28 @@ async fn chinchilla_fit(
     .await?;
     let (fit, intervals) = result;
     let s = fit.surface;
+    // The compute scales the runs cover (training FLOPs 6 N D, grouped as the compute fits do).
+    let flops: Vec<f64> = points.iter().map(|&(n, d, _)| 6.0 * n * d).collect();
+    let scales: Vec<f64> = compute_scales(&flops)
+        .iter()
+        .map(|scale| {
+            scale
+                .iter()
+                .map(|&i| flops[i])
+                .fold(f64::INFINITY, f64::min)
+        })
+        .collect();
+    let mut verdict = Verdict::new();
+    verdict.check_coverage(&scales);
     Ok(Json(json!({
         "E": s.e, "A": s.a, "B": s.b, "alpha": s.alpha, "beta": s.beta,
         "intervals": intervals,
         "n_runs": fit.n,
         "objective": fit.objective,
         "excluded_run_ids": excluded,
+        "conclusive": verdict.conclusive,
+        "warnings": verdict.warnings,
+        "next_runs": verdict.next_runs,
     }))
     .into_response())
 }

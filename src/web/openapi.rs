@@ -899,6 +899,13 @@ mod schemas {
         objective: f64,
         /// The highest-loss runs left out.
         excluded_run_ids: Vec<i64>,
+        /// `false` when the runs cover fewer than 4 compute scales (`6 N D`) or less than a
+        /// decade (see `warnings`).
+        conclusive: bool,
+        /// Reasons for `conclusive: false`, as sentences.
+        warnings: Vec<String>,
+        /// What to run next to make the fit conclusive.
+        next_runs: Option<String>,
     }
 
     /// How runs are grouped for separate fits: `parameterization` or `none` (one group, `all`).

@@ -83,6 +83,7 @@ async fn chinchilla_fit_reproduces_epochs_numbers() {
         assert!(low <= value(k) && value(k) <= high, "{k}: {fit}");
     }
     assert_eq!(fit["n_runs"], 240);
+    assert_eq!(fit["conclusive"], true, "{fit}");
     assert!(value("objective") > 0.0);
     // The five excluded are the five highest losses of the file.
     let mut by_loss: Vec<(f64, i64)> = (CHINCHILLA_CSV.lines().skip(1))
