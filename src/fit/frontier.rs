@@ -124,10 +124,7 @@ pub struct FrontierBootstrap {
 /// Refuses non-positive or non-finite values, a group with fewer than
 /// [`MIN_FRONTIER_SCALES`] compute scales, and a floor at or above the lowest loss.
 pub fn fit_frontiers(groups: &[GroupPoints], floor: f64) -> Result<FrontierFit, FitError> {
-    let problem = Problem::new(groups, floor)?;
-    let data: Vec<WeightedPoints> = problem.frontier_points(None);
-    let (curves, s) = problem.fit(&data, None).ok_or(FitError::NoOptimum)?;
-    Ok(problem.result(curves, s))
+    Problem::new(groups, floor)?.fit_all().map(|(fit, _)| fit)
 }
 
 /// [`fit_frontiers`], then `bootstrap.resamples` joint refits of resampled runs.
@@ -138,10 +135,7 @@ pub fn bootstrap_frontiers(
 ) -> Result<FrontierBootstrap, FitError> {
     check_bootstrap(bootstrap)?;
     let problem = Problem::new(groups, floor)?;
-    let (curves, s) = problem
-        .fit(&problem.frontier_points(None), None)
-        .ok_or(FitError::NoOptimum)?;
-    let fit = problem.result(curves, s);
+    let (fit, s) = problem.fit_all()?;
     let mut samplers: Vec<Resampler> = (groups.iter().enumerate())
         .map(|(k, g)| Resampler::new(g.len(), mix64(bootstrap.seed ^ (k as u64 + 1))))
         .collect();
@@ -360,6 +354,14 @@ impl<'a> Problem<'a> {
         Some((curves, ln_s.exp()))
     }
 
+    /// The fit of every run's frontier, and the `s` of its `E`.
+    fn fit_all(&self) -> Result<(FrontierFit, f64), FitError> {
+        let (curves, s) = self
+            .fit(&self.frontier_points(None), None)
+            .ok_or(FitError::NoOptimum)?;
+        Ok((self.result(curves, s), s))
+    }
+
     fn result(&self, curves: Vec<PowerLaw>, s: f64) -> FrontierFit {
         let e_bound = if s >= 0.99 {
             Some(EBound::Floor)
@@ -434,7 +436,7 @@ fn group_objective(group: &WeightedPoints, e: f64, theta: &[f64; 2], grad: &mut 
     for ((x, &y), &w) in group.x.iter().zip(&group.y).zip(&group.w) {
         let reducible = (a_c - b * x).exp();
         let predicted = e + reducible;
-        let (h, dh) = huber(predicted.ln() - y, EPOCH_DELTA);
+        let (h, dh) = huber(predicted.ln() - y, START_OPTIONS.huber_delta);
         total += w * h;
         // d ln(E + e^u) / du = e^u / (E + e^u).
         let share = reducible / predicted;
@@ -443,8 +445,6 @@ fn group_objective(group: &WeightedPoints, e: f64, theta: &[f64; 2], grad: &mut 
     }
     total
 }
-
-const EPOCH_DELTA: f64 = super::EPOCH_HUBER_DELTA;
 
 #[cfg(test)]
 mod tests {

@@ -457,16 +457,17 @@ pub(crate) struct GroupRuns {
 /// data, else each with its own (see [`fit_groups_jointly`]).
 pub(crate) fn fit_groups(
     groups: &[(String, GroupRuns)],
-    data: &DataOfRuns,
+    same_data: bool,
+    floor: Option<f64>,
     bootstrap: &BootstrapOptions,
 ) -> (Vec<ComputeGroupFit>, Vec<ComputeRefusal>) {
-    if data.same {
-        return fit_groups_jointly(groups, data.floor, true, bootstrap);
+    if same_data {
+        return fit_groups_jointly(groups, floor, true, bootstrap);
     }
     let mut all = (Vec::new(), Vec::new());
     for group in groups {
         let (fits, refused) =
-            fit_groups_jointly(std::slice::from_ref(group), data.floor, false, bootstrap);
+            fit_groups_jointly(std::slice::from_ref(group), floor, false, bootstrap);
         all.0.extend(fits);
         all.1.extend(refused);
     }
@@ -515,10 +516,7 @@ fn fit_groups_jointly(
             seed: group_seed(bootstrap.seed, &names.join("\u{1f}")),
             ..*bootstrap
         };
-        bootstrap_frontiers(&points, lower, &seeded).map(|b| {
-            let resamples = b.resamples.clone();
-            (b.fit.clone(), Some((b, resamples)))
-        })
+        bootstrap_frontiers(&points, lower, &seeded).map(|b| (b.fit.clone(), Some(b)))
     };
     let (fit, boot) = match outcome {
         Ok(outcome) => outcome,
@@ -573,13 +571,13 @@ fn fit_groups_jointly(
             None => {}
         }
         let (intervals, curves) = match &boot {
-            Some((b, resamples)) => (
+            Some(b) => (
                 Some(PowerLawBounds {
                     e: bounds(&b.e),
                     a: bounds(&b.a[k]),
                     b: bounds(&b.b[k]),
                 }),
-                resamples.iter().map(|r| r[k]).collect(),
+                b.resamples.iter().map(|r| r[k]).collect(),
             ),
             None => (None, Vec::new()),
         };
@@ -623,10 +621,10 @@ pub(crate) async fn compute_report(
         ));
     }
     let bootstrap = options.bootstrap;
+    let data = DataOfRuns::of(&runs);
     blocking(move || {
-        let data = DataOfRuns::of(&runs);
         let groups: Vec<(String, GroupRuns)> = groups.into_iter().collect();
-        let (fits, refused) = fit_groups(&groups, &data, &bootstrap);
+        let (fits, refused) = fit_groups(&groups, data.same, data.floor(), &bootstrap);
         let mut verdict = Verdict::new();
         if fits.is_empty() {
             verdict.inconclusive("no group could be fitted");
@@ -650,13 +648,14 @@ pub(crate) async fn compute_report(
     .await
 }
 
-/// What the selected runs say about their data.
+/// What the selected runs say about their data (read from their records, no IO).
 pub(crate) struct DataOfRuns {
     /// Every run names the same data (`dataset`), or none names any.
     pub same: bool,
-    /// The data's entropy floor (nats/token) when every run trained on the same built-in
-    /// corpus: the lowest floor over the runs' validation sets, less two standard errors.
-    pub floor: Option<f64>,
+    /// That data when it is the built-in corpus, whose entropy floor is known.
+    builtin: Option<DataSource>,
+    /// The runs' distinct `(context, val_sequences)`: the validation sets the floor is measured on.
+    settings: BTreeSet<(usize, usize)>,
 }
 
 impl DataOfRuns {
@@ -666,37 +665,40 @@ impl DataOfRuns {
     pub fn of(runs: &[RunRecord]) -> DataOfRuns {
         let datasets: BTreeSet<Option<&str>> = runs.iter().map(|r| r.dataset.as_deref()).collect();
         let same = datasets.len() <= 1;
-        let floor = same
-            .then(|| runs.first())
-            .flatten()
-            .and_then(|run| {
-                let data: DataSource =
-                    serde_json::from_value(run.config.get("data")?.clone()).ok()?;
-                matches!(data, DataSource::Builtin { .. }).then_some(data)
+        let builtin = same.then(|| runs.first()).flatten().and_then(|run| {
+            let data: DataSource = serde_json::from_value(run.config.get("data")?.clone()).ok()?;
+            matches!(data, DataSource::Builtin { .. }).then_some(data)
+        });
+        let settings = runs
+            .iter()
+            .filter_map(|r| {
+                let number = |key| r.config.get(key)?.as_u64().map(|v| v as usize);
+                Some((number("context")?, number("val_sequences")?))
             })
-            .and_then(|data| {
-                let settings: BTreeSet<(usize, usize)> = runs
-                    .iter()
-                    .filter_map(|r| {
-                        let number = |key| r.config.get(key)?.as_u64().map(|v| v as usize);
-                        Some((number("context")?, number("val_sequences")?))
-                    })
-                    .collect();
-                if settings.is_empty() || settings.len() > Self::MAX_SETTINGS {
-                    return None;
-                }
-                settings
-                    .into_iter()
-                    .map(|(context, sequences)| {
-                        let floor = Corpus::open(&data, context)
-                            .ok()?
-                            .entropy_floor(sequences)?;
-                        Some(floor.nats_per_token - 2.0 * floor.standard_error)
-                    })
-                    .try_fold(f64::INFINITY, |low, f| Some(low.min(f?)))
+            .collect();
+        DataOfRuns {
+            same,
+            builtin,
+            settings,
+        }
+    }
+
+    /// The data's entropy floor (nats/token) when every run trained on the same built-in
+    /// corpus: the lowest floor over the runs' validation sets, less two standard errors. It
+    /// generates those sets: call it on the blocking pool.
+    pub fn floor(&self) -> Option<f64> {
+        let data = self.builtin.as_ref()?;
+        if self.settings.is_empty() || self.settings.len() > Self::MAX_SETTINGS {
+            return None;
+        }
+        self.settings
+            .iter()
+            .map(|&(context, sequences)| {
+                let floor = Corpus::open(data, context).ok()?.entropy_floor(sequences)?;
+                Some(floor.nats_per_token - 2.0 * floor.standard_error)
             })
-            .filter(|f| f.is_finite() && *f > 0.0);
-        DataOfRuns { same, floor }
+            .try_fold(f64::INFINITY, |low, f| Some(low.min(f?)))
+            .filter(|f| f.is_finite() && *f > 0.0)
     }
 }
 

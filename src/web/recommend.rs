@@ -497,16 +497,15 @@ pub(crate) async fn plan_request(
     let runs_data = DataOfRuns::of(&runs);
     let mut target_verdict = Verdict::new();
     // The runs' vocabulary and context: the indexed columns, else an imported run's config.
-    let setting = |run: &RunRecord, column: Option<i64>, key: &str| {
-        column.or_else(|| run.config.get(key).and_then(Value::as_i64))
-    };
-    for (what, key, target) in [
-        ("vocabulary", "vocab", architecture.vocab),
-        ("context", "context", architecture.context),
-    ] {
+    type Column = fn(&RunRecord) -> Option<i64>;
+    let settings: [(&str, &str, usize, Column); 2] = [
+        ("vocabulary", "vocab", architecture.vocab, |r| r.vocab),
+        ("context", "context", architecture.context, |r| r.context),
+    ];
+    for (what, key, target, column) in settings {
         let values: BTreeSet<i64> = usable
             .iter()
-            .filter_map(|r| setting(r, if key == "vocab" { r.vocab } else { r.context }, key))
+            .filter_map(|r| column(r).or_else(|| r.config.get(key).and_then(Value::as_i64)))
             .collect();
         let values: Vec<String> = values.iter().map(i64::to_string).collect();
         target_verdict.check_target(what, &target.to_string(), &values);
@@ -538,7 +537,8 @@ pub(crate) async fn plan_request(
                 (group.name.clone(), runs)
             })
             .collect();
-        let (fitted, refused) = fit_groups(&adjusted, &runs_data, &bootstrap);
+        let floor = runs_data.floor();
+        let (fitted, refused) = fit_groups(&adjusted, runs_data.same, floor, &bootstrap);
         let mut groups = Vec::new();
         let mut fits = Vec::new();
         for (group, penalty) in data.into_iter().zip(penalties) {
@@ -583,8 +583,7 @@ pub(crate) async fn plan_request(
                 .find(|g| g.name == plan.parameterization)
                 .map(|g| g.fit.as_mut())
             {
-                fit.verdict
-                    .check_floor(plan.loss_at_budget, runs_data.floor);
+                fit.verdict.check_floor(plan.loss_at_budget, floor);
             }
         }
         Ok((groups, plans))
