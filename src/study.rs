@@ -15,12 +15,15 @@
 //! Everything here is pure: settings, their defaults per size, the expansion into run configs
 //! and the run-time estimate. Storing and launching is the web layer's job.
 //!
-//! Run-time model: `seconds = C / R + s * L * c`, with `C` the run's FLOPs (training plus
-//! validation forward passes), `s` its steps, `L` its depth, `R` a sustained FLOP rate and `c`
-//! a fixed cost per block and step (kernel launches, element-wise passes, optimizer bookkeeping,
-//! which dominate small models). [`Throughput::calibrate`] fits `R` and `c` to the runs this
-//! server has finished; until there are enough, the defaults measured on a 2-core CPU apply.
+//! Run-time model: `seconds = C / R + D L N k + o`, with `C` the run's FLOPs (training plus
+//! validation forward passes), `D` its training tokens, `L` its depth, `N` its width, `R` a
+//! sustained FLOP rate of the matrix products, `k` the cost of the element-wise passes per
+//! token, block and unit of width (LayerNorm, activations, softmax, residual adds, optimizer:
+//! they dominate models narrower than a few hundred on a CPU) and `o` a fixed cost per run.
+//! [`Throughput::calibrate`] scales the defaults measured on a 2-core CPU to the runs this
+//! server has finished.
 
+use crate::data::DataSource;
 use crate::flops::FlopBreakdown;
 use crate::param::Parameterization;
 use crate::train::{RunConfig, TrainError};
@@ -87,7 +90,7 @@ impl StudyKind {
 pub enum StudySize {
     /// A quick look: about a quarter of the default compute or less.
     Small,
-    /// About an hour on a 2-core CPU.
+    /// At most about an hour on a 2-core CPU.
     #[default]
     Default,
     /// About four times the default.
@@ -127,47 +130,61 @@ pub struct DepthTransferSettings {
     pub d_head: usize,
     pub context: usize,
     pub batch: usize,
+    /// The training data, as a run takes it: the built-in corpus by default, or the team's
+    /// text or nanoGPT `.bin` data (under the server's data roots).
+    pub data: DataSource,
 }
 
 impl DepthTransferSettings {
-    /// The settings of each size. Default: width 128, depths 2 to 16, seven LRs an octave apart
-    /// (2^-9 to 2^-3), 2^19 tokens per run, muP, depth-muP and CompleteP: 84 runs.
+    /// The settings of each size. Default: muP and CompleteP at width 64 (`d_head` 16), depths
+    /// 1 to 16, seven base LRs half an octave apart (2^-8.5 to 2^-5.5, around the optimum the
+    /// base shape 64x1 reaches in 2^18 tokens), 2^18 tokens per run: 70 runs. Depth 1 makes
+    /// five depths, so the drift's Student-t interval has three degrees of freedom instead of
+    /// two. `large` adds depth-muP and depth 32.
     pub fn for_size(size: StudySize) -> DepthTransferSettings {
-        let octaves = |lo: i32, hi: i32| (lo..=hi).map(|k| 2f64.powi(k)).collect::<Vec<_>>();
-        let (depths, lrs, tokens) = match size {
-            StudySize::Small => (vec![2, 4, 8], octaves(-9, -4), 1 << 18),
-            StudySize::Default => (vec![2, 4, 8, 16], octaves(-9, -3), 1 << 19),
-            StudySize::Large => (vec![2, 4, 8, 16, 32], octaves(-10, -3), 1 << 20),
+        let half_octaves = |lo: i32, hi: i32| {
+            (lo..=hi)
+                .map(|k| 2f64.powf(k as f64 / 2.0))
+                .collect::<Vec<_>>()
         };
+        let (depths, tokens) = match size {
+            StudySize::Small => (vec![1, 2, 4, 8], 1 << 17),
+            StudySize::Default => (vec![1, 2, 4, 8, 16], 1 << 18),
+            StudySize::Large => (vec![1, 2, 4, 8, 16, 32], 1 << 18),
+        };
+        let mut parameterizations = vec![Parameterization::Mup, Parameterization::CompleteP];
+        if size == StudySize::Large {
+            parameterizations.insert(1, Parameterization::DepthMup);
+        }
         DepthTransferSettings {
-            parameterizations: vec![
-                Parameterization::Mup,
-                Parameterization::DepthMup,
-                Parameterization::CompleteP,
-            ],
-            width: 128,
+            parameterizations,
+            width: 64,
             depths,
-            lrs,
+            lrs: half_octaves(-17, -11),
             tokens,
             seeds: vec![0],
-            d_head: 64,
+            d_head: 16,
             context: 128,
             batch: 16,
+            data: RunConfig::default().data,
         }
     }
 
-    /// One run config per parameterization, depth, LR and seed.
+    /// One run config per depth, LR, seed and parameterization, in that order of loops: the
+    /// parameterizations alternate, so a study stopped partway compares them on the same grid.
     pub fn runs(&self) -> Result<Vec<RunConfig>, StudyError> {
         non_empty("parameterizations", self.parameterizations.len())?;
         non_empty("depths", self.depths.len())?;
         non_empty("lrs", self.lrs.len())?;
         non_empty("seeds", self.seeds.len())?;
         let base_depth = *self.depths.iter().min().unwrap_or(&1);
+        let mut depths = self.depths.clone();
+        depths.sort_unstable();
         let mut runs = Vec::new();
-        for &parameterization in &self.parameterizations {
-            for &depth in &self.depths {
-                for &lr in &self.lrs {
-                    for &seed in &self.seeds {
+        for &depth in &depths {
+            for &lr in &self.lrs {
+                for &seed in &self.seeds {
+                    for &parameterization in &self.parameterizations {
                         runs.push(RunConfig {
                             parameterization,
                             width: self.width,
@@ -182,6 +199,7 @@ impl DepthTransferSettings {
                             weight_decay: 0.0,
                             tokens: Some(self.tokens),
                             seed,
+                            data: self.data.clone(),
                             ..RunConfig::default()
                         });
                     }
@@ -193,8 +211,9 @@ impl DepthTransferSettings {
 }
 
 /// Settings of a compute-efficiency study: at each target non-embedding parameter count, one
-/// shape per depth (the width that comes closest to the target, a multiple of `d_head`), every
-/// run trained on `tokens_per_param` tokens per non-embedding parameter.
+/// shape per depth (the width that comes closest to the target, a multiple of `d_head`; a shape
+/// two targets share is trained once), every run trained on `tokens_per_param` tokens per
+/// non-embedding parameter, each parameterization at its own tuned base learning rate.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ComputeEfficiencySettings {
@@ -205,38 +224,57 @@ pub struct ComputeEfficiencySettings {
     pub depths: Vec<usize>,
     /// Tokens per non-embedding parameter (Chinchilla-optimal is about 20).
     pub tokens_per_param: f64,
-    /// Base learning rate, tuned at the base shape.
-    pub lr: f64,
-    /// The base shape the learning rate was tuned at.
+    /// Base learning rate of each parameterization, in the order of `parameterizations` (one
+    /// value applies to all), tuned at the base shape's width and the study's middle depth.
+    pub lrs: Vec<f64>,
+    /// The base shape the learning rates were tuned at.
     pub base_width: usize,
     pub base_depth: usize,
     pub seeds: Vec<u64>,
     pub d_head: usize,
     pub context: usize,
     pub batch: usize,
+    /// The training data, as a run takes it (see [`DepthTransferSettings::data`]).
+    pub data: DataSource,
 }
 
+/// The tuned base learning rates of the default compute-efficiency study: the optimal base LR
+/// of each parameterization at depth 4 (the geometric middle of the study's depths 2, 4 and 8)
+/// in the default depth-transfer study on the built-in corpus (width 64, base shape 64x1,
+/// `d_head` 16, 2^18 tokens; README, *Studies*), rounded to a quarter octave. muP's optimum
+/// moves with depth, so it is tuned where the study's shapes sit; CompleteP's does not.
+pub const TUNED_BASE_LRS: [(Parameterization, f64); 2] = [
+    // Measured optimum 2^-6.58.
+    (Parameterization::Mup, 0.011_048_543_456_039_806), // 2^-6.5
+    // Measured optimum 2^-6.67.
+    (Parameterization::CompleteP, 0.009_290_680_585_958_758), // 2^-6.75
+];
+
 impl ComputeEfficiencySettings {
-    /// The settings of each size. Default: 100k, 200k and 400k non-embedding parameters, depths
-    /// 1, 2, 4 and 8 (N:L from about 5 to 180), 20 tokens per parameter, muP against CompleteP.
+    /// The settings of each size. Default: 12.5k to 100k non-embedding parameters a factor 2
+    /// apart at depths 2, 4 and 8 (9 distinct shapes from 16x2 to 48x4: six compute scales
+    /// over 2.5 decades), 20 tokens per parameter, muP against CompleteP, each at its tuned
+    /// base LR ([`TUNED_BASE_LRS`]): 18 runs.
     pub fn for_size(size: StudySize) -> ComputeEfficiencySettings {
         let params = match size {
-            StudySize::Small => vec![50_000, 100_000, 200_000],
-            StudySize::Default => vec![100_000, 200_000, 400_000],
-            StudySize::Large => vec![200_000, 400_000, 800_000],
+            StudySize::Small => vec![12_500, 25_000, 50_000],
+            StudySize::Default => vec![12_500, 25_000, 50_000, 100_000],
+            StudySize::Large => vec![12_500, 25_000, 50_000, 100_000, 200_000],
         };
+        let (parameterizations, lrs) = TUNED_BASE_LRS.into_iter().unzip();
         ComputeEfficiencySettings {
-            parameterizations: vec![Parameterization::Mup, Parameterization::CompleteP],
+            parameterizations,
             params,
-            depths: vec![1, 2, 4, 8],
+            depths: vec![2, 4, 8],
             tokens_per_param: 20.0,
-            lr: 2f64.powi(-7),
-            base_width: 128,
-            base_depth: 2,
+            lrs,
+            base_width: 64,
+            base_depth: 1,
             seeds: vec![0],
             d_head: 16,
             context: 128,
             batch: 16,
+            data: RunConfig::default().data,
         }
     }
 
@@ -259,36 +297,63 @@ impl ComputeEfficiencySettings {
         (params(best) <= 2.0 * target).then_some(best)
     }
 
-    /// One run config per parameterization, scale, depth and seed.
+    /// The base learning rate of each parameterization, in their order.
+    fn lr_per_parameterization(&self) -> Result<Vec<f64>, StudyError> {
+        match self.lrs.len() {
+            1 => Ok(vec![self.lrs[0]; self.parameterizations.len()]),
+            n if n == self.parameterizations.len() => Ok(self.lrs.clone()),
+            n => Err(StudyError::Invalid(format!(
+                "'lrs' has {n} learning rates for {} parameterizations: give one per \
+                 parameterization, in the same order, or one for all",
+                self.parameterizations.len()
+            ))),
+        }
+    }
+
+    /// The distinct shapes `(width, depth)`, by target and then depth.
+    pub fn shapes(&self) -> Vec<(usize, usize)> {
+        let mut shapes = Vec::new();
+        for &target in &self.params {
+            for &depth in &self.depths {
+                if let Some(width) = self.width_for(target, depth)
+                    && !shapes.contains(&(width, depth))
+                {
+                    shapes.push((width, depth));
+                }
+            }
+        }
+        shapes
+    }
+
+    /// One run config per shape, seed and parameterization, in that order of loops: the
+    /// parameterizations alternate, so a study stopped partway compares them at the same
+    /// compute scales.
     pub fn runs(&self) -> Result<Vec<RunConfig>, StudyError> {
         non_empty("parameterizations", self.parameterizations.len())?;
         non_empty("params", self.params.len())?;
         non_empty("depths", self.depths.len())?;
         non_empty("seeds", self.seeds.len())?;
+        let lrs = self.lr_per_parameterization()?;
         let mut runs = Vec::new();
-        for &parameterization in &self.parameterizations {
-            for &target in &self.params {
-                for &depth in &self.depths {
-                    let Some(width) = self.width_for(target, depth) else {
-                        continue;
-                    };
-                    for &seed in &self.seeds {
-                        runs.push(RunConfig {
-                            parameterization,
-                            width,
-                            depth,
-                            d_head: self.d_head,
-                            context: self.context,
-                            batch: self.batch,
-                            base_width: self.base_width,
-                            base_depth: self.base_depth,
-                            lr: self.lr,
-                            tokens: None,
-                            tokens_per_param: self.tokens_per_param,
-                            seed,
-                            ..RunConfig::default()
-                        });
-                    }
+        for (width, depth) in self.shapes() {
+            for &seed in &self.seeds {
+                for (&parameterization, &lr) in self.parameterizations.iter().zip(&lrs) {
+                    runs.push(RunConfig {
+                        parameterization,
+                        width,
+                        depth,
+                        d_head: self.d_head,
+                        context: self.context,
+                        batch: self.batch,
+                        base_width: self.base_width,
+                        base_depth: self.base_depth,
+                        lr,
+                        tokens: None,
+                        tokens_per_param: self.tokens_per_param,
+                        seed,
+                        data: self.data.clone(),
+                        ..RunConfig::default()
+                    });
                 }
             }
         }
@@ -351,35 +416,38 @@ where
 // ---------------------------------------------------------------------------------------------
 // Run-time estimate
 
-/// How fast this machine trains: `seconds = flops / flops_per_second + steps * depth *
-/// seconds_per_block_step` (see the module docs).
+/// How fast this machine trains: `seconds = flops / flops_per_second + width_token_blocks *
+/// seconds_per_width_token_block + seconds_per_run` (see the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct Throughput {
-    /// Sustained FLOP rate `R` on large matmuls.
+    /// Sustained FLOP rate `R` of the matrix products.
     pub flops_per_second: f64,
-    /// Fixed cost `c` of one block in one training step, in seconds.
-    pub seconds_per_block_step: f64,
-    /// Runs the numbers were fitted to; 0 for the built-in defaults.
+    /// Cost `k` of the element-wise passes (LayerNorm, activations, softmax, residual adds,
+    /// optimizer), per training token, block and unit of width, in seconds.
+    pub seconds_per_width_token_block: f64,
+    /// Fixed cost `o` of one run (model set-up, data, evaluation bookkeeping), in seconds.
+    pub seconds_per_run: f64,
+    /// Runs the numbers were scaled to; 0 for the built-in defaults.
     pub calibrated_on: usize,
 }
 
 /// One finished run, as the calibration sees it.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct TimedRun {
-    pub flops: f64,
-    /// `steps * depth`.
-    pub block_steps: f64,
+    pub job: Job,
+    /// Wall-clock seconds from start to finish.
     pub seconds: f64,
 }
 
 impl Default for Throughput {
-    /// Measured with `shapewise bench` and the default depth-transfer study on a 2-core x86-64
-    /// CPU (burn-flex): about 1.3e11 FLOP/s on 128-wide models, and a few milliseconds per
-    /// block and step that dominate models narrower than about 128.
+    /// Fitted (least squares on relative error) to 12 runs of the study shapes (widths 16 to
+    /// 96, depths 2 and 4, `d_head` 16, batch 16, context 128, 20k to 262k tokens) on a 2-core
+    /// x86-64 CPU with AVX2 (burn-flex); every run lands within 17% of its time.
     fn default() -> Throughput {
         Throughput {
-            flops_per_second: 1.3e11,
-            seconds_per_block_step: 4e-3,
+            flops_per_second: 2.77e10,
+            seconds_per_width_token_block: 2.08e-7,
+            seconds_per_run: 0.75,
             calibrated_on: 0,
         }
     }
@@ -389,53 +457,41 @@ impl Default for Throughput {
 pub const MIN_CALIBRATION_RUNS: usize = 5;
 
 impl Throughput {
-    /// Seconds a run of `flops` FLOPs, `steps` steps and `depth` blocks takes.
-    pub fn seconds(&self, flops: f64, steps: u64, depth: usize) -> f64 {
-        flops / self.flops_per_second + (steps * depth as u64) as f64 * self.seconds_per_block_step
+    /// Seconds `job` takes.
+    pub fn seconds(&self, job: &Job) -> f64 {
+        job.flops / self.flops_per_second
+            + job.width_token_blocks * self.seconds_per_width_token_block
+            + self.seconds_per_run
     }
 
-    /// Fits `1/R` and `c` by least squares on relative errors (every run weighs the same
-    /// whatever its length): minimise `sum ((x/R + b c) / t - 1)^2` over the runs' FLOPs `x`,
-    /// block-steps `b` and seconds `t`. Falls back to the defaults with fewer than
-    /// [`MIN_CALIBRATION_RUNS`] runs, and to a pure rate (`c = 0`, or `1/R = 0`) when the
-    /// two-term fit gives a negative coefficient.
+    /// The defaults scaled to this machine: every term times the median of measured over
+    /// predicted seconds of `runs`. One factor, not a refit of the three terms: the runs of one
+    /// server often share a width or a depth, which leaves the terms unidentifiable, while the
+    /// shape of the cost model carries over between machines. Falls back to the defaults with
+    /// fewer than [`MIN_CALIBRATION_RUNS`] usable runs.
     pub fn calibrate(runs: &[TimedRun]) -> Throughput {
-        let runs: Vec<&TimedRun> = runs
+        let defaults = Throughput::default();
+        let mut ratios: Vec<f64> = runs
             .iter()
-            .filter(|r| {
-                r.flops.is_finite() && r.flops > 0.0 && r.seconds.is_finite() && r.seconds > 0.0
-            })
+            .filter(|r| r.seconds.is_finite() && r.seconds > 0.0 && r.job.flops.is_finite())
+            .map(|r| r.seconds / defaults.seconds(&r.job))
+            .filter(|ratio| ratio.is_finite() && *ratio > 0.0)
             .collect();
-        if runs.len() < MIN_CALIBRATION_RUNS {
-            return Throughput::default();
+        if ratios.len() < MIN_CALIBRATION_RUNS {
+            return defaults;
         }
-        // Normal equations of the weighted problem: rows (x/t, b/t), target 1.
-        let (mut sxx, mut sxb, mut sbb, mut sx, mut sb) = (0.0, 0.0, 0.0, 0.0, 0.0);
-        for r in &runs {
-            let (x, b) = (r.flops / r.seconds, r.block_steps / r.seconds);
-            sxx += x * x;
-            sxb += x * b;
-            sbb += b * b;
-            sx += x;
-            sb += b;
-        }
-        let det = sxx * sbb - sxb * sxb;
-        let (inv_rate, per_block) = if det > 0.0 {
-            ((sx * sbb - sb * sxb) / det, (sb * sxx - sx * sxb) / det)
+        ratios.sort_by(f64::total_cmp);
+        let n = ratios.len();
+        let factor = if n % 2 == 1 {
+            ratios[n / 2]
         } else {
-            (f64::NAN, f64::NAN)
-        };
-        let (inv_rate, per_block) = if inv_rate > 0.0 && per_block >= 0.0 {
-            (inv_rate, per_block)
-        } else if sxx > 0.0 && sx / sxx > 0.0 {
-            (sx / sxx, 0.0)
-        } else {
-            return Throughput::default();
+            0.5 * (ratios[n / 2 - 1] + ratios[n / 2])
         };
         Throughput {
-            flops_per_second: 1.0 / inv_rate,
-            seconds_per_block_step: per_block,
-            calibrated_on: runs.len(),
+            flops_per_second: defaults.flops_per_second / factor,
+            seconds_per_width_token_block: defaults.seconds_per_width_token_block * factor,
+            seconds_per_run: defaults.seconds_per_run * factor,
+            calibrated_on: n,
         }
     }
 }
@@ -486,19 +542,19 @@ pub fn estimate(
         let (flops, steps) = run_flops(run, run.vocab.unwrap_or(vocab))?;
         jobs.push(Job {
             flops,
-            steps,
-            depth: run.depth,
+            width_token_blocks: (steps * run.tokens_per_step()) as f64
+                * (run.depth * run.width) as f64,
         });
     }
     Ok(estimate_jobs(&jobs, throughput))
 }
 
-/// A unit of work for the estimate: FLOPs, training steps and depth of one model.
+/// A unit of work for the estimate: one model's FLOPs and its element-wise volume.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Job {
     pub flops: f64,
-    pub steps: u64,
-    pub depth: usize,
+    /// Training tokens times depth times width.
+    pub width_token_blocks: f64,
 }
 
 impl Job {
@@ -514,8 +570,7 @@ impl Job {
         let tokens = steps * (batch * context) as u64;
         Job {
             flops: FlopBreakdown::for_tokens(width, depth, context, vocab, true, tokens).total(),
-            steps,
-            depth,
+            width_token_blocks: tokens as f64 * (depth * width) as f64,
         }
     }
 }
@@ -525,12 +580,35 @@ pub fn estimate_jobs(jobs: &[Job], throughput: Throughput) -> Estimate {
     Estimate {
         runs: jobs.len(),
         flops: jobs.iter().map(|j| j.flops).sum(),
-        seconds: jobs
-            .iter()
-            .map(|j| throughput.seconds(j.flops, j.steps, j.depth))
-            .sum(),
+        seconds: jobs.iter().map(|j| throughput.seconds(j)).sum(),
         throughput,
     }
+}
+
+/// Seconds between two of the store's timestamps (`YYYY-MM-DDTHH:MM:SS.sssZ`, UTC), or `None`
+/// when either does not parse.
+pub fn seconds_between(start: &str, end: &str) -> Option<f64> {
+    Some(unix_seconds(end)? - unix_seconds(start)?)
+}
+
+/// Seconds since 1970-01-01 of a `YYYY-MM-DDTHH:MM:SS[.fff]Z` timestamp (days from the civil
+/// date by Howard Hinnant's algorithm).
+fn unix_seconds(stamp: &str) -> Option<f64> {
+    let stamp = stamp.strip_suffix('Z').unwrap_or(stamp);
+    let (date, time) = stamp.split_once('T')?;
+    let mut date = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (y, m, d) = (date.next()??, date.next()??, date.next()??);
+    let mut time = time.splitn(3, ':');
+    let hours: f64 = time.next()?.parse().ok()?;
+    let minutes: f64 = time.next()?.parse().ok()?;
+    let seconds: f64 = time.next()?.parse().ok()?;
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let year_of_era = y - era * 400;
+    let day_of_year = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    let days = era * 146_097 + day_of_era - 719_468;
+    Some(days as f64 * 86_400.0 + hours * 3600.0 + minutes * 60.0 + seconds)
 }
 
 /// A duration for people: "45 s", "12 min", "3.4 h".
@@ -552,15 +630,23 @@ mod tests {
     fn default_depth_transfer_is_the_documented_grid() {
         let settings = DepthTransferSettings::for_size(StudySize::Default);
         let runs = settings.runs().unwrap();
-        assert_eq!(runs.len(), 3 * 4 * 7);
+        assert_eq!(runs.len(), 2 * 5 * 7);
         for run in &runs {
-            assert_eq!((run.base_width, run.base_depth), (128, 2));
-            assert_eq!(run.tokens, Some(1 << 19));
+            assert_eq!((run.base_width, run.base_depth), (64, 1));
+            assert_eq!(run.tokens, Some(1 << 18));
             assert_eq!(run.weight_decay, 0.0);
             run.validate().unwrap();
         }
         let lrs: Vec<f64> = settings.lrs.iter().map(|lr| lr.log2()).collect();
-        assert_eq!(lrs, vec![-9.0, -8.0, -7.0, -6.0, -5.0, -4.0, -3.0]);
+        let half_octaves: Vec<f64> = (-17..=-11).map(|k| k as f64 / 2.0).collect();
+        for (lr, expected) in lrs.iter().zip(&half_octaves) {
+            assert!((lr - expected).abs() < 1e-12, "{lrs:?}");
+        }
+        // Depth reaches 16, and the parameterizations alternate run by run.
+        assert_eq!(runs.iter().map(|r| r.depth).max(), Some(16));
+        assert_eq!(runs[0].parameterization, Parameterization::Mup);
+        assert_eq!(runs[1].parameterization, Parameterization::CompleteP);
+        assert_eq!((runs[0].depth, runs[0].lr), (runs[1].depth, runs[1].lr));
     }
 
     #[test]
@@ -588,9 +674,9 @@ mod tests {
         );
         assert!(small.0 < default.0 && default.0 < large.0);
         assert!(small.1 < default.1 && default.1 < large.1);
-        // The default studies are sized for about an hour on a 2-core CPU.
+        // The default studies take between 10 and 75 minutes on a 2-core CPU.
         for seconds in [default.0, default.1] {
-            assert!((1200.0..7200.0).contains(&seconds), "{seconds} s");
+            assert!((600.0..4500.0).contains(&seconds), "{seconds} s");
         }
     }
 
@@ -598,22 +684,47 @@ mod tests {
     fn compute_efficiency_shapes_hit_their_targets() {
         let settings = ComputeEfficiencySettings::for_size(StudySize::Default);
         let runs = settings.runs().unwrap();
-        assert_eq!(runs.len(), 2 * 3 * 4);
+        let shapes = settings.shapes();
+        assert_eq!(runs.len(), 2 * shapes.len());
+        for (i, shape) in shapes.iter().enumerate() {
+            assert!(!shapes[..i].contains(shape), "{shape:?} twice");
+        }
         for target in &settings.params {
             for &depth in &settings.depths {
-                let width = settings.width_for(*target, depth).unwrap();
+                let Some(width) = settings.width_for(*target, depth) else {
+                    continue;
+                };
                 assert_eq!(width % settings.d_head, 0);
                 let p = crate::flops::params_non_embedding(width, depth, true) as f64;
                 let ratio = p / *target as f64;
                 assert!(
-                    (0.6..1.6).contains(&ratio),
+                    (0.5..2.0).contains(&ratio),
                     "{target} at depth {depth}: {width} -> {ratio}"
                 );
+            }
+        }
+        // Each parameterization at its own tuned LR, alternating run by run.
+        for pair in runs.chunks(2) {
+            assert_eq!(pair[0].parameterization, Parameterization::Mup);
+            assert_eq!(pair[1].parameterization, Parameterization::CompleteP);
+            assert_eq!(
+                (pair[0].width, pair[0].depth),
+                (pair[1].width, pair[1].depth)
+            );
+            for (run, (parameterization, lr)) in pair.iter().zip(TUNED_BASE_LRS) {
+                assert_eq!((run.parameterization, run.lr), (parameterization, lr));
             }
         }
         for run in &runs {
             run.validate().unwrap();
         }
+        let mut mismatched = settings.clone();
+        mismatched.lrs = vec![0.01, 0.02, 0.03];
+        let error = mismatched.runs().unwrap_err().to_string();
+        assert!(
+            error.contains("'lrs' has 3 learning rates for 2"),
+            "{error}"
+        );
     }
 
     #[test]
@@ -637,30 +748,40 @@ mod tests {
     }
 
     #[test]
-    fn calibration_recovers_a_planted_machine() {
-        let truth = Throughput {
-            flops_per_second: 2e11,
-            seconds_per_block_step: 3e-3,
-            calibrated_on: 0,
-        };
-        let runs: Vec<TimedRun> = [
-            (1e12, 2000.0),
-            (5e12, 800.0),
-            (2e13, 4000.0),
-            (3e11, 6000.0),
-            (8e12, 300.0),
-        ]
-        .into_iter()
-        .map(|(flops, block_steps)| TimedRun {
-            flops,
-            block_steps,
-            seconds: flops / truth.flops_per_second + block_steps * truth.seconds_per_block_step,
-        })
-        .collect();
+    fn calibration_scales_the_defaults_to_the_machine() {
+        let defaults = Throughput::default();
+        let jobs = [
+            Job::training(64, 4, 128, 256, 16, 100),
+            Job::training(32, 8, 128, 256, 16, 400),
+            Job::training(128, 2, 128, 256, 16, 50),
+            Job::training(16, 2, 128, 256, 16, 1000),
+            Job::training(96, 4, 128, 256, 16, 300),
+        ];
+        // A machine 1.5 times slower, with one run twice as slow again (an outlier the
+        // median ignores).
+        let runs: Vec<TimedRun> = jobs
+            .iter()
+            .enumerate()
+            .map(|(i, job)| TimedRun {
+                job: *job,
+                seconds: defaults.seconds(job) * if i == 2 { 3.0 } else { 1.5 },
+            })
+            .collect();
         let fitted = Throughput::calibrate(&runs);
         assert_eq!(fitted.calibrated_on, 5);
-        assert!((fitted.flops_per_second / 2e11 - 1.0).abs() < 1e-6);
-        assert!((fitted.seconds_per_block_step / 3e-3 - 1.0).abs() < 1e-6);
-        assert_eq!(Throughput::calibrate(&runs[..4]), Throughput::default());
+        for job in &jobs[..2] {
+            let ratio = fitted.seconds(job) / defaults.seconds(job);
+            assert!((ratio - 1.5).abs() < 1e-9, "{ratio}");
+        }
+        assert_eq!(Throughput::calibrate(&runs[..4]), defaults);
+    }
+
+    #[test]
+    fn store_timestamps_give_durations() {
+        let d = seconds_between("2026-02-28T23:59:30.250Z", "2026-03-01T00:01:00.750Z");
+        assert_eq!(d, Some(90.5));
+        let year = seconds_between("2024-01-01T00:00:00Z", "2025-01-01T00:00:00Z");
+        assert_eq!(year, Some(366.0 * 86_400.0));
+        assert_eq!(seconds_between("yesterday", "2025-01-01T00:00:00Z"), None);
     }
 }

@@ -721,10 +721,14 @@ mod schemas {
         name: String,
         #[schema(min_items = 1)]
         parameterizations: Vec<Parameterization>,
+        /// With `depths`, the grid of shapes (or give `shapes` instead).
         #[schema(min_items = 1)]
-        widths: Vec<u64>,
+        widths: Option<Vec<u64>>,
         #[schema(min_items = 1)]
-        depths: Vec<u64>,
+        depths: Option<Vec<u64>>,
+        /// A list of shapes instead of the grid `widths x depths`.
+        #[schema(min_items = 1, max_items = 1000)]
+        shapes: Option<Vec<SweepShape>>,
         /// Base learning rates.
         #[schema(min_items = 1)]
         lrs: Vec<f64>,
@@ -735,6 +739,16 @@ mod schemas {
         /// Tags of every run of the grid: at most 64 of 1 to 100 characters.
         #[schema(max_items = 64)]
         tags: Option<Vec<String>>,
+    }
+
+    /// One shape of a sweep's list.
+    #[derive(ToSchema)]
+    pub struct SweepShape {
+        width: u64,
+        depth: u64,
+        /// Training tokens of this shape's runs (instead of the shared `tokens` or
+        /// `tokens_per_param`).
+        tokens: Option<u64>,
     }
 
     /// The created sweep and its queued runs.
@@ -1656,7 +1670,10 @@ mod tests {
                 return closed(doc, target, &format!("{at} > {name}"));
             }
             for key in ["oneOf", "anyOf"] {
-                if let Some(variants) = schema.get(key).and_then(Value::as_array) {
+                // Variants that only require properties constrain the object around them.
+                if let Some(variants) = schema.get(key).and_then(Value::as_array)
+                    && schema.get("properties").is_none()
+                {
                     for variant in variants.iter().filter(|v| v["type"] != "null") {
                         closed(doc, variant, at);
                     }

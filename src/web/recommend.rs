@@ -15,13 +15,13 @@
 //! The page `/planner` calls [`plan_request`] with the same body, so the page and the API accept,
 //! refuse and answer alike.
 
-use super::AppState;
 use super::error::ApiError;
 use super::fits::{
     DataOfRuns, GroupRuns, MAX_RESAMPLES, PowerLawBounds, blocking, final_loss, fit_groups,
     parse_selection, select_runs,
 };
 use super::runs::json_object;
+use super::{AppState, ServerSettings};
 use crate::fit::shape::{ShapeOptions, ShapePenalty, ShapePoint, fit_shape_tolerance};
 use crate::fit::{BootstrapOptions, Interval};
 use crate::param::{BaseHparams, Parameterization};
@@ -314,6 +314,8 @@ pub(crate) struct GroupFit {
     pub largest_run_flops: f64,
     /// Median base learning rate of the runs, if they record one.
     pub base_lr: Option<f64>,
+    /// Scatter of its frontier runs about the fit: root-mean-square of `ln L - ln L(C)`.
+    pub rmse_log_loss: f64,
     /// Why the runs give no width/depth penalty (`None`: they give one).
     pub penalty_refusal: Option<String>,
 }
@@ -560,6 +562,7 @@ pub(crate) async fn plan_request(
                         verdict,
                         largest_run_flops,
                         base_lr: group.base_lr,
+                        rmse_log_loss: fit.rmse_log_loss,
                         penalty_refusal: penalty.err(),
                     })
                 }
@@ -628,46 +631,69 @@ pub(crate) async fn plan_request(
         verdict,
     };
     outcome.confirm_sweep = confirm_sweep(&outcome, shared, request);
+    if let Some(body) = &mut outcome.confirm_sweep {
+        admit_confirming_shapes(body, &state.settings).await;
+    }
     Ok(outcome)
 }
 
-/// The body of `POST /api/v1/sweeps` that confirms the plan: the best shape of the best
-/// parameterization at its token count, under every fitted parameterization that a sweep can
-/// name (a custom alpha needs its own config), over base learning rates half, once and twice
-/// each parameterization's median base LR (the paper's default when none is recorded), with the
-/// settings the selected runs share.
+/// How far from the recommended `N:L` (as a factor) the other shapes of a confirming sweep lie.
+pub(crate) const CONFIRM_RATIO_STEP: f64 = 4.0;
+
+/// The shapes a confirming sweep trains, best first: the recommended shape, the best-ranked
+/// shape at least [`CONFIRM_RATIO_STEP`] times deeper for its width (`N:L` smaller by that
+/// factor) and the best-ranked one as much wider, so the sweep tests the ranking and not only
+/// the predicted loss; next-ranked shapes fill in where the budget has no such shape.
+fn confirming_shapes(plan: &ParameterizationPlan) -> Vec<&RankedShape> {
+    let Some(best) = plan.shapes.first() else {
+        return Vec::new();
+    };
+    let ratio = best.shape.width_depth_ratio;
+    let mut chosen = vec![best];
+    // Deeper, then wider: `CONFIRM_RATIO_STEP` away, else half as far.
+    for direction in [-1.0, 1.0] {
+        for step in [CONFIRM_RATIO_STEP, CONFIRM_RATIO_STEP.sqrt()] {
+            let far = |s: &&RankedShape| {
+                direction * (s.shape.width_depth_ratio / ratio).ln() >= step.ln() - 1e-9
+            };
+            if let Some(s) = plan.shapes.iter().find(far) {
+                chosen.push(s);
+                break;
+            }
+        }
+    }
+    for s in &plan.shapes {
+        if chosen.len() >= 3 {
+            break;
+        }
+        if !chosen.iter().any(|c| std::ptr::eq(*c, s)) {
+            chosen.push(s);
+        }
+    }
+    chosen
+}
+
+/// The body of `POST /api/v1/sweeps` that confirms the plan: the best parameterization at its
+/// median base LR (the paper's default when none is recorded) on the shapes of
+/// [`confirming_shapes`], each with its token count for the budget, with the settings the
+/// selected runs share.
 fn confirm_sweep(
     outcome: &PlanOutcome,
     shared: Map<String, Value>,
     request: &PlanRequest,
 ) -> Option<Map<String, Value>> {
-    let best = &outcome.plans.first()?.shapes.first()?.shape;
-    let mut parameterizations = Vec::new();
-    let mut lrs: Vec<f64> = Vec::new();
-    for plan in &outcome.plans {
-        let Ok(p) = plan.parameterization.parse::<Parameterization>() else {
-            continue;
-        };
-        if p == Parameterization::Alpha {
-            continue;
-        }
-        parameterizations.push(p.name());
-        let base = outcome
-            .group(&plan.parameterization)
-            .and_then(|g| g.fit.as_ref().ok())
-            .and_then(|f| f.base_lr)
-            .unwrap_or(BaseHparams::default().lr);
-        for factor in [0.5, 1.0, 2.0] {
-            let lr = base * factor;
-            if !lrs.iter().any(|l| (l / lr - 1.0).abs() < 1e-9) {
-                lrs.push(lr);
-            }
-        }
-    }
-    if parameterizations.is_empty() {
+    let plan = outcome.plans.first()?;
+    let parameterization = plan.parameterization.parse::<Parameterization>().ok()?;
+    if parameterization == Parameterization::Alpha {
         return None;
     }
-    lrs.sort_by(f64::total_cmp);
+    let shapes = confirming_shapes(plan);
+    let best = &shapes.first()?.shape;
+    let lr = outcome
+        .group(&plan.parameterization)
+        .and_then(|g| g.fit.as_ref().ok())
+        .and_then(|f| f.base_lr)
+        .unwrap_or(BaseHparams::default().lr);
     let architecture = outcome.architecture;
     let mut config = shared;
     if request.batch_given {
@@ -682,24 +708,93 @@ fn confirm_sweep(
     config.insert("d_head".into(), json!(architecture.d_head));
     config.insert("context".into(), json!(architecture.context));
     config.insert("vocab".into(), json!(architecture.vocab));
-    config.insert("tokens".into(), json!(best.tokens));
+    // Each shape trains on its own token count, the budget over its FLOPs per token.
+    config.remove("tokens");
+    config.remove("tokens_per_param");
     let mut body = Map::new();
     body.insert(
         "name".into(),
         json!(format!(
-            "confirm plan {:.3e} FLOPs: {} x {}",
+            "confirm plan {:.3e} FLOPs: {} {} x {}",
             outcome.budget.flops(),
+            parameterization.name(),
             best.width,
             best.depth
         )),
     );
-    body.insert("parameterizations".into(), json!(parameterizations));
-    body.insert("widths".into(), json!([best.width]));
-    body.insert("depths".into(), json!([best.depth]));
-    body.insert("lrs".into(), json!(lrs));
+    body.insert("parameterizations".into(), json!([parameterization.name()]));
+    body.insert(
+        "shapes".into(),
+        json!(
+            shapes
+                .iter()
+                .map(|s| json!({"width": s.shape.width, "depth": s.shape.depth, "tokens": s.shape.tokens}))
+                .collect::<Vec<_>>()
+        ),
+    );
+    body.insert("lrs".into(), json!([lr]));
     body.insert("config".into(), Value::Object(config));
     body.insert("tags".into(), json!([CONFIRM_TAG]));
     Some(body)
+}
+
+/// Drops from a confirming sweep's body the shapes, other than the recommended one, that the
+/// server would refuse (memory, sizes): each is checked as a sweep of its own would be.
+async fn admit_confirming_shapes(body: &mut Map<String, Value>, settings: &ServerSettings) {
+    let Some(Value::Array(shapes)) = body.get("shapes").cloned() else {
+        return;
+    };
+    let mut admitted = Vec::with_capacity(shapes.len());
+    for (i, shape) in shapes.into_iter().enumerate() {
+        let mut one = body.clone();
+        one.insert("shapes".into(), json!([shape.clone()]));
+        if i == 0 || super::sweeps::build_sweep(one, settings).await.is_ok() {
+            admitted.push(shape);
+        }
+    }
+    body.insert("shapes".into(), Value::Array(admitted));
+}
+
+/// What a confirming sweep checks, stored in its spec under `plan`: the budget, the
+/// parameterization, the recommended shape, the noise of a comparison and the predicted loss
+/// with its interval of each shape of the sweep's `body` (read by the sweep page).
+fn plan_check(outcome: &PlanOutcome, body: &Map<String, Value>) -> Option<Value> {
+    let plan = outcome.plans.first()?;
+    let rmse = outcome
+        .group(&plan.parameterization)
+        .and_then(|g| g.fit.as_ref().ok())
+        .map(|f| f.rmse_log_loss)?;
+    let in_body = |s: &&&RankedShape| {
+        body.get("shapes")
+            .and_then(Value::as_array)
+            .is_some_and(|shapes| {
+                shapes.iter().any(|b| {
+                    b["width"].as_u64() == Some(s.shape.width as u64)
+                        && b["depth"].as_u64() == Some(s.shape.depth as u64)
+                })
+            })
+    };
+    let predictions: Vec<Value> = confirming_shapes(plan)
+        .iter()
+        .filter(in_body)
+        .map(|s| {
+            json!({
+                "width": s.shape.width,
+                "depth": s.shape.depth,
+                "tokens": s.shape.tokens,
+                "loss": s.loss,
+                "interval": bounds(&s.interval),
+            })
+        })
+        .collect();
+    let best = &plan.shapes.first()?.shape;
+    Some(json!({
+        "budget_flops": outcome.budget.flops(),
+        "parameterization": plan.parameterization,
+        "recommended": {"width": best.width, "depth": best.depth},
+        "rmse_log_loss": rmse,
+        "predictions": predictions,
+    }))
 }
 
 /// Creates the confirming sweep as `POST /api/v1/sweeps` would: the sweep id and its run ids.
@@ -714,7 +809,11 @@ pub(crate) async fn create_confirming_sweep(
                 .into(),
         ));
     };
-    let (name, spec, runs) = super::sweeps::build_sweep(body, &state.settings).await?;
+    let check = plan_check(outcome, &body);
+    let (name, mut spec, runs) = super::sweeps::build_sweep(body, &state.settings).await?;
+    if let (Value::Object(spec), Some(check)) = (&mut spec, check) {
+        spec.insert("plan".into(), check);
+    }
     let created = state.store.create_sweep(&name, &spec, &runs).await?;
     state.jobs.wake();
     Ok(created)

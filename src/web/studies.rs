@@ -14,7 +14,8 @@ use crate::store::{
 };
 use crate::study::{
     ComputeEfficiencySettings, DepthTransferSettings, Estimate, Job, StudyError, StudyKind,
-    StudySize, Throughput, TimedRun, estimate, estimate_jobs, settings_with_overrides,
+    StudySize, Throughput, TimedRun, estimate, estimate_jobs, seconds_between,
+    settings_with_overrides,
 };
 use crate::train::RunConfig;
 use axum::body::Bytes;
@@ -148,12 +149,13 @@ pub(crate) async fn throughput(state: &AppState) -> Result<Throughput, ApiError>
     let timed: Vec<TimedRun> = runs
         .iter()
         .filter_map(|r| {
-            let (tokens, rate) = (r.tokens? as f64, r.tokens_per_sec?);
-            let steps = tokens / (r.batch? * r.context?) as f64;
+            let tokens = r.tokens? as f64;
             Some(TimedRun {
-                flops: r.flops?,
-                block_steps: steps * r.depth? as f64,
-                seconds: tokens / rate,
+                job: Job {
+                    flops: r.flops?,
+                    width_token_blocks: tokens * (r.depth? * r.width?) as f64,
+                },
+                seconds: seconds_between(r.started_at.as_deref()?, r.finished_at.as_deref()?)?,
             })
         })
         .collect();
@@ -466,7 +468,7 @@ pub(crate) async fn launch_study(
 /// Plans (`dry_run`) or launches a one-click study.
 ///
 /// `kind` is `depth-transfer`, `coord-check` or `compute-efficiency`; `size` (`small`,
-/// `default`, `large`) picks the defaults, sized so that `default` takes about an hour on a
+/// `default`, `large`) picks the defaults, sized so that `default` takes at most about an hour on a
 /// 2-core CPU; `settings` overrides any of them. The answer carries the estimated run time,
 /// from this server's measured throughput.
 #[utoipa::path(
@@ -640,7 +642,7 @@ mod shapes {
         ComputeEfficiency,
     }
 
-    /// A study's size: `small`, `default` (about an hour on a 2-core CPU) or `large`.
+    /// A study's size: `small`, `default` (at most about an hour on a 2-core CPU) or `large`.
     #[derive(ToSchema)]
     #[serde(rename_all = "snake_case")]
     pub enum StudySizeName {
@@ -652,11 +654,13 @@ mod shapes {
     /// The measured speed behind an estimate.
     #[derive(ToSchema)]
     pub struct ThroughputBody {
-        /// Sustained FLOP rate `R`.
+        /// Sustained FLOP rate `R` of the matrix products.
         flops_per_second: f64,
-        /// Fixed seconds per block and training step.
-        seconds_per_block_step: f64,
-        /// Finished runs the two numbers were fitted to (0: the built-in defaults).
+        /// Seconds of element-wise work per training token, block and unit of width.
+        seconds_per_width_token_block: f64,
+        /// Fixed seconds per run.
+        seconds_per_run: f64,
+        /// Finished runs the defaults were scaled to (0: the built-in defaults).
         calibrated_on: u64,
     }
 

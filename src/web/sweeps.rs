@@ -1,5 +1,6 @@
-//! `/api/v1/sweeps`: a named grid of runs (parameterizations x widths x depths x learning rates x
-//! seeds, other settings shared) queued in one request, and its progress.
+//! `/api/v1/sweeps`: a named grid of runs (parameterizations x shapes x learning rates x seeds,
+//! the shapes a grid of widths x depths or a list; other settings shared) queued in one request,
+//! and its progress.
 
 use super::error::ApiError;
 use super::runs::{json_object, parse_new_run};
@@ -40,6 +41,75 @@ fn list(
     }
 }
 
+/// One shape of a sweep: width, depth and, for a shape of a list, its own token count.
+struct SweepShape {
+    width: Value,
+    depth: Value,
+    tokens: Option<Value>,
+}
+
+/// The shapes of a sweep: the grid `widths x depths`, or a list `shapes` of `{"width",
+/// "depth"}` objects, each with an optional `tokens` (exactly one of the two forms). The grid's size is checked by the caller;
+/// a list longer than [`MAX_SWEEP_RUNS`] is refused here, before anything else is built.
+fn sweep_shapes(body: &mut Map<String, Value>) -> Result<Vec<SweepShape>, ApiError> {
+    let Some(shapes) = body.remove("shapes") else {
+        let widths = list(body, "widths", None)?;
+        let depths = list(body, "depths", None)?;
+        if widths.len().saturating_mul(depths.len()) > MAX_SWEEP_RUNS {
+            return Err(ApiError::Unprocessable(format!(
+                "the grid has more than {MAX_SWEEP_RUNS} runs"
+            )));
+        }
+        return Ok(widths
+            .iter()
+            .flat_map(|w| {
+                depths.iter().map(move |d| SweepShape {
+                    width: w.clone(),
+                    depth: d.clone(),
+                    tokens: None,
+                })
+            })
+            .collect());
+    };
+    if body.contains_key("widths") || body.contains_key("depths") {
+        return Err(ApiError::Unprocessable(
+            "give either 'shapes' or 'widths' and 'depths', not both".into(),
+        ));
+    }
+    let shape_error = || {
+        ApiError::Unprocessable(format!(
+            "'shapes' must be a list of 1 to {MAX_SWEEP_RUNS} objects {{\"width\": W, \"depth\": L}}, \
+             each with an optional \"tokens\""
+        ))
+    };
+    let Value::Array(shapes) = shapes else {
+        return Err(shape_error());
+    };
+    if shapes.is_empty() || shapes.len() > MAX_SWEEP_RUNS {
+        return Err(shape_error());
+    }
+    shapes
+        .into_iter()
+        .map(|shape| match shape {
+            Value::Object(mut s) => {
+                let (Some(width), Some(depth)) = (s.remove("width"), s.remove("depth")) else {
+                    return Err(shape_error());
+                };
+                let tokens = s.remove("tokens");
+                if !s.is_empty() {
+                    return Err(shape_error());
+                }
+                Ok(SweepShape {
+                    width,
+                    depth,
+                    tokens,
+                })
+            }
+            _ => Err(shape_error()),
+        })
+        .collect()
+}
+
 /// Checks a sweep request (the JSON object `POST /api/v1/sweeps` takes) and expands its grid:
 /// the sweep's name, the spec to store, and one new run per grid point (every point validated and
 /// admitted as a run by `settings`: sizes, memory, data roots). Shared by the API and the
@@ -58,8 +128,7 @@ pub(crate) async fn build_sweep(
         }
     };
     let parameterizations = list(&mut body, "parameterizations", None)?;
-    let widths = list(&mut body, "widths", None)?;
-    let depths = list(&mut body, "depths", None)?;
+    let shapes = sweep_shapes(&mut body)?;
     let lrs = list(&mut body, "lrs", None)?;
     let seeds = list(&mut body, "seeds", Some(json!([0])))?;
     let shared = match body.remove("config") {
@@ -84,12 +153,18 @@ pub(crate) async fn build_sweep(
     let tags = body.remove("tags");
     if let Some(unknown) = body.keys().next() {
         return Err(ApiError::BadRequest(format!(
-            "unknown field '{unknown}': a sweep has name, parameterizations, widths, depths, lrs, seeds, config, tags"
+            "unknown field '{unknown}': a sweep has name, parameterizations, widths, depths \
+             (or shapes), lrs, seeds, config, tags"
         )));
     }
-    let total = [&parameterizations, &widths, &depths, &lrs, &seeds]
-        .iter()
-        .fold(1usize, |product, list| product.saturating_mul(list.len()));
+    let total = [
+        parameterizations.len(),
+        shapes.len(),
+        lrs.len(),
+        seeds.len(),
+    ]
+    .iter()
+    .fold(1usize, |product, n| product.saturating_mul(*n));
     if total > MAX_SWEEP_RUNS {
         return Err(ApiError::Unprocessable(format!(
             "the grid has {total} runs; at most {MAX_SWEEP_RUNS} per sweep"
@@ -97,32 +172,35 @@ pub(crate) async fn build_sweep(
     }
     let mut runs = Vec::with_capacity(total);
     for p in &parameterizations {
-        for w in &widths {
-            for d in &depths {
-                for lr in &lrs {
-                    for seed in &seeds {
-                        let mut run = shared.clone();
-                        for (key, value) in [
-                            ("parameterization", p),
-                            ("width", w),
-                            ("depth", d),
-                            ("lr", lr),
-                            ("seed", seed),
-                        ] {
-                            run.insert(key.into(), value.clone());
-                        }
-                        if let Some(tags) = &tags {
-                            run.insert("tags".into(), tags.clone());
-                        }
-                        let point = format!("{p} {w}x{d} lr {lr} seed {seed}");
-                        let new = parse_new_run(run, settings).await.map_err(|e| match e {
-                            ApiError::Unprocessable(m) | ApiError::BadRequest(m) => {
-                                ApiError::Unprocessable(format!("grid point {point}: {m}"))
-                            }
-                            other => other,
-                        })?;
-                        runs.push(new);
+        for shape in &shapes {
+            let (w, d) = (&shape.width, &shape.depth);
+            for lr in &lrs {
+                for seed in &seeds {
+                    let mut run = shared.clone();
+                    for (key, value) in [
+                        ("parameterization", p),
+                        ("width", w),
+                        ("depth", d),
+                        ("lr", lr),
+                        ("seed", seed),
+                    ] {
+                        run.insert(key.into(), value.clone());
                     }
+                    if let Some(tokens) = &shape.tokens {
+                        run.remove("tokens_per_param");
+                        run.insert("tokens".into(), tokens.clone());
+                    }
+                    if let Some(tags) = &tags {
+                        run.insert("tags".into(), tags.clone());
+                    }
+                    let point = format!("{p} {w}x{d} lr {lr} seed {seed}");
+                    let new = parse_new_run(run, settings).await.map_err(|e| match e {
+                        ApiError::Unprocessable(m) | ApiError::BadRequest(m) => {
+                            ApiError::Unprocessable(format!("grid point {point}: {m}"))
+                        }
+                        other => other,
+                    })?;
+                    runs.push(new);
                 }
             }
         }
@@ -132,7 +210,8 @@ pub(crate) async fn build_sweep(
 
 /// Queues a sweep: every combination of a grid of settings as one run.
 ///
-/// The grid is `parameterizations x widths x depths x lrs x seeds` (at most 1000 runs); `config`
+/// The grid is `parameterizations x shapes x lrs x seeds` (at most 1000 runs), the shapes either
+/// `widths x depths` or the list `shapes`; `config`
 /// holds the settings the runs share. Every grid point is checked before any run is queued.
 #[utoipa::path(
     post,

@@ -435,3 +435,42 @@ async fn the_new_run_form_shows_the_estimate_without_javascript() {
     assert!(element.contains(" at peak (parameters "), "{element}");
     assert!(element.contains("s limit of 2.0 GiB</output>"), "{element}");
 }
+
+#[tokio::test]
+async fn studies_train_on_the_teams_data_under_the_roots_only() {
+    let scratch = Scratch::new("study-data");
+    let app = app(&scratch).await;
+    std::fs::write(scratch.root.join("corpus.txt"), text(200_000)).unwrap();
+    let study = |data: Value| {
+        json!({
+            "kind": "compute-efficiency", "size": "small",
+            "settings": {"params": [12500], "depths": [2], "data": data},
+        })
+    };
+    let (status, created) = prompt_call(
+        &app,
+        "POST",
+        "/api/v1/studies",
+        &study(json!({"kind": "text", "path": "corpus.txt"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["study"]["id"].as_i64().unwrap();
+    let (_, sweep) = prompt_call(&app, "GET", &format!("/api/v1/sweeps/{id}"), &json!(null)).await;
+    let runs = sweep["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2, "{sweep}");
+    for run in runs {
+        assert_eq!(
+            run["config"]["data"],
+            json!({"kind": "text", "path": scratch.root.join("corpus.txt").display().to_string()})
+        );
+    }
+    let (status, refused) = prompt_call(
+        &app,
+        "POST",
+        "/api/v1/studies",
+        &study(json!({"kind": "text", "path": "../outside/secret.txt"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
+}

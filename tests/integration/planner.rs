@@ -215,14 +215,25 @@ async fn the_planner_ranks_planted_shapes_and_matches_compute() {
     let [low, high] = [0, 1].map(|i| f(&matched["interval"][i]));
     assert!(low <= f(&matched["flops"]) * 1.05 && high >= f(&matched["flops"]) * 0.95);
 
-    // The confirming sweep: the best shape under both fitted parameterizations, LRs around the
-    // runs' 0.01, the recommended tokens.
+    // The confirming sweep: the best parameterization at its runs' LR on the recommended
+    // shape and on shapes at least 4x deeper and 4x wider for their size, each at the plan's
+    // tokens per parameter.
     let sweep = &plan["confirm_sweep"];
-    assert_eq!(sweep["parameterizations"], json!(["completep", "mup"]));
-    assert_eq!(sweep["widths"], json!([plans[0]["shapes"][0]["width"]]));
-    assert_eq!(sweep["depths"], json!([plans[0]["shapes"][0]["depth"]]));
-    assert_eq!(sweep["lrs"], json!([0.005, 0.01, 0.02]));
-    assert_eq!(sweep["config"]["tokens"], plans[0]["shapes"][0]["tokens"]);
+    assert_eq!(sweep["parameterizations"], json!(["completep"]));
+    let best = &plans[0]["shapes"][0];
+    let shapes = sweep["shapes"].as_array().unwrap();
+    assert_eq!(shapes.len(), 3, "{sweep}");
+    assert_eq!(
+        shapes[0],
+        json!({"width": best["width"], "depth": best["depth"], "tokens": best["tokens"]})
+    );
+    // A deeper shape at least 2x away in N:L and a wider one 4x away (max_depth 48 leaves
+    // none 4x deeper).
+    let ratio = |s: &Value| f(&s["width"]) / f(&s["depth"]);
+    assert!(ratio(&shapes[1]) <= ratio(&shapes[0]) / 2.0, "{sweep}");
+    assert!(ratio(&shapes[2]) >= ratio(&shapes[0]) * 4.0, "{sweep}");
+    assert_eq!(sweep["lrs"], json!([0.01]));
+    assert_eq!(sweep["config"]["tokens"], Value::Null);
     assert_eq!(sweep["config"]["vocab"], 256);
     assert_eq!(sweep["config"]["context"], 128);
     assert_eq!(sweep["config"]["batch"], 8);
@@ -245,7 +256,7 @@ async fn the_planner_ranks_planted_shapes_and_matches_compute() {
     // The ready body is accepted as is by POST /api/v1/sweeps.
     let (status, created) = call(&app, "POST", "/api/v1/sweeps", Some(&sweep.to_string())).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
-    assert_eq!(created["run_ids"].as_array().unwrap().len(), 6);
+    assert_eq!(created["run_ids"].as_array().unwrap().len(), 3);
 }
 
 #[tokio::test]
@@ -267,11 +278,22 @@ async fn device_hours_budgets_and_create_sweep() {
     assert_eq!(best["shapes"][0]["interval"], Value::Null);
     assert_eq!(best["shapes"].as_array().unwrap().len(), 1);
     let id = plan["sweep"]["id"].as_i64().unwrap();
-    assert_eq!(plan["sweep"]["run_ids"].as_array().unwrap().len(), 6);
+    // Shapes the server would refuse (here for memory) are left out; the recommended one stays.
+    let shapes = plan["confirm_sweep"]["shapes"].as_array().unwrap().len();
+    assert!((1..=3).contains(&shapes), "{plan}");
+    assert_eq!(plan["sweep"]["run_ids"].as_array().unwrap().len(), shapes);
     assert_eq!(keys(&plan["sweep"]), documented(&app, "CreatedSweep").await);
     let (status, sweep) = call(&app, "GET", &format!("/api/v1/sweeps/{id}"), None).await;
     assert_eq!(status, StatusCode::OK, "{sweep}");
-    assert_eq!(sweep["progress"]["total"], 6);
+    assert_eq!(sweep["progress"]["total"], shapes);
+    // The sweep keeps what it checks: each shape's predicted loss.
+    let check = &sweep["sweep"]["spec"]["plan"];
+    assert_eq!(check["parameterization"], "completep");
+    assert_eq!(check["predictions"].as_array().unwrap().len(), shapes);
+    assert_eq!(
+        check["predictions"][0]["loss"],
+        best["shapes"][0]["predicted_loss"]
+    );
     let run = &sweep["runs"][0];
     assert_eq!(run["width"], best["shapes"][0]["width"]);
     assert_eq!(run["depth"], best["shapes"][0]["depth"]);
@@ -520,10 +542,18 @@ async fn the_planner_page_plans_and_creates_the_confirming_sweep() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         sweep["sweep"]["spec"]["parameterizations"],
-        json!(["completep", "mup"])
+        json!(["completep"])
     );
-    assert_eq!(sweep["progress"]["total"], 6);
+    assert_eq!(sweep["progress"]["total"], 3);
     let (status, _, html) = page(&app, get(&location)).await;
     assert_eq!(status, StatusCode::OK);
     assert!(html.contains("confirm plan"));
+    assert!(
+        html.contains("Plan check: predicted against observed"),
+        "{html}"
+    );
+    assert!(
+        html.contains("Waiting for 3 of 3 shapes to finish."),
+        "{html}"
+    );
 }

@@ -150,6 +150,18 @@ fn sweep_grid(doc: &mut Value) {
         set_range(items, range(key));
     }
     property(sweep, "lrs")["items"] = json!({"type": "number", "exclusiveMinimum": 0});
+    // Either the grid or the list of shapes.
+    sweep["oneOf"] = json!([
+        {"required": ["widths", "depths"], "not": {"required": ["shapes"]}},
+        {"required": ["shapes"], "not": {"anyOf": [{"required": ["widths"]}, {"required": ["depths"]}]}},
+    ]);
+    let shape = schema(doc, "SweepShape");
+    for key in ["width", "depth", "tokens"] {
+        let p = property(shape, key);
+        *p = json!({"type": "integer", "format": "int64"});
+        set_range(p, range(key));
+    }
+    close(shape);
 }
 
 /// A run selection: an object with exactly one of its four kinds; the filters one property

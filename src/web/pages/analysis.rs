@@ -566,11 +566,37 @@ pub(super) enum StudyAnalyses {
 
 /// The analysis sections of a study's runs, with the default settings (as the analysis page
 /// without a form).
+/// Compute scales (FLOPs) that would make a compute-efficiency analysis conclusive: the scales
+/// a fit lacks for coverage ([`crate::verdict::scales_to_add`], for the group with the fewest),
+/// else, when the fits or a saving are still inconclusive, two scales 4x and 16x above the
+/// largest (the far end pins the exponent). Empty when everything is conclusive.
+fn scales_to_conclude(report: &ComputeReport) -> Vec<f64> {
+    let Some(fewest) = report.groups.iter().min_by_key(|g| g.compute_scales.len()) else {
+        return Vec::new();
+    };
+    let coverage = crate::verdict::scales_to_add(&fewest.compute_scales);
+    if !coverage.is_empty() {
+        return coverage;
+    }
+    let savings_inconclusive = savings_rows(&report.groups)
+        .iter()
+        .any(|row| !row.verdict.conclusive);
+    if report.verdict.conclusive && !savings_inconclusive {
+        return Vec::new();
+    }
+    let largest = report
+        .groups
+        .iter()
+        .flat_map(|g| g.compute_scales.iter().copied())
+        .fold(0.0, f64::max);
+    vec![largest * 4.0, largest * 16.0]
+}
+
 pub(super) async fn study_sections(
     state: &AppState,
     query: crate::store::RunQuery,
     which: StudyAnalyses,
-) -> String {
+) -> (String, Vec<f64>) {
     let bootstrap = BootstrapOptions {
         resamples: DEFAULT_PAGE_RESAMPLES,
         ..BootstrapOptions::default()
@@ -581,6 +607,7 @@ pub(super) async fn study_sections(
         transfer: None,
         tolerance: None,
     };
+    let mut next_scales = Vec::new();
     match which {
         StudyAnalyses::Transfer => {
             let options = TransferReportOptions {
@@ -606,11 +633,14 @@ pub(super) async fn study_sections(
                 compute_report(state, query.clone(), compute_options),
                 tolerance_report(state, query, tolerance_options),
             );
+            if let Ok(report) = &compute {
+                next_scales = scales_to_conclude(report);
+            }
             sections.compute = Some(compute.as_ref().map(compute_section).map_err(refusal));
             sections.tolerance = Some(tolerance.as_ref().map(tolerance_section).map_err(refusal));
         }
     }
-    sections.html()
+    (sections.html(), next_scales)
 }
 
 /// `GET /analysis`.

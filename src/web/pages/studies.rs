@@ -4,8 +4,8 @@
 
 use super::sweeps::Progress;
 use super::{
-    Page, PageError, fmt_loss, fmt_opt, fmt_real, fmt_sci, fmt_time, render, same_origin, shape,
-    status_text,
+    Page, PageError, fmt_count, fmt_loss, fmt_opt, fmt_real, fmt_sci, fmt_time, render,
+    same_origin, shape, status_text,
 };
 use crate::store::{DiagnosticRecord, DiagnosticStatus};
 use crate::study::{StudyKind, StudySize, human_duration};
@@ -187,18 +187,19 @@ async fn cards(state: &AppState) -> (Vec<KindCard>, String) {
 fn calibration_text(plan: &StudyPlan) -> String {
     let t = plan.estimate.throughput;
     let speed = format!(
-        "{} GFLOP/s and {} ms per block and step",
+        "{} GFLOP/s, {} ns per token, block and unit of width and {} s per run",
         fmt_real(t.flops_per_second / 1e9),
-        fmt_real(t.seconds_per_block_step * 1e3)
+        fmt_real(t.seconds_per_width_token_block * 1e9),
+        fmt_real(t.seconds_per_run)
     );
     if t.calibrated_on == 0 {
         format!(
-            "Estimates assume {speed}, measured on a 2-core CPU; they are refitted to this server's own runs once {} have succeeded.",
+            "Estimates assume {speed}, measured on a 2-core CPU; they are scaled to this server's own runs once {} have succeeded.",
             crate::study::MIN_CALIBRATION_RUNS
         )
     } else {
         format!(
-            "Estimates use {speed}, fitted to the last {} succeeded runs on this server, one run at a time.",
+            "Estimates use {speed}, scaled to the last {} succeeded runs on this server, one run at a time.",
             t.calibrated_on
         )
     }
@@ -393,7 +394,18 @@ struct StudyTemplate {
     settings: Vec<(String, String)>,
     /// The kind's results, as HTML built by the analysis and diagnostics pages.
     results: String,
+    /// Runs that would make a finished, inconclusive study conclusive.
+    extension: Option<ExtensionOffer>,
     runs: Vec<StudyRunRow>,
+}
+
+/// The offer to queue more compute scales, behind the preview's confirmation.
+struct ExtensionOffer {
+    /// The compute scales to add, FLOPs.
+    scales: String,
+    /// The target parameter counts that train them.
+    params: String,
+    href: String,
 }
 
 async fn study_page(
@@ -434,6 +446,7 @@ async fn study_page(
                 .collect()
         })
         .unwrap_or_default();
+    let mut extension = None;
     let results = match kind {
         StudyKind::CoordCheck => diagnostics
             .iter()
@@ -446,7 +459,14 @@ async fn study_page(
                 )
             })
             .collect(),
-        _ => study_results(&state, kind, id).await,
+        _ => {
+            let (html, scales) = study_results(&state, kind, id).await;
+            if progress.finished == progress.total && kind == StudyKind::ComputeEfficiency {
+                let size = study.spec["size"].as_str().unwrap_or("default");
+                extension = extension_offer(&study.spec["settings"], size, &scales);
+            }
+            html
+        }
     };
     let rows = runs
         .iter()
@@ -483,6 +503,7 @@ async fn study_page(
         },
         settings,
         results,
+        extension,
         runs: rows,
     };
     render(StatusCode::OK, &template)
@@ -508,8 +529,9 @@ fn setting_text(value: &Value) -> String {
 }
 
 /// The results section of a study: the analysis of its finished runs so far, as an HTML
-/// fragment (the analysis page's sections).
-async fn study_results(state: &AppState, kind: StudyKind, id: i64) -> String {
+/// fragment (the analysis page's sections), and the compute scales that would make it
+/// conclusive.
+async fn study_results(state: &AppState, kind: StudyKind, id: i64) -> (String, Vec<f64>) {
     use super::analysis::{StudyAnalyses, study_sections};
     let runs = crate::web::sweeps::sweep_runs_query(id);
     match kind {
@@ -517,6 +539,70 @@ async fn study_results(state: &AppState, kind: StudyKind, id: i64) -> String {
         StudyKind::ComputeEfficiency => {
             study_sections(state, runs, StudyAnalyses::ComputeEfficiency).await
         }
-        StudyKind::CoordCheck => String::new(),
+        StudyKind::CoordCheck => (String::new(), Vec::new()),
+    }
+}
+
+/// The offer to extend a finished compute-efficiency study with the compute scales `scales`
+/// (FLOPs): the preview of a study with the same settings at the parameter counts that train
+/// those scales, `P = sqrt(C / (6 r))` at `r` tokens per parameter (from `C = 6 P D`,
+/// `D = r P`). The preview shows the runs and their estimated time, and launches only when
+/// confirmed. `None` without scales or readable settings.
+fn extension_offer(settings: &Value, size: &str, scales: &[f64]) -> Option<ExtensionOffer> {
+    let tokens_per_param = settings.get("tokens_per_param")?.as_f64()?;
+    if scales.is_empty() || tokens_per_param.is_nan() || tokens_per_param <= 0.0 {
+        return None;
+    }
+    let params: Vec<u64> = scales
+        .iter()
+        .map(|c| {
+            let p = (c / (6.0 * tokens_per_param)).sqrt();
+            // Three significant digits.
+            let unit = 10f64.powi(p.log10().floor() as i32 - 2);
+            ((p / unit).round() * unit) as u64
+        })
+        .collect();
+    let mut extended = settings.as_object()?.clone();
+    extended.insert("params".into(), serde_json::json!(params));
+    let query = serde_urlencoded::to_string([
+        ("kind", StudyKind::ComputeEfficiency.name()),
+        ("size", size),
+        ("settings", &Value::Object(extended).to_string()),
+    ])
+    .ok()?;
+    Some(ExtensionOffer {
+        scales: scales
+            .iter()
+            .map(|c| crate::numbers::significant(*c))
+            .collect::<Vec<_>>()
+            .join(", "),
+        params: params
+            .iter()
+            .map(|p| fmt_count(*p as f64))
+            .collect::<Vec<_>>()
+            .join(", "),
+        href: format!("/studies/preview?{query}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_extension_offer_previews_the_parameter_counts_of_the_missing_scales() {
+        let settings = serde_json::json!({"params": [12500, 25000], "tokens_per_param": 20.0, "depths": [2, 4]});
+        // C = 6 P (20 P) = 120 P^2: 1.2e12 FLOPs is P = 100,000.
+        let offer = extension_offer(&settings, "default", &[1.2e12, 4.8e12]).unwrap();
+        assert_eq!(offer.params, "100k, 200k");
+        assert_eq!(offer.scales, "1.2e12, 4.8e12");
+        let query = offer.href.strip_prefix("/studies/preview?").unwrap();
+        let pairs: HashMap<String, String> = serde_urlencoded::from_str(query).unwrap();
+        assert_eq!(pairs["kind"], "compute-efficiency");
+        let extended: Value = serde_json::from_str(&pairs["settings"]).unwrap();
+        assert_eq!(extended["params"], serde_json::json!([100000, 200000]));
+        assert_eq!(extended["depths"], serde_json::json!([2, 4]));
+        assert!(extension_offer(&settings, "default", &[]).is_none());
+        assert!(extension_offer(&serde_json::json!({}), "default", &[1e12]).is_none());
     }
 }

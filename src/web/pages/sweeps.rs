@@ -2,9 +2,10 @@
 //! and the list of every sweep (`GET /sweeps`).
 
 use super::{
-    FieldView, Fieldset, Page, PageError, SelectOption, flatten, fmt_loss, fmt_opt, fmt_real,
-    fmt_time, mentions, parse_whole, render, same_origin, shape, status_text,
+    FieldView, Fieldset, Page, PageError, SelectOption, flatten, fmt_count, fmt_loss, fmt_opt,
+    fmt_real, fmt_time, mentions, parse_whole, render, same_origin, shape, status_text,
 };
+use crate::numbers::significant;
 use crate::store::{RunRecord, StoredStatus};
 use crate::train::RunConfig;
 use crate::web::AppState;
@@ -494,10 +495,209 @@ impl Progress {
     }
 }
 
+/// One shape of a confirming sweep: its predicted loss against the loss observed.
+struct PlanCheckRow {
+    shape: String,
+    recommended: bool,
+    tokens: String,
+    predicted: String,
+    observed: String,
+    /// `yes`, `no`, or empty while unobserved or without an interval.
+    inside: &'static str,
+}
+
+/// The closed loop of a sweep created from a plan (its spec's `plan`): predicted against
+/// observed losses per shape, and whether the recommendation held.
+struct PlanCheckView {
+    summary: String,
+    rows: Vec<PlanCheckRow>,
+    verdict: String,
+    /// `Some(true)` held, `Some(false)` did not, `None` not yet known.
+    held: Option<bool>,
+}
+
+/// Relative noise of comparing two runs' losses: two standard deviations of the difference
+/// of two log-losses, each scattered as the frontier runs scatter about the fit
+/// (`2 sqrt(2) rmse`), and never below 0.2%.
+fn comparison_noise(rmse_log_loss: f64) -> f64 {
+    (2.0 * std::f64::consts::SQRT_2 * rmse_log_loss).max(0.002)
+}
+
+/// What the plan check reads of a run.
+struct CheckedRun<'a> {
+    parameterization: &'a str,
+    shape: (Option<i64>, Option<i64>),
+    status: StoredStatus,
+    loss: Option<f64>,
+}
+
+/// Reads a stored plan check against the sweep's runs. `None` when the spec has no plan.
+fn plan_check_view(plan: &Value, runs: &[RunRecord]) -> Option<PlanCheckView> {
+    let runs: Vec<CheckedRun> = runs
+        .iter()
+        .map(|r| CheckedRun {
+            parameterization: &r.parameterization,
+            shape: (r.width, r.depth),
+            status: r.status,
+            loss: r.final_val_loss,
+        })
+        .collect();
+    check_plan(plan, &runs)
+}
+
+/// Predicted against observed, per shape of `plan` (see [`plan_check_view`]).
+fn check_plan(plan: &Value, runs: &[CheckedRun]) -> Option<PlanCheckView> {
+    let parameterization = plan.get("parameterization")?.as_str()?;
+    let shape_of = |v: &Value| Some((v.get("width")?.as_i64()?, v.get("depth")?.as_i64()?));
+    let recommended = shape_of(plan.get("recommended")?)?;
+    let noise = comparison_noise(plan.get("rmse_log_loss")?.as_f64()?);
+    let budget = plan.get("budget_flops")?.as_f64()?;
+    let mut rows = Vec::new();
+    // (shape, observed mean loss) of every shape whose runs all succeeded.
+    let mut observed: Vec<((i64, i64), f64)> = Vec::new();
+    let mut pending = 0;
+    let mut inside_count = (0, 0);
+    for prediction in plan.get("predictions")?.as_array()? {
+        let shape = shape_of(prediction)?;
+        let loss = prediction.get("loss")?.as_f64()?;
+        let interval = prediction
+            .get("interval")
+            .and_then(Value::as_array)
+            .and_then(|b| Some((b.first()?.as_f64()?, b.get(1)?.as_f64()?)));
+        let runs: Vec<&CheckedRun> = runs
+            .iter()
+            .filter(|r| {
+                r.parameterization == parameterization && r.shape == (Some(shape.0), Some(shape.1))
+            })
+            .collect();
+        let losses: Vec<f64> = runs
+            .iter()
+            .filter(|r| r.status == StoredStatus::Succeeded)
+            .filter_map(|r| r.loss)
+            .collect();
+        let all_ended = !runs.is_empty() && runs.iter().all(|r| r.status.is_final());
+        let (observed_text, inside) =
+            if !runs.is_empty() && runs.iter().any(|r| r.status == StoredStatus::Diverged) {
+                ("diverged".to_string(), "")
+            } else if all_ended && !losses.is_empty() {
+                let mean = losses.iter().sum::<f64>() / losses.len() as f64;
+                observed.push((shape, mean));
+                let inside = match interval {
+                    Some((low, high)) => {
+                        inside_count.1 += 1;
+                        if (low..=high).contains(&mean) {
+                            inside_count.0 += 1;
+                            "yes"
+                        } else {
+                            "no"
+                        }
+                    }
+                    None => "",
+                };
+                (fmt_loss(mean), inside)
+            } else {
+                pending += 1;
+                ("—".to_string(), "")
+            };
+        rows.push(PlanCheckRow {
+            shape: format!("{} x {}", shape.0, shape.1),
+            recommended: shape == recommended,
+            tokens: prediction
+                .get("tokens")
+                .and_then(Value::as_f64)
+                .map_or("—".into(), fmt_count),
+            predicted: match interval {
+                Some((low, high)) => {
+                    format!("{} [{}, {}]", fmt_loss(loss), fmt_loss(low), fmt_loss(high))
+                }
+                None => fmt_loss(loss),
+            },
+            observed: observed_text,
+            inside,
+        });
+    }
+    let shape_text = |s: (i64, i64)| format!("{} x {}", s.0, s.1);
+    let best = observed.iter().copied().min_by(|a, b| a.1.total_cmp(&b.1));
+    let mine = observed
+        .iter()
+        .find(|(s, _)| *s == recommended)
+        .map(|o| o.1);
+    let (verdict, held) = match (mine, best) {
+        _ if pending > 0 => (
+            format!("Waiting for {pending} of {} shapes to finish.", rows.len()),
+            None,
+        ),
+        (Some(mine), Some((best_shape, best_loss))) => {
+            let gap = mine / best_loss - 1.0;
+            let coverage = if inside_count.1 > 0 {
+                format!(
+                    " {} of {} observed losses lie inside their predicted intervals.",
+                    inside_count.0, inside_count.1
+                )
+            } else {
+                String::new()
+            };
+            if gap <= noise {
+                let against = if best_shape == recommended {
+                    "it is the best shape trained".to_string()
+                } else {
+                    format!(
+                        "within noise ({}%) of the best shape trained, {} at {}",
+                        significant(noise * 100.0),
+                        shape_text(best_shape),
+                        fmt_loss(best_loss)
+                    )
+                };
+                (
+                    format!(
+                        "The recommendation held: {} reached {}; {against}.{coverage}",
+                        shape_text(recommended),
+                        fmt_loss(mine)
+                    ),
+                    Some(true),
+                )
+            } else {
+                (
+                    format!(
+                        "The recommendation did not hold: {} reached {}, {}% below the \
+                         recommended {} ({}), more than the noise of a comparison ({}%).{coverage}",
+                        shape_text(best_shape),
+                        fmt_loss(best_loss),
+                        significant(gap * 100.0),
+                        shape_text(recommended),
+                        fmt_loss(mine),
+                        significant(noise * 100.0)
+                    ),
+                    Some(false),
+                )
+            }
+        }
+        _ => (
+            "The recommended shape has no finished loss, so the recommendation cannot be checked."
+                .to_string(),
+            Some(false),
+        ),
+    };
+    Some(PlanCheckView {
+        summary: format!(
+            "This sweep was created by the planner for a budget of {} FLOPs: {parameterization} \
+             on the recommended shape ({}) and shapes about {} times deeper and wider for their \
+             size, each predicted from the runs the plan was fitted on.",
+            significant(budget),
+            shape_text(recommended),
+            significant(crate::web::recommend::CONFIRM_RATIO_STEP)
+        ),
+        rows,
+        verdict,
+        held,
+    })
+}
+
 #[derive(Template)]
 #[template(path = "sweep.html")]
 struct SweepTemplate {
     page: Page,
+    check: Option<PlanCheckView>,
     id: i64,
     name: String,
     created: String,
@@ -637,6 +837,9 @@ pub(super) async fn sweep_page(
         .collect();
     let template = SweepTemplate {
         page: Page::new(format!("Sweep #{id} {}", sweep.name), "sweeps"),
+        check: spec
+            .get("plan")
+            .and_then(|plan| plan_check_view(plan, &runs)),
         id,
         name: sweep.name.clone(),
         created: fmt_time(&sweep.created_at),
@@ -720,6 +923,76 @@ pub(super) async fn sweeps_list(State(state): State<AppState>) -> Result<Respons
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_plan_check_says_whether_the_recommendation_held() {
+        let plan = serde_json::json!({
+            "budget_flops": 6e12, "parameterization": "completep",
+            "recommended": {"width": 64, "depth": 4}, "rmse_log_loss": 0.002,
+            "predictions": [
+                {"width": 64, "depth": 4, "tokens": 4e6, "loss": 3.0, "interval": [2.95, 3.05]},
+                {"width": 32, "depth": 16, "tokens": 4e6, "loss": 3.05, "interval": [3.0, 3.1]},
+                {"width": 128, "depth": 1, "tokens": 4e6, "loss": 3.08, "interval": null},
+            ],
+        });
+        let run = |shape: (i64, i64), status, loss| CheckedRun {
+            parameterization: "completep",
+            shape: (Some(shape.0), Some(shape.1)),
+            status,
+            loss: Some(loss),
+        };
+        let done = StoredStatus::Succeeded;
+        // Within the noise (2 sqrt(2) 0.2% = 0.57%) of a better shape: held.
+        let runs = [
+            run((64, 4), done, 3.010),
+            run((32, 16), done, 3.000),
+            run((128, 1), done, 3.2),
+        ];
+        let check = check_plan(&plan, &runs).unwrap();
+        assert_eq!(check.held, Some(true), "{}", check.verdict);
+        assert!(
+            check.verdict.contains("within noise (0.566%)"),
+            "{}",
+            check.verdict
+        );
+        assert!(
+            check.verdict.contains("2 of 2 observed losses"),
+            "{}",
+            check.verdict
+        );
+        assert!(check.rows[0].recommended && !check.rows[1].recommended);
+        assert_eq!(check.rows[0].inside, "yes");
+        assert_eq!(check.rows[2].inside, "");
+        // A shape 1% better than the recommended one: not held.
+        let runs = [
+            run((64, 4), done, 3.03),
+            run((32, 16), done, 3.0),
+            run((128, 1), done, 3.2),
+        ];
+        let check = check_plan(&plan, &runs).unwrap();
+        assert_eq!(check.held, Some(false), "{}", check.verdict);
+        assert!(
+            check.verdict.contains("32 x 16 reached 3.0000, 1% below"),
+            "{}",
+            check.verdict
+        );
+        // Unfinished or diverged shapes.
+        let runs = [
+            run((64, 4), StoredStatus::Running, 3.0),
+            run((32, 16), StoredStatus::Diverged, 9.0),
+        ];
+        let check = check_plan(&plan, &runs).unwrap();
+        assert_eq!(check.held, None);
+        assert_eq!(check.verdict, "Waiting for 2 of 3 shapes to finish.");
+        assert_eq!(check.rows[1].observed, "diverged");
+        // Other parameterizations' runs do not count; a spec without a plan has no check.
+        let other = [CheckedRun {
+            parameterization: "mup",
+            ..run((64, 4), done, 2.0)
+        }];
+        assert_eq!(check_plan(&plan, &other).unwrap().held, None);
+        assert!(check_plan(&serde_json::json!({}), &runs).is_none());
+    }
 
     #[test]
     fn the_sweep_form_builds_the_api_body() {
