@@ -6,7 +6,8 @@
 //! through the middle of it says little about the best model a budget buys. The fit here uses
 //! the *compute frontier* instead (Hoffmann et al. 2022, approach 1): runs are grouped into
 //! compute scales (runs within a factor [`SCALE_FACTOR`] of a scale's cheapest run), and each
-//! scale contributes its lowest-loss run.
+//! scale contributes its lowest-loss run, unless a cheaper scale already reached a lower loss
+//! (the frontier is the lower envelope: it only descends).
 //!
 //! Three parameters through a handful of frontier points are barely identified: `E` trades off
 //! against `b` along a long ridge, and a free `E` wanders to 0 or up to the lowest loss. Two
@@ -207,7 +208,7 @@ impl<'a> Problem<'a> {
                 check_value(index, "loss", l)?;
             }
             let flops: Vec<f64> = points.iter().map(|p| p.0).collect();
-            let group_scales = compute_scales(&flops);
+            let group_scales = descending(points, compute_scales(&flops));
             if group_scales.len() < MIN_FRONTIER_SCALES {
                 return Err(FitError::TooFewScales {
                     quantity: "compute scales",
@@ -381,6 +382,23 @@ impl<'a> Problem<'a> {
 }
 
 /// The index of the lowest-loss point among `indices` (the first of equal ones).
+/// The scales (in increasing compute) whose best run reaches a lower loss than every cheaper
+/// scale's: the frontier only descends. A scale whose best shape costs more and ends higher
+/// than a cheaper run is not compute-efficient, whatever its shape, and would bend the curve
+/// up.
+fn descending(points: &[(f64, f64)], scales: Vec<Vec<usize>>) -> Vec<Vec<usize>> {
+    let mut lowest = f64::INFINITY;
+    scales
+        .into_iter()
+        .filter(|scale| {
+            let loss = points[best_of(points, scale.iter().copied())].1;
+            let lower = loss < lowest;
+            lowest = lowest.min(loss);
+            lower
+        })
+        .collect()
+}
+
 fn best_of(points: &[(f64, f64)], indices: impl Iterator<Item = usize>) -> usize {
     indices
         .min_by(|&i, &j| points[i].1.total_cmp(&points[j].1).then(i.cmp(&j)))
@@ -497,6 +515,26 @@ mod tests {
         ];
         let fit = fit_frontiers(&[&points], 0.0).unwrap();
         assert_eq!(fit.frontiers, vec![vec![1, 2, 4]]);
+    }
+
+    #[test]
+    fn a_scale_no_better_than_a_cheaper_one_is_off_the_frontier() {
+        // The scale at 2e11 holds only a poor shape: worse than the run at 1e11.
+        let points = [
+            (1e10, 4.0),
+            (1e11, 3.5),
+            (2e11, 3.7),
+            (1e12, 3.0),
+            (1e13, 2.8),
+        ];
+        let fit = fit_frontiers(&[&points], 0.0).unwrap();
+        assert_eq!(fit.frontiers, vec![vec![0, 1, 3, 4]]);
+        // Too few scales left to fit once the dominated ones go.
+        let flat = [(1e10, 4.0), (1e11, 4.1), (1e12, 3.0), (1e13, 3.2)];
+        assert!(matches!(
+            fit_frontiers(&[&flat], 0.0),
+            Err(FitError::TooFewScales { got: 2, .. })
+        ));
     }
 
     #[test]

@@ -49,8 +49,8 @@ struct SweepShape {
 }
 
 /// The shapes of a sweep: the grid `widths x depths`, or a list `shapes` of `{"width",
-/// "depth"}` objects, each with an optional `tokens` (exactly one of the two forms). The grid's size is checked by the caller;
-/// a list longer than [`MAX_SWEEP_RUNS`] is refused here, before anything else is built.
+/// "depth"}` objects, each with an optional `tokens` (exactly one of the two forms). More than
+/// [`MAX_SWEEP_RUNS`] shapes are refused here, before any is built.
 fn sweep_shapes(body: &mut Map<String, Value>) -> Result<Vec<SweepShape>, ApiError> {
     let Some(shapes) = body.remove("shapes") else {
         let widths = list(body, "widths", None)?;

@@ -143,6 +143,8 @@ async fn every_page_renders_with_its_elements() {
             "<label for=\"f-tag\">",
             "<a href=\"/runs/1\">#1</a>",
             "<a href=\"/runs/2\">#2</a>",
+            // The list shows each run's tags.
+            "<a class=\"tag\" href=\"/?tag=sweep-a\">sweep-a</a>",
             "small",
             "completep",
             "64 × 2",
@@ -408,6 +410,9 @@ async fn compare_shows_only_what_differs_unless_asked() {
             "<code>parameterization</code>",
             "<svg role=\"img\"",
             "#1 small",
+            // The legend names each run by parameterization, shape and learning rate.
+            "#1 completep 64×2 lr 0.01 small",
+            "#2 mup 128×2 lr 0.01 wide",
             "Show all keys",
             "href=\"/compare?ids=1,2&amp;all=1&amp;x=flops&amp;scale=log\"",
         ],

@@ -285,11 +285,32 @@ async fn the_studies_page_estimates_every_kind_and_its_form_launches_a_study() {
     )
     .await;
     assert_eq!(status, StatusCode::OK);
+    // One field per setting, lists comma-separated.
+    for field in [
+        r#"name="s.width" type="text" value="64""#,
+        r#"name="s.depths" type="text" value="1, 2, 4, 8""#,
+        r#"name="s.parameterizations" type="text" value="mup, completep""#,
+    ] {
+        assert!(html.contains(field), "{field}: {html}");
+    }
+    assert!(html.contains("preview-duration"));
+
+    // The form's fields come back typed like the defaults: lists, numbers, strings.
+    let (status, _, html) = page(
+        &app,
+        Request::get(
+            "/studies/preview?kind=depth-transfer&size=small&s.depths=1%2C+2&s.width=32&s.parameterizations=completep",
+        )
+        .body(Body::empty())
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{html}");
     assert!(
-        html.contains("&quot;width&quot;: 64") || html.contains("&#34;width&#34;: 64"),
+        html.contains(r#"name="s.depths" type="text" value="1, 2""#),
         "{html}"
     );
-    assert!(html.contains("preview-duration"));
+    assert!(html.contains(r#"<dd id="preview-runs">14</dd>"#), "{html}");
 
     let (status, location, _) = page(&app, post(form(&tiny_transfer_settings().to_string()))).await;
     assert_eq!(status, StatusCode::SEE_OTHER);

@@ -2,7 +2,7 @@
 
 use super::{
     ChartView, Choice, Page, PageError, chart_or_message, flatten, fmt_count, fmt_loss, fmt_opt,
-    fmt_sci, render, run_label, shape, status_text, url,
+    fmt_sci, legend_label, render, run_label, shape, status_text, url,
 };
 use crate::store::RunRecord;
 use crate::web::AppState;
@@ -85,7 +85,7 @@ pub(super) async fn compare(
     let mut series = Vec::new();
     for id in &ids {
         let run = state.store.run(*id).await?;
-        let label = run_label(&run);
+        let label = legend_label(&run);
         series.push((label, state.store.metrics(*id).await?));
         runs.push(run);
     }

@@ -278,6 +278,22 @@ fn run_label(run: &RunRecord) -> String {
     }
 }
 
+/// A run as a chart legend names it among others: id, parameterization, shape and learning
+/// rate (`#12 completep 64×4 lr 0.01`), then its name if it has one.
+fn legend_label(run: &RunRecord) -> String {
+    let mut label = format!("#{} {}", run.id, run.parameterization);
+    if let (Some(w), Some(d)) = (run.width, run.depth) {
+        label.push_str(&format!(" {w}×{d}"));
+    }
+    if let Some(lr) = run.lr {
+        label.push_str(&format!(" lr {}", fmt_real(lr)));
+    }
+    if let Some(name) = run.name.as_deref().filter(|n| !n.is_empty()) {
+        label.push_str(&format!(" {name}"));
+    }
+    label
+}
+
 fn shape(run: &RunRecord) -> String {
     match (run.width, run.depth) {
         (Some(w), Some(d)) => format!("{w} × {d}"),

@@ -37,6 +37,9 @@ struct RunRow {
     flops: String,
     created: String,
     created_iso: String,
+    tags: Vec<String>,
+    /// `(href, label)` of the run's sweep or study.
+    sweep: Option<(String, String)>,
 }
 
 impl RunRow {
@@ -61,6 +64,10 @@ impl RunRow {
             flops: fmt_opt(run.flops, fmt_sci),
             created: fmt_time(&run.created_at),
             created_iso: run.created_at.clone(),
+            tags: run.tags.clone(),
+            sweep: run
+                .sweep_id
+                .map(|id| (format!("/sweeps/{id}"), format!("sweep #{id}"))),
         }
     }
 }

@@ -33,13 +33,70 @@ pub(super) fn routes() -> Router<AppState> {
 // ---------------------------------------------------------------------------------------------
 // The request a form carries
 
-/// The fields of a launch or preview form: kind, size, name and settings overrides as JSON.
+/// The fields of a launch or preview form: kind, size, name, settings overrides as JSON, and
+/// one field `s.KEY` per setting of the preview form (these win over the JSON).
 #[derive(Clone, Default)]
 struct StudyForm {
     kind: String,
     size: String,
     name: String,
     settings: String,
+    fields: Vec<(String, String)>,
+}
+
+/// The settings of `kind` at `size` before any override, as the preview form's type hints
+/// (`None` for a kind whose settings are all objects: the coordinate check's).
+fn default_settings(kind: &str, size: &str) -> Option<Map<String, Value>> {
+    let size = StudySize::parse(size).unwrap_or_default();
+    let value = match StudyKind::parse(kind)? {
+        StudyKind::DepthTransfer => {
+            serde_json::to_value(crate::study::DepthTransferSettings::for_size(size))
+        }
+        StudyKind::ComputeEfficiency => {
+            serde_json::to_value(crate::study::ComputeEfficiencySettings::for_size(size))
+        }
+        StudyKind::CoordCheck => return None,
+    };
+    match value {
+        Ok(Value::Object(map)) => Some(map),
+        _ => None,
+    }
+}
+
+/// A setting as the preview form shows it: lists comma-separated, objects as JSON.
+fn setting_field_text(value: &Value) -> String {
+    match value {
+        Value::Array(items) => items
+            .iter()
+            .map(|v| match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A preview form field back as JSON, typed like its default `hint`: a list from
+/// comma-separated items, a number or a string as written, an object from JSON.
+fn setting_field_value(key: &str, text: &str, hint: Option<&Value>) -> Result<Value, ApiError> {
+    let item = |t: &str| serde_json::from_str::<Value>(t).unwrap_or_else(|_| Value::from(t));
+    Ok(match hint {
+        Some(Value::Array(_)) => Value::Array(
+            text.split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(item)
+                .collect(),
+        ),
+        Some(Value::String(_)) => Value::from(text),
+        Some(Value::Number(_) | Value::Bool(_)) => item(text),
+        _ => serde_json::from_str(text).map_err(|e| {
+            ApiError::Unprocessable(format!("setting '{key}' is not valid JSON: {e}"))
+        })?,
+    })
 }
 
 impl StudyForm {
@@ -50,11 +107,17 @@ impl StudyForm {
                 .map(|v| v.trim().to_string())
                 .unwrap_or_default()
         };
+        let mut fields: Vec<(String, String)> = pairs
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix("s.")?.to_string(), v.trim().to_string())))
+            .collect();
+        fields.sort();
         StudyForm {
             kind: get("kind"),
             size: get("size"),
             name: get("name"),
             settings: get("settings"),
+            fields,
         }
     }
 
@@ -68,16 +131,24 @@ impl StudyForm {
         if !self.name.is_empty() {
             body.insert("name".into(), self.name.clone().into());
         }
+        let mut settings = Map::new();
         if !self.settings.is_empty() {
-            let settings: Value = serde_json::from_str(&self.settings).map_err(|e| {
+            let Value::Object(given) = serde_json::from_str(&self.settings).map_err(|e| {
                 ApiError::Unprocessable(format!("the settings are not valid JSON: {e}"))
-            })?;
-            if !settings.is_object() {
+            })?
+            else {
                 return Err(ApiError::Unprocessable(
                     "the settings must be a JSON object, e.g. {\"width\": 64}".into(),
                 ));
-            }
-            body.insert("settings".into(), settings);
+            };
+            settings = given;
+        }
+        let hints = default_settings(&self.kind, &self.size).unwrap_or_default();
+        for (key, text) in &self.fields {
+            settings.insert(key.clone(), setting_field_value(key, text, hints.get(key))?);
+        }
+        if !settings.is_empty() {
+            body.insert("settings".into(), Value::Object(settings));
         }
         Ok(body)
     }
@@ -256,7 +327,8 @@ struct PreviewTemplate {
     title: &'static str,
     size: &'static str,
     name: String,
-    settings: String,
+    /// Every setting and its value as the form shows it.
+    settings: Vec<(String, String)>,
     runs: usize,
     flops: String,
     duration: String,
@@ -283,7 +355,13 @@ async fn preview(
         title: plan.kind.title(),
         size: plan.size.name(),
         name: plan.name.clone(),
-        settings: serde_json::to_string_pretty(&plan.settings).unwrap_or_default(),
+        settings: match &plan.settings {
+            Value::Object(map) => map
+                .iter()
+                .map(|(k, v)| (k.clone(), setting_field_text(v)))
+                .collect(),
+            _ => Vec::new(),
+        },
         runs: plan.estimate.runs,
         flops: fmt_sci(plan.estimate.flops),
         duration: plan.estimate.duration.clone(),

@@ -796,18 +796,37 @@ pub(super) async fn sweep_page(
         .await?;
     let progress = Progress::of(&runs);
     let spec = &sweep.spec;
-    let seeds = if spec.get("seeds").is_some() {
-        spec_list(spec, "seeds")
-    } else {
-        "0".into()
+    let seeds = match spec.get("settings").unwrap_or(spec).get("seeds") {
+        Some(_) => spec_list(spec.get("settings").unwrap_or(spec), "seeds"),
+        None => "0".into(),
     };
-    let grid = vec![
-        ("Parameterizations", spec_list(spec, "parameterizations")),
-        ("Widths", spec_list(spec, "widths")),
-        ("Depths", spec_list(spec, "depths")),
-        ("Base learning rates", spec_list(spec, "lrs")),
-        ("Seeds", seeds),
-    ];
+    // A study's settings, or the grid of a sweep.
+    let lists = spec
+        .get("settings")
+        .filter(|s| s.is_object())
+        .unwrap_or(spec);
+    let grid: Vec<(&'static str, String)> = [
+        ("Parameterizations", "parameterizations"),
+        ("Target parameter counts", "params"),
+        ("Widths", "widths"),
+        ("Depths", "depths"),
+        ("Base learning rates", "lrs"),
+    ]
+    .into_iter()
+    .filter(|(_, key)| lists.get(*key).is_some())
+    .map(|(label, key)| (label, spec_list(lists, key)))
+    .chain(spec.get("shapes").map(|shapes| {
+        let text = shapes
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| format!("{} x {}", s["width"], s["depth"]))
+            .collect::<Vec<_>>()
+            .join(", ");
+        ("Shapes", text)
+    }))
+    .chain(std::iter::once(("Seeds", seeds)))
+    .collect();
     let tags = match spec.get("tags") {
         Some(Value::Array(tags)) => tags
             .iter()
@@ -845,10 +864,19 @@ pub(super) async fn sweep_page(
         created: fmt_time(&sweep.created_at),
         is_final: progress.finished == progress.total,
         grid,
-        shared: spec
-            .get("config")
-            .map(|c| flatten(c).into_iter().collect())
-            .unwrap_or_default(),
+        shared: match (spec.get("config"), spec.get("settings")) {
+            (Some(config), _) => flatten(config).into_iter().collect(),
+            // A study's settings other than its lists.
+            (None, Some(Value::Object(settings))) => {
+                let scalars: Map<String, Value> = settings
+                    .iter()
+                    .filter(|(_, v)| !v.is_array())
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                flatten(&Value::Object(scalars)).into_iter().collect()
+            }
+            _ => Vec::new(),
+        },
         tags,
         progress,
         runs: rows,
@@ -878,37 +906,63 @@ struct SweepsTemplate {
     sweeps: Vec<SweepRow>,
 }
 
+/// The lists of a sweep's spec as counts, `2 parameterizations × 3 shapes × 5 LRs × 1 seed`;
+/// a study's from its settings, prefixed with its kind and size.
+fn grid_summary(spec: &Value) -> String {
+    let (lists, prefix) = match spec.get("settings") {
+        Some(settings @ Value::Object(_)) => (
+            settings,
+            format!(
+                "{} ({}): ",
+                spec["kind"].as_str().unwrap_or("study"),
+                spec["size"].as_str().unwrap_or("custom")
+            ),
+        ),
+        _ => (spec, String::new()),
+    };
+    let axes = [
+        ("parameterizations", "parameterization", "parameterizations"),
+        ("params", "parameter count", "parameter counts"),
+        ("shapes", "shape", "shapes"),
+        ("widths", "width", "widths"),
+        ("depths", "depth", "depths"),
+        ("lrs", "LR", "LRs"),
+        ("seeds", "seed", "seeds"),
+    ];
+    let parts: Vec<String> = axes
+        .iter()
+        .filter_map(|(key, one, many)| {
+            // A sweep without seeds trains seed 0.
+            let n = match lists.get(*key) {
+                None if *key == "seeds" && lists.get("parameterizations").is_some() => 1,
+                value => value?.as_array()?.len(),
+            };
+            Some(format!("{n} {}", if n == 1 { one } else { many }))
+        })
+        .collect();
+    if parts.is_empty() {
+        return format!("{prefix}diagnostics")
+            .trim_end_matches(": ")
+            .to_string();
+    }
+    format!("{prefix}{}", parts.join(" × "))
+}
+
 pub(super) async fn sweeps_list(State(state): State<AppState>) -> Result<Response, PageError> {
     let sweeps = state
         .store
         .sweeps()
         .await?
         .into_iter()
-        .map(|(sweep, total, finished)| {
-            let axis = |key: &str, one: &str, many: &str| {
-                let n = match sweep.spec.get(key) {
-                    Some(Value::Array(values)) => values.len(),
-                    _ => 1,
-                };
-                format!("{n} {}", if n == 1 { one } else { many })
-            };
-            SweepRow {
-                href: format!("/sweeps/{}", sweep.id),
-                id: sweep.id,
-                name: sweep.name.clone(),
-                grid: [
-                    axis("parameterizations", "parameterization", "parameterizations"),
-                    axis("widths", "width", "widths"),
-                    axis("depths", "depth", "depths"),
-                    axis("lrs", "LR", "LRs"),
-                    axis("seeds", "seed", "seeds"),
-                ]
-                .join(" × "),
-                created: fmt_time(&sweep.created_at),
-                total,
-                finished,
-                percent: (finished * 100).checked_div(total).unwrap_or(0),
-            }
+        .map(|(sweep, total, finished)| SweepRow {
+            href: format!("/sweeps/{}", sweep.id),
+            id: sweep.id,
+            name: sweep.name.clone(),
+            grid: grid_summary(&sweep.spec),
+            created: fmt_time(&sweep.created_at),
+            total,
+            finished,
+            percent: (finished * 100).checked_div(total).unwrap_or(0),
         })
         .collect();
     render(
@@ -923,6 +977,35 @@ pub(super) async fn sweeps_list(State(state): State<AppState>) -> Result<Respons
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sweeps_and_studies_are_summarised_by_their_real_lists() {
+        let grid = serde_json::json!({
+            "parameterizations": ["mup", "completep"], "widths": [64], "depths": [2, 4],
+            "lrs": [0.01, 0.02, 0.04], "seeds": [0],
+        });
+        assert_eq!(
+            grid_summary(&grid),
+            "2 parameterizations × 1 width × 2 depths × 3 LRs × 1 seed"
+        );
+        let listed = serde_json::json!({
+            "parameterizations": ["completep"], "shapes": [{"width": 64, "depth": 4}, {"width": 32, "depth": 16}],
+            "lrs": [0.01],
+        });
+        assert_eq!(
+            grid_summary(&listed),
+            "1 parameterization × 2 shapes × 1 LR × 1 seed"
+        );
+        let study = serde_json::json!({
+            "kind": "compute-efficiency", "size": "default",
+            "settings": {"parameterizations": ["mup", "completep"], "params": [1, 2, 3, 4],
+                         "depths": [2, 4, 8], "lrs": [0.01, 0.009], "seeds": [0], "d_head": 16},
+        });
+        assert_eq!(
+            grid_summary(&study),
+            "compute-efficiency (default): 2 parameterizations × 4 parameter counts × 3 depths × 2 LRs × 1 seed"
+        );
+    }
 
     #[test]
     fn a_plan_check_says_whether_the_recommendation_held() {
