@@ -159,12 +159,15 @@ async fn main() {
         let plan = format!(
             r#"{{"selection": {{"sweep_id": {study}}}, "budget_flops": 1e15, "vocab": 256, "context": 128, "d_head": 16, "resamples": 200}}"#
         );
+        // Each answer with a text only a fitted answer holds.
         let answers = [
-            ("study page (analysis, 200 resamples)", "GET", format!("/studies/{study}"), String::new()),
-            ("analysis page (200 resamples)", "GET", format!("/analysis?sweep_id={study}"), String::new()),
-            ("plan (200 resamples)", "POST", "/api/v1/plan/recommend".to_string(), plan),
+            ("study page (analysis, 200 resamples)", "GET", format!("/studies/{study}"), String::new(), "FLOP savings at matched loss"),
+            ("analysis page (200 resamples)", "GET", format!("/analysis?sweep_id={study}"), String::new(), "FLOP savings at matched loss"),
+            ("plan (200 resamples)", "POST", "/api/v1/plan/recommend".to_string(), plan, "predicted_loss"),
         ];
-        for (label, method, path, body) in &answers {
+        for (label, method, path, body, fitted) in &answers {
+            let (status, response) = request(addr, method, path, body);
+            assert!(status == 200 && response.contains(fitted), "{path}: {status}");
             let mut seconds: Vec<f64> = (0..rounds)
                 .map(|_| {
                     let started = Instant::now();

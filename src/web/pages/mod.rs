@@ -278,6 +278,23 @@ fn run_label(run: &RunRecord) -> String {
     }
 }
 
+/// A JSON value as a page shows it: list items comma-separated, strings bare, anything else
+/// as JSON.
+fn value_text(value: &Value) -> String {
+    match value {
+        Value::Array(items) => items
+            .iter()
+            .map(|item| match item {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
 /// A run as a chart legend names it among others: id, parameterization, shape and learning
 /// rate (`#12 completep 64×4 lr 0.01`), then its name if it has one.
 fn legend_label(run: &RunRecord) -> String {

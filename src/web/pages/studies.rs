@@ -5,7 +5,7 @@
 use super::sweeps::Progress;
 use super::{
     Page, PageError, fmt_count, fmt_loss, fmt_opt, fmt_real, fmt_sci, fmt_time, render,
-    same_origin, shape, status_text,
+    same_origin, shape, status_text, value_text,
 };
 use crate::store::{DiagnosticRecord, DiagnosticStatus};
 use crate::study::{StudyKind, StudySize, human_duration};
@@ -60,22 +60,6 @@ fn default_settings(kind: &str, size: &str) -> Option<Map<String, Value>> {
     match value {
         Ok(Value::Object(map)) => Some(map),
         _ => None,
-    }
-}
-
-/// A setting as the preview form shows it: lists comma-separated, objects as JSON.
-fn setting_field_text(value: &Value) -> String {
-    match value {
-        Value::Array(items) => items
-            .iter()
-            .map(|v| match v {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            })
-            .collect::<Vec<_>>()
-            .join(", "),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
     }
 }
 
@@ -358,7 +342,7 @@ async fn preview(
         settings: match &plan.settings {
             Value::Object(map) => map
                 .iter()
-                .map(|(k, v)| (k.clone(), setting_field_text(v)))
+                .map(|(k, v)| (k.clone(), value_text(v)))
                 .collect(),
             _ => Vec::new(),
         },

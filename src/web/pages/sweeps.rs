@@ -3,7 +3,7 @@
 
 use super::{
     FieldView, Fieldset, Page, PageError, SelectOption, flatten, fmt_count, fmt_loss, fmt_opt,
-    fmt_real, fmt_time, mentions, parse_whole, render, same_origin, shape, status_text,
+    fmt_real, fmt_time, mentions, parse_whole, render, same_origin, shape, status_text, value_text,
 };
 use crate::numbers::significant;
 use crate::store::{RunRecord, StoredStatus};
@@ -713,14 +713,7 @@ struct SweepTemplate {
 /// A grid axis of a stored spec as text: `64, 128`.
 fn spec_list(spec: &Value, key: &str) -> String {
     match spec.get(key) {
-        Some(Value::Array(values)) => values
-            .iter()
-            .map(|v| match v {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            })
-            .collect::<Vec<_>>()
-            .join(", "),
+        Some(list @ Value::Array(_)) => value_text(list),
         _ => "—".into(),
     }
 }
