@@ -335,6 +335,8 @@ pub(crate) struct PlanOutcome {
     pub candidates: Vec<Candidate>,
     /// The body of `POST /api/v1/sweeps` that confirms the best shape; `None` with nothing fitted.
     pub confirm_sweep: Option<Map<String, Value>>,
+    /// The distinct `dataset` of the selected runs (`unrecorded` for none).
+    pub datasets: Vec<String>,
     /// What to run, when nothing could be fitted.
     pub note: Option<String>,
     /// Whether the runs support the plan: every fitted parameterization's findings, and the
@@ -497,6 +499,12 @@ pub(crate) async fn plan_request(
         .collect();
     let (budget, limits, bootstrap) = (request.budget, request.limits, request.bootstrap);
     let runs_data = DataOfRuns::of(&runs);
+    let datasets: Vec<String> = usable
+        .iter()
+        .map(|r| r.dataset.clone().unwrap_or_else(|| "unrecorded".into()))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
     let mut target_verdict = Verdict::new();
     // The runs' vocabulary and context: the indexed columns, else an imported run's config.
     type Column = fn(&RunRecord) -> Option<i64>;
@@ -627,6 +635,7 @@ pub(crate) async fn plan_request(
         tokens_per_param,
         candidates: rank_without_fit(candidates),
         confirm_sweep: None,
+        datasets,
         note,
         verdict,
     };
@@ -940,6 +949,7 @@ pub(crate) fn outcome_json(outcome: &PlanOutcome, top: usize) -> Value {
         "conclusive": outcome.verdict.conclusive,
         "warnings": outcome.verdict.warnings,
         "next_runs": outcome.verdict.next_runs,
+        "data": outcome.datasets,
         "confirm_sweep": outcome.confirm_sweep,
         "sweep": Value::Null,
     })
@@ -1212,6 +1222,9 @@ mod schemas {
         warnings: Vec<String>,
         /// What to run next to make the plan conclusive.
         next_runs: Option<String>,
+        /// The data the selected runs trained on: each distinct `dataset` they record
+        /// (`unrecorded` for runs that name none).
+        data: Vec<String>,
         /// A body for `POST /api/v1/sweeps`; `null` when nothing is fitted.
         confirm_sweep: Option<CreateSweep>,
         /// The created sweep (`create_sweep: true`), else `null`.

@@ -218,6 +218,9 @@ async fn the_planner_ranks_planted_shapes_and_matches_compute() {
     // The confirming sweep: the best parameterization at its runs' LR on the recommended
     // shape and on shapes at least 4x deeper and 4x wider for their size, each at the plan's
     // tokens per parameter.
+    // The imported runs name no dataset.
+    assert_eq!(plan["data"], json!(["unrecorded"]));
+
     let sweep = &plan["confirm_sweep"];
     assert_eq!(sweep["parameterizations"], json!(["completep"]));
     let best = &plans[0]["shapes"][0];

@@ -550,11 +550,16 @@ fn results(outcome: &PlanOutcome, top: usize, form: &PlannerForm) -> Results {
     Results {
         budget: fmt_sci(budget),
         architecture: format!(
-            "vocabulary {}, context {}, d_head {}, {}",
+            "vocabulary {}, context {}, d_head {}, {}; the runs trained on {}",
             a.vocab,
             a.context,
             a.d_head,
-            if a.biases { "with biases" } else { "no biases" }
+            if a.biases { "with biases" } else { "no biases" },
+            if outcome.datasets.is_empty() {
+                "no data yet".to_string()
+            } else {
+                outcome.datasets.join(", ")
+            }
         ),
         note: outcome.note.clone().unwrap_or_default(),
         candidates_ratio: fmt_real(outcome.tokens_per_param),

@@ -681,11 +681,13 @@ fn check_plan(plan: &Value, runs: &[CheckedRun]) -> Option<PlanCheckView> {
     Some(PlanCheckView {
         summary: format!(
             "This sweep was created by the planner for a budget of {} FLOPs: {parameterization} \
-             on the recommended shape ({}) and shapes about {} times deeper and wider for their \
-             size, each predicted from the runs the plan was fitted on.",
+             on the recommended shape ({}) and on a deeper and a wider shape of the same budget \
+             (N:L {} times smaller and larger where the budget allows, else {} times), each \
+             predicted from the runs the plan was fitted on.",
             significant(budget),
             shape_text(recommended),
-            significant(crate::web::recommend::CONFIRM_RATIO_STEP)
+            significant(crate::web::recommend::CONFIRM_RATIO_STEP),
+            significant(crate::web::recommend::CONFIRM_RATIO_STEP.sqrt())
         ),
         rows,
         verdict,
