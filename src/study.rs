@@ -252,8 +252,8 @@ pub const TUNED_BASE_LRS: [(Parameterization, f64); 2] = [
 
 impl ComputeEfficiencySettings {
     /// The settings of each size. Default: 12.5k to 100k non-embedding parameters a factor 2
-    /// apart at depths 2, 4 and 8 (9 distinct shapes from 16x2 to 48x4: six compute scales
-    /// over 2.5 decades), 20 tokens per parameter, muP against CompleteP, each at its tuned
+    /// apart at depths 2, 4 and 8 (9 distinct shapes from 16x2 to 48x4: seven compute scales
+    /// over 2.2 decades), 20 tokens per parameter, muP against CompleteP, each at its tuned
     /// base LR ([`TUNED_BASE_LRS`]): 18 runs.
     pub fn for_size(size: StudySize) -> ComputeEfficiencySettings {
         let params = match size {
