@@ -13,32 +13,15 @@
 //! pages, not training. Requests go over real HTTP/1.1 on loopback to a server started in
 //! process on port 0, with no workers.
 
+mod support;
+
 use shapewise::flops::FlopBreakdown;
 use shapewise::param::Parameterization;
 use shapewise::rng::SplitMix64;
 use shapewise::store::{NewRun, Store};
 use shapewise::train::{RunConfig, RunStatus, RunSummary};
-use shapewise::web::{ServeConfig, serve_on};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::time::Instant;
-
-fn request(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).expect("connect");
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .expect("send");
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).expect("receive");
-    let status = std::str::from_utf8(&response[9..12])
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, String::from_utf8_lossy(&response).into_owned())
-}
+use support::request;
 
 /// The planted final loss of a shape at compute `c` under `parameterization`.
 fn planted_loss(parameterization: Parameterization, c: f64, width: usize, depth: usize) -> f64 {
@@ -136,24 +119,8 @@ async fn main() {
     );
     drop(store);
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("address");
-    let config = ServeConfig {
-        addr,
-        db: db.clone(),
-        workers: 0,
-        ..ServeConfig::default()
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        serve_on(&config, listener, async {
-            let _ = stopped.await;
-        })
-        .await
-        .expect("serve");
-    });
+    let server = support::Server::start(db.clone(), 0).await;
+    let addr = server.addr;
 
     tokio::task::spawn_blocking(move || {
         let plan = format!(
@@ -186,7 +153,6 @@ async fn main() {
     })
     .await
     .expect("bench");
-    let _ = stop.send(());
-    let _ = server.await;
+    server.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -10,29 +10,12 @@
 //! Requests go over real HTTP/1.1 on loopback (a fresh connection per request, as a simple client
 //! would do), to a server started in-process on port 0 with a database in a temp folder.
 
+mod support;
+
 use serde_json::{Value, json};
 use shapewise::store::{ImportedRun, MetricPoint, Store};
-use shapewise::web::{ServeConfig, serve_on};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::time::Instant;
-
-fn request(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).expect("connect");
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .expect("send");
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).expect("receive");
-    let status = std::str::from_utf8(&response[9..12])
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, String::from_utf8_lossy(&response).into_owned())
-}
+use support::request;
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
@@ -132,24 +115,8 @@ async fn main() {
     );
     drop(store);
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("address");
-    let config = ServeConfig {
-        addr,
-        db: db.clone(),
-        workers: 1,
-        ..ServeConfig::default()
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        serve_on(&config, listener, async {
-            let _ = stopped.await;
-        })
-        .await
-        .expect("serve");
-    });
+    let server = support::Server::start(db.clone(), 1).await;
+    let addr = server.addr;
 
     let results = tokio::task::spawn_blocking(move || {
         // Ingest: batches of 1000 points appended to one imported run.
@@ -237,8 +204,7 @@ async fn main() {
         }
     })
     .await;
-    let _ = stop.send(());
-    let _ = server.await;
+    server.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
     results.expect("benchmark");
 }

@@ -773,19 +773,18 @@ fn plan_check(outcome: &PlanOutcome, body: &Map<String, Value>) -> Option<Value>
         .group(&plan.parameterization)
         .and_then(|g| g.fit.as_ref().ok())
         .map(|f| f.rmse_log_loss)?;
-    let in_body = |s: &&&RankedShape| {
-        body.get("shapes")
-            .and_then(Value::as_array)
-            .is_some_and(|shapes| {
-                shapes.iter().any(|b| {
-                    b["width"].as_u64() == Some(s.shape.width as u64)
-                        && b["depth"].as_u64() == Some(s.shape.depth as u64)
-                })
+    // The body's shapes, after admission, each with its prediction.
+    let predictions: Vec<Value> = body
+        .get("shapes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|b| {
+            plan.shapes.iter().find(|s| {
+                b["width"].as_u64() == Some(s.shape.width as u64)
+                    && b["depth"].as_u64() == Some(s.shape.depth as u64)
             })
-    };
-    let predictions: Vec<Value> = confirming_shapes(plan)
-        .iter()
-        .filter(in_body)
+        })
         .map(|s| {
             json!({
                 "width": s.shape.width,

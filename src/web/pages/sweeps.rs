@@ -791,15 +791,15 @@ pub(super) async fn sweep_page(
         .await?;
     let progress = Progress::of(&runs);
     let spec = &sweep.spec;
-    let seeds = match spec.get("settings").unwrap_or(spec).get("seeds") {
-        Some(_) => spec_list(spec.get("settings").unwrap_or(spec), "seeds"),
-        None => "0".into(),
-    };
     // A study's settings, or the grid of a sweep.
     let lists = spec
         .get("settings")
         .filter(|s| s.is_object())
         .unwrap_or(spec);
+    let seeds = match lists.get("seeds") {
+        Some(_) => spec_list(lists, "seeds"),
+        None => "0".into(),
+    };
     let grid: Vec<(&'static str, String)> = [
         ("Parameterizations", "parameterizations"),
         ("Target parameter counts", "params"),
