@@ -165,6 +165,9 @@ pub struct RunRecord {
     pub error: Option<String>,
     /// The name of the token that created it (none when authentication is off).
     pub created_by: Option<String>,
+    /// The run this one copies: a study took that finished run of the same configuration
+    /// instead of training it again.
+    pub reused_from: Option<i64>,
     /// Jobs ahead of this one in the queue (queued runs only).
     pub queue_position: Option<i64>,
 }
@@ -388,6 +391,7 @@ fn run_from_row(row: &SqliteRow) -> Result<RunRecord, sqlx::Error> {
         tokens_per_sec: row.try_get("tokens_per_sec")?,
         error: row.try_get("error")?,
         created_by: row.try_get("created_by")?,
+        reused_from: row.try_get("reused_from")?,
         queue_position: (status == StoredStatus::Queued || status == StoredStatus::Interrupted)
             .then(|| row.try_get("queue_ahead"))
             .transpose()?,
@@ -512,6 +516,43 @@ impl Store {
         spec: &Value,
         runs: &[NewRun],
     ) -> Result<(i64, Vec<i64>), StoreError> {
+        self.create_study_sweep(kind, name, spec, runs, &[]).await
+    }
+
+    /// For each config, the latest finished run (succeeded or diverged, trained here) with exactly
+    /// that configuration, to reuse instead of training it again: the run that was trained, not a
+    /// copy of it.
+    pub async fn reusable_runs(
+        &self,
+        configs: &[RunConfig],
+    ) -> Result<Vec<Option<i64>>, StoreError> {
+        let mut found = Vec::with_capacity(configs.len());
+        for config in configs {
+            let text =
+                serde_json::to_string(config).map_err(|e| StoreError::Invalid(e.to_string()))?;
+            let id: Option<i64> = sqlx::query_scalar(
+                "SELECT COALESCE(reused_from, id) FROM runs WHERE config = ? AND source = 'local' \
+                 AND status IN ('succeeded', 'diverged') ORDER BY id DESC LIMIT 1",
+            )
+            .bind(text)
+            .fetch_optional(&self.pool)
+            .await?;
+            found.push(id);
+        }
+        Ok(found)
+    }
+
+    /// Creates a sweep of `kind` and its runs atomically: run `i` is queued, or, where
+    /// `reuse[i]` names a finished run, a copy of that run (its row, final losses, timings and
+    /// metric series) with this sweep's name, tags and creator. `reuse` may be empty.
+    pub async fn create_study_sweep(
+        &self,
+        kind: &str,
+        name: &str,
+        spec: &Value,
+        runs: &[NewRun],
+        reuse: &[Option<i64>],
+    ) -> Result<(i64, Vec<i64>), StoreError> {
         let (_turn, mut tx) = self.begin_write().await?;
         let sweep_id: i64 = sqlx::query_scalar(
             "INSERT INTO sweeps (kind, name, spec) VALUES (?, ?, ?) RETURNING id",
@@ -527,7 +568,11 @@ impl Store {
                 sweep_id: Some(sweep_id),
                 ..run.clone()
             };
-            ids.push(insert_local_run(&mut tx, &run).await?);
+            let id = match reuse.get(ids.len()).copied().flatten() {
+                Some(source) => copy_run(&mut tx, source, &run).await?,
+                None => insert_local_run(&mut tx, &run).await?,
+            };
+            ids.push(id);
         }
         tx.commit().await?;
         Ok((sweep_id, ids))
@@ -1132,6 +1177,43 @@ async fn insert_local_run(tx: &mut Transaction<'_>, new: &NewRun) -> Result<i64,
         .bind(id)
         .execute(&mut **tx)
         .await?;
+    Ok(id)
+}
+
+/// Copies the finished run `source` into `new`'s sweep (with `new`'s name, tags and creator),
+/// with its metric series; the copy records `reused_from = source`.
+async fn copy_run(tx: &mut Transaction<'_>, source: i64, new: &NewRun) -> Result<i64, StoreError> {
+    macro_rules! copied {
+        () => {
+            "source, status, config, parameterization, alpha, width, depth, d_head, context, \
+             vocab, lr, init_std, eps, weight_decay, batch, tokens, seed, dataset, started_at, \
+             finished_at, final_train_loss, final_val_loss, params_non_embedding, flops, \
+             flops_dense, flops_unembedding, flops_attention, tokens_per_sec, error"
+        };
+    }
+    let id: Option<i64> = sqlx::query_scalar(concat!(
+        "INSERT INTO runs (name, sweep_id, created_by, reused_from, ",
+        copied!(),
+        ") SELECT ?, ?, ?, id, ",
+        copied!(),
+        " FROM runs WHERE id = ? RETURNING id"
+    ))
+    .bind(&new.name)
+    .bind(new.sweep_id)
+    .bind(&new.created_by)
+    .bind(source)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let id = id.ok_or(StoreError::NotFound(source))?;
+    sqlx::query(
+        "INSERT INTO metrics (run_id, step, tokens, flops, train_loss, val_loss, lr, wall_secs) \
+         SELECT ?, step, tokens, flops, train_loss, val_loss, lr, wall_secs FROM metrics WHERE run_id = ?",
+    )
+    .bind(id)
+    .bind(source)
+    .execute(&mut **tx)
+    .await?;
+    insert_tags(tx, id, &new.tags).await?;
     Ok(id)
 }
 

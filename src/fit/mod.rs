@@ -36,6 +36,7 @@
 //! `1 - C_X(L) / C_Y(L)` with `C(L) = (A / (L - E))^(1/b)`, the compute a curve needs to reach `L`.
 
 pub mod frontier;
+pub mod matched;
 pub mod shape;
 pub mod transfer;
 

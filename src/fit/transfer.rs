@@ -21,11 +21,14 @@
 //! usual factor-of-two grid step over one doubling).
 //!
 //! The interval of the drift is
-//! - a seeded bootstrap over seeds when the median grid point has more than one seed: each
+//! - a seeded bootstrap over seeds when the median grid point has at least
+//!   [`MIN_BOOTSTRAP_SEEDS`] seeds (fewer seeds give too few distinct resamples: two seeds give
+//!   three, and the percentiles would only span the seeds' own drifts): each
 //!   resample draws the seeds with replacement, recomputes every mean loss with the draw
 //!   counts as weights, every optimum and the slope, and the interval is the percentiles of the
 //!   resample slopes (the optima get intervals the same way);
-//! - otherwise, with three sizes or more, the Student-t interval of the OLS slope,
+//! - otherwise, with three sizes or more, the Student-t interval of the OLS slope through the
+//!   optima of the seed-averaged losses,
 //!   `drift ± t_{n-2, (1+c)/2} s / sqrt(S_xx)` with `s^2 = SSR / (n - 2)` and
 //!   `S_xx = sum (log2 size - mean)^2` (e.g. Draper & Smith, *Applied Regression Analysis*,
 //!   section 1.4); the t quantile is computed here by inverting the regularized incomplete beta
@@ -45,6 +48,9 @@ pub const DEFAULT_DRIFT_THRESHOLD: f64 = 0.25;
 
 /// Grid points a size needs with a finite mean loss (a quadratic has three coefficients).
 pub const MIN_LEARNING_RATES: usize = 3;
+
+/// Seeds per grid point (median) from which the drift's interval is a bootstrap over seeds.
+pub const MIN_BOOTSTRAP_SEEDS: usize = 5;
 
 /// Neighbours on each side of the best grid point that enter the quadratic.
 const NEIGHBOURS: usize = 2;
@@ -680,36 +686,37 @@ pub fn fit_transfer(
     seeds_per_point.sort_unstable();
     let median_seeds = seeds_per_point[seeds_per_point.len() / 2];
 
-    let (drift_interval, method) = if median_seeds > 1 && options.bootstrap.resamples > 0 {
-        let interval = seed_bootstrap(
-            &sizes,
-            seeds.len(),
-            &mut optima,
-            drift,
-            &options.bootstrap,
-            &mut warnings,
-        );
-        (interval, interval.map(|_| DriftMethod::SeedBootstrap))
-    } else if line.len() >= 3 {
-        let dof = (line.len() - 2) as f64;
-        let se = (ssr / dof / sxx).sqrt();
-        let t = student_t_quantile(0.5 + confidence / 2.0, dof);
-        let interval = Interval {
-            estimate: drift,
-            low: drift - t * se,
-            high: drift + t * se,
-            std: se,
-        };
-        (Some(interval), Some(DriftMethod::StudentT))
-    } else {
-        warnings.push(format!(
-            "no interval on the drift: two {} with one seed each leave no residual; add a \
+    let (drift_interval, method) =
+        if median_seeds >= MIN_BOOTSTRAP_SEEDS && options.bootstrap.resamples > 0 {
+            let interval = seed_bootstrap(
+                &sizes,
+                seeds.len(),
+                &mut optima,
+                drift,
+                &options.bootstrap,
+                &mut warnings,
+            );
+            (interval, interval.map(|_| DriftMethod::SeedBootstrap))
+        } else if line.len() >= 3 {
+            let dof = (line.len() - 2) as f64;
+            let se = (ssr / dof / sxx).sqrt();
+            let t = student_t_quantile(0.5 + confidence / 2.0, dof);
+            let interval = Interval {
+                estimate: drift,
+                low: drift - t * se,
+                high: drift + t * se,
+                std: se,
+            };
+            (Some(interval), Some(DriftMethod::StudentT))
+        } else {
+            warnings.push(format!(
+                "no interval on the drift: two {} with one seed each leave no residual; add a \
              third {} or more seeds",
-            axis.plural(),
-            axis.name()
-        ));
-        (None, None)
-    };
+                axis.plural(),
+                axis.name()
+            ));
+            (None, None)
+        };
 
     let threshold = options.threshold;
     Ok(TransferFit {
@@ -1010,7 +1017,12 @@ mod tests {
         assert!(!fit.transfers);
         assert_eq!(fit.interval_within_threshold, Some(false));
 
-        let points = bowls(&sizes, 0.0, -6.0, (-24, -4), &[1, 2, 3, 4], 0.01);
+        // Two seeds: still the Student-t interval, through the seed-averaged optima.
+        let points = bowls(&sizes, 0.0, -6.0, (-24, -4), &[1, 2], 0.01);
+        let fit = fit_transfer(&points, &options(200)).unwrap();
+        assert_eq!(fit.method, Some(DriftMethod::StudentT));
+
+        let points = bowls(&sizes, 0.0, -6.0, (-24, -4), &[1, 2, 3, 4, 5], 0.01);
         let fit = fit_transfer(&points, &options(200)).unwrap();
         assert_eq!(fit.method, Some(DriftMethod::SeedBootstrap));
         assert!(fit.drift.abs() < 0.05, "{}", fit.drift);
@@ -1023,7 +1035,7 @@ mod tests {
         for o in &fit.optima {
             let i = o.interval.unwrap();
             assert!(i.contains(-6.0), "{o:?}");
-            assert_eq!(o.points, 84);
+            assert_eq!(o.points, 105);
         }
         // Equal seeds, equal intervals.
         assert_eq!(fit, fit_transfer(&points, &options(200)).unwrap());

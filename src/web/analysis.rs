@@ -144,8 +144,8 @@ pub(crate) struct ParameterizationTransfer {
     /// Interval `[low, high]` of the drift; `null` with two sizes and one seed.
     #[schema(value_type = Option<super::openapi::Bounds>)]
     pub drift_interval: Option<[f64; 2]>,
-    /// `seed_bootstrap` (several seeds per grid point) or `student_t` (one seed, 3 sizes or
-    /// more); `null` without an interval.
+    /// `seed_bootstrap` (at least 5 seeds per grid point) or `student_t` (fewer seeds, 3 sizes
+    /// or more); `null` without an interval.
     pub method: Option<String>,
     /// `|drift| < threshold`.
     pub transfers: bool,
@@ -646,7 +646,7 @@ fn positive_field(
 /// grid point and up to two neighbours on each side, whose vertex is the optimal learning rate
 /// `lr*` (the best grid point, flagged, when the vertex is not inside the fitted points); the
 /// **drift**, the OLS slope of `log2(lr*)` against `log2(size)` in octaves per doubling; its
-/// interval (a bootstrap over seeds with several seeds per grid point, else the Student-t
+/// interval (a bootstrap over seeds with at least 5 seeds per grid point, else the Student-t
 /// interval with 3 sizes or more); and the verdict `|drift| < threshold`. Succeeded runs enter
 /// with their final validation loss (training loss when there is none); diverged runs count
 /// as worse than any finite loss. Parameterizations the analysis refuses (fewer than two sizes
@@ -779,7 +779,7 @@ struct TransferRequest {
     /// `|drift|` below this transfers, in octaves per doubling.
     #[schema(default = 0.25, exclusive_minimum = 0.0)]
     threshold: Option<f64>,
-    /// Bootstrap resamples over seeds (used with several seeds per grid point); 0 skips it.
+    /// Bootstrap resamples over seeds (used with at least 5 seeds per grid point); 0 skips it.
     #[schema(default = 1000, minimum = 0, maximum = 5000)]
     resamples: Option<u64>,
     /// Seed of the resampling.

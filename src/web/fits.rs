@@ -23,6 +23,7 @@ use crate::data::{Corpus, DataSource};
 use crate::fit::frontier::{
     EBound, MIN_FRONTIER_SCALES, bootstrap_frontiers, compute_scales, fit_frontiers,
 };
+use crate::fit::matched::matched_savings;
 use crate::fit::{
     BootstrapOptions, FitError, FitOptions, Interval, PowerLaw, bootstrap_chinchilla,
     fit_chinchilla, flop_savings, power_law_goodness,
@@ -734,15 +735,46 @@ pub(crate) enum LossSource {
     OverlapMidpoint,
 }
 
-/// FLOP savings of one fitted group over another at one loss.
+/// How the headline savings were measured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum SavingsMethod {
+    /// From the runs both sides trained at the same FLOPs ([`crate::fit::matched`]).
+    MatchedCompute,
+    /// Read off the two fitted curves at one loss.
+    Curves,
+}
+
+/// The matched-compute estimate as the API shows it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub(crate) struct MatchedView {
+    pub computes: usize,
+    pub compute_range: [f64; 2],
+    pub log_ratio: f64,
+    pub se_pairs: f64,
+    pub se_slope: f64,
+    pub loss_differences: Vec<f64>,
+}
+
+/// FLOP savings of one fitted group over another: from the runs matched at equal compute when
+/// there are at least [`crate::fit::matched::MIN_MATCHED_COMPUTES`] such computes, else read
+/// off the two fitted curves at one loss (both readings are kept).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub(crate) struct Savings {
-    /// `1 - C_candidate(L) / C_baseline(L)`.
+    /// The headline savings, by `method`.
     pub savings: f64,
-    /// Percentile interval from the resample curves paired by index; `None` without resamples
-    /// or when no pair reaches the loss.
+    /// Its interval; `None` when the curves are the method and have no resamples reaching the
+    /// loss.
     pub interval: Option<[f64; 2]>,
-    /// The loss compared at.
+    pub method: SavingsMethod,
+    /// The matched-compute estimate, when there are enough matched computes.
+    pub matched: Option<MatchedView>,
+    /// `1 - C_candidate(L) / C_baseline(L)` off the fitted curves.
+    pub curve_savings: f64,
+    /// Percentile interval of `curve_savings` from the resample curves paired by index; `None`
+    /// without resamples or when no pair reaches the loss.
+    pub curve_interval: Option<[f64; 2]>,
+    /// The loss the curves are compared at.
     pub loss: f64,
     pub loss_source: LossSource,
     /// Resample pairs left out because a curve never reaches the loss.
@@ -799,9 +831,27 @@ pub(crate) fn savings_between(
             candidate.confidence,
         ))
     });
+    let runs = |fit: &ComputeGroupFit| -> Vec<(f64, f64)> {
+        fit.residuals.iter().map(|r| (r.flops, r.loss)).collect()
+    };
+    let matched = matched_savings(
+        &runs(candidate),
+        &runs(baseline),
+        &baseline.curve(),
+        &baseline.curves,
+        candidate.confidence,
+    );
+    let (headline, headline_interval, method) = match &matched {
+        Some(m) => (
+            m.savings,
+            Some([m.interval.low, m.interval.high]),
+            SavingsMethod::MatchedCompute,
+        ),
+        None => (savings, interval, SavingsMethod::Curves),
+    };
     let mut verdict = Verdict::new();
-    verdict.check_savings_interval(interval);
-    if paired > 0 && unreachable * 20 > paired {
+    verdict.check_savings_interval(headline_interval);
+    if method == SavingsMethod::Curves && paired > 0 && unreachable * 20 > paired {
         verdict.warn(format!(
             "{unreachable} of {paired} resamples never reach the loss {}: the interval leaves \
              them out",
@@ -814,8 +864,19 @@ pub(crate) fn savings_between(
     verdict.absorb(&candidate.group, &candidate.verdict);
     verdict.absorb(&baseline.group, &baseline.verdict);
     Ok(Savings {
-        savings,
-        interval,
+        savings: headline,
+        interval: headline_interval,
+        method,
+        matched: matched.map(|m| MatchedView {
+            computes: m.computes.len(),
+            compute_range: [m.computes[0], m.computes[m.computes.len() - 1]],
+            log_ratio: m.log_ratio,
+            se_pairs: m.se_pairs,
+            se_slope: m.se_slope,
+            loss_differences: m.loss_differences,
+        }),
+        curve_savings: savings,
+        curve_interval: interval,
         loss,
         loss_source,
         unreachable_resamples: unreachable,

@@ -999,15 +999,25 @@ mod schemas {
         compute_scales: Vec<f64>,
     }
 
-    /// How much compute the candidate saves at the loss used.
+    /// How much compute the candidate saves.
     #[derive(ToSchema)]
     pub struct SavingsResult {
-        /// `1 - C_candidate(L) / C_baseline(L)`: 0.2 means 20% fewer FLOPs; negative means more.
+        /// The share of the baseline's FLOPs the candidate does without (0.2: 20% fewer FLOPs;
+        /// negative: more), by `method`.
         savings: f64,
-        /// Bootstrap interval of the savings (resample curves paired by index); `null` with
-        /// `resamples: 0`.
+        /// Interval of `savings`; `null` when the method has none (curves with `resamples: 0`).
         interval: Option<Bounds>,
-        /// The loss `L` compared at.
+        /// `matched_compute` (from the runs both trained at the same FLOPs, at least 4 such
+        /// computes) or `curves` (read off the two fitted curves at `loss`).
+        method: String,
+        /// The matched-compute estimate; `null` with fewer than 4 computes trained by both.
+        matched: Option<MatchedSavingsBody>,
+        /// `1 - C_candidate(L) / C_baseline(L)` read off the two fitted curves at `loss`.
+        curve_savings: f64,
+        /// Bootstrap interval of `curve_savings` (resample curves paired by index); `null` with
+        /// `resamples: 0`.
+        curve_interval: Option<Bounds>,
+        /// The loss `L` the curves are compared at.
         loss: f64,
         /// `given` or `overlap_midpoint`.
         loss_source: String,
@@ -1022,6 +1032,25 @@ mod schemas {
         warnings: Vec<String>,
         /// What to run next to make the answer conclusive.
         next_runs: Option<String>,
+    }
+
+    /// Savings from runs matched at equal compute: at each compute both trained, the
+    /// baseline's loss minus the candidate's, worth `exp(dL / sigma)` times the baseline's
+    /// compute with `sigma = -dL/d ln C` of its fitted frontier; averaged in log.
+    #[derive(ToSchema)]
+    pub struct MatchedSavingsBody {
+        /// Computes trained by both.
+        computes: u64,
+        /// The smallest and largest matched compute (FLOPs).
+        compute_range: Bounds,
+        /// Mean log compute ratio `r`; the savings are `1 - exp(-r)`.
+        log_ratio: f64,
+        /// Standard error of `r` from the scatter of the pairs.
+        se_pairs: f64,
+        /// Standard error of `r` from the baseline slope's bootstrap.
+        se_slope: f64,
+        /// Mean loss difference (baseline minus candidate, nats/token) per matched compute.
+        loss_differences: Vec<f64>,
     }
 
     /// Init, learning rate, weight decay and epsilon of one parameter group after scaling.

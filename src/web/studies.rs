@@ -67,6 +67,12 @@ pub(crate) struct StudyPlan {
     pub runs: Vec<RunConfig>,
     #[serde(skip)]
     pub tags: Vec<String>,
+    /// Whether finished runs of the same configuration are reused (the request's `reuse`).
+    #[serde(skip)]
+    pub reuse: bool,
+    /// For each run, the finished run it reuses, if any.
+    #[serde(skip)]
+    pub reused: Vec<Option<i64>>,
     /// The diagnostics of a coordinate-check study, validated.
     #[serde(skip)]
     pub diagnostics: Vec<(DiagnosticKind, Value)>,
@@ -76,7 +82,10 @@ pub(crate) struct StudyPlan {
 /// An [`Estimate`] with its duration in words.
 #[derive(Clone, Debug, Serialize)]
 pub(crate) struct EstimateView {
+    /// Runs to train.
     pub runs: usize,
+    /// Runs taken from finished runs of the same configuration (not trained, not counted).
+    pub reused: usize,
     pub flops: f64,
     pub seconds: f64,
     pub duration: String,
@@ -87,6 +96,7 @@ impl From<Estimate> for EstimateView {
     fn from(e: Estimate) -> EstimateView {
         EstimateView {
             runs: e.runs,
+            reused: 0,
             flops: e.flops,
             seconds: e.seconds,
             duration: crate::study::human_duration(e.seconds),
@@ -148,6 +158,7 @@ pub(crate) async fn throughput(state: &AppState) -> Result<Throughput, ApiError>
     let (runs, _) = state.store.runs(&query).await?;
     let timed: Vec<TimedRun> = runs
         .iter()
+        .filter(|r| r.reused_from.is_none())
         .filter_map(|r| {
             let tokens = r.tokens? as f64;
             Some(TimedRun {
@@ -215,10 +226,15 @@ pub(crate) async fn plan_study(
         Some(value) => serde_json::from_value(value)
             .map_err(|_| ApiError::BadRequest("'tags' must be a list of strings".into()))?,
     };
+    let reuse = match body.remove("reuse") {
+        None | Some(Value::Null) => true,
+        Some(Value::Bool(b)) => b,
+        Some(_) => return Err(ApiError::BadRequest("'reuse' must be true or false".into())),
+    };
     body.remove("dry_run");
     if let Some(unknown) = body.keys().next() {
         return Err(ApiError::BadRequest(format!(
-            "unknown field '{unknown}': a study has kind, size, name, settings, tags, dry_run"
+            "unknown field '{unknown}': a study has kind, size, name, settings, tags, reuse, dry_run"
         )));
     }
     let (settings, runs) = match kind {
@@ -282,6 +298,8 @@ pub(crate) async fn plan_study(
                 settings,
                 runs: Vec::new(),
                 tags,
+                reuse: false,
+                reused: Vec::new(),
                 diagnostics,
                 estimate: estimate.into(),
             });
@@ -304,19 +322,47 @@ pub(crate) async fn plan_study(
             other => other,
         })?;
     }
-    let vocab = runs.first().map_or(256, crate::limits::model_vocab);
-    let estimate = estimate(&runs, vocab, throughput(state).await?)
-        .map_err(|e| ApiError::Unprocessable(e.to_string()))?;
-    Ok(StudyPlan {
+    let plan = StudyPlan {
         kind,
         size,
         name,
         settings,
         runs,
         tags,
+        reuse,
+        reused: Vec::new(),
         diagnostics: Vec::new(),
-        estimate: estimate.into(),
-    })
+        estimate: estimate_jobs(&[], Throughput::default()).into(),
+    };
+    with_reuse_and_estimate(state, plan).await
+}
+
+/// Finds the finished runs the plan can reuse (when it asks to) and estimates the cost of the
+/// runs left to train.
+async fn with_reuse_and_estimate(
+    state: &AppState,
+    mut plan: StudyPlan,
+) -> Result<StudyPlan, ApiError> {
+    plan.reused = if plan.reuse {
+        state.store.reusable_runs(&plan.runs).await?
+    } else {
+        vec![None; plan.runs.len()]
+    };
+    let to_train: Vec<RunConfig> = plan
+        .runs
+        .iter()
+        .zip(&plan.reused)
+        .filter(|(_, reused)| reused.is_none())
+        .map(|(run, _)| run.clone())
+        .collect();
+    let vocab = plan.runs.first().map_or(256, crate::limits::model_vocab);
+    let estimate = estimate(&to_train, vocab, throughput(state).await?)
+        .map_err(|e| ApiError::Unprocessable(e.to_string()))?;
+    plan.estimate = EstimateView {
+        reused: plan.runs.len() - to_train.len(),
+        ..estimate.into()
+    };
+    Ok(plan)
 }
 
 /// The stored settings, the diagnostics with their options, and their cost.
@@ -408,11 +454,14 @@ fn diagnostic_jobs(spec: &DiagnosticSpec) -> Vec<Job> {
 /// data confined to the server's data roots), off the async threads. Returns the plan with the
 /// runs reading their data by resolved path.
 pub(crate) async fn check_study(
+    state: &AppState,
     mut plan: StudyPlan,
-    settings: &ServerSettings,
 ) -> Result<StudyPlan, ApiError> {
+    if plan.runs.is_empty() {
+        return Ok(plan);
+    }
     let runs = std::mem::take(&mut plan.runs);
-    let roots = settings.data_roots.clone();
+    let roots = state.settings.data_roots.clone();
     plan.runs = super::runs::blocking_check(move || {
         runs.into_iter()
             .map(|run| {
@@ -422,7 +471,8 @@ pub(crate) async fn check_study(
             .collect()
     })
     .await?;
-    Ok(plan)
+    // The checked runs read their data by resolved path, as stored runs do.
+    with_reuse_and_estimate(state, plan).await
 }
 
 /// Stores a planned study and queues its runs; returns the study (a sweep) and the run ids.
@@ -449,7 +499,7 @@ pub(crate) async fn launch_study(
         .collect();
     let (id, run_ids) = state
         .store
-        .create_sweep_of_kind(plan.kind.name(), &plan.name, &spec, &runs)
+        .create_study_sweep(plan.kind.name(), &plan.name, &spec, &runs, &plan.reused)
         .await?;
     state.jobs.wake();
     for (kind, options) in &plan.diagnostics {
@@ -468,8 +518,8 @@ pub(crate) async fn launch_study(
 /// Plans (`dry_run`) or launches a one-click study.
 ///
 /// `kind` is `depth-transfer`, `coord-check` or `compute-efficiency`; `size` (`small`,
-/// `default`, `large`) picks the defaults, sized so that `default` takes at most about an hour on a
-/// 2-core CPU; `settings` overrides any of them. The answer carries the estimated run time,
+/// `default`, `large`) picks the defaults, sized so that `default` takes at most about two hours
+/// on a 2-core CPU (compute efficiency about 45 minutes); `settings` overrides any of them. The answer carries the estimated run time,
 /// from this server's measured throughput.
 #[utoipa::path(
     post,
@@ -498,7 +548,7 @@ async fn create_study(
             ));
         }
     };
-    let plan = check_study(plan_study(&state, body).await?, &state.settings).await?;
+    let plan = check_study(&state, plan_study(&state, body).await?).await?;
     if dry_run {
         return Ok(Json(plan).into_response());
     }
@@ -629,6 +679,9 @@ mod shapes {
         settings: Option<serde_json::Value>,
         /// Tags of the study's runs (default: the kind).
         tags: Option<Vec<String>>,
+        /// Take finished runs of exactly the same configuration (trained here, succeeded or
+        /// diverged) instead of training them again; default true.
+        reuse: Option<bool>,
         /// Only plan and estimate.
         dry_run: Option<bool>,
     }
@@ -642,7 +695,7 @@ mod shapes {
         ComputeEfficiency,
     }
 
-    /// A study's size: `small`, `default` (at most about an hour on a 2-core CPU) or `large`.
+    /// A study's size: `small`, `default` (at most about two hours on a 2-core CPU) or `large`.
     #[derive(ToSchema)]
     #[serde(rename_all = "snake_case")]
     pub enum StudySizeName {
@@ -667,7 +720,10 @@ mod shapes {
     /// What a study will cost.
     #[derive(ToSchema)]
     pub struct EstimateBody {
+        /// Runs to train.
         runs: u64,
+        /// Runs reused from finished runs of the same configuration (not trained).
+        reused: u64,
         /// Training FLOPs of all runs, validation passes included.
         flops: f64,
         /// Estimated seconds, one run at a time.

@@ -139,6 +139,59 @@ async fn import_planted(app: &axum::Router) {
 }
 
 #[tokio::test]
+async fn savings_from_runs_matched_at_equal_compute_recover_a_planted_multiplier() {
+    let (app, _) = router_app("fits-matched").await;
+    // Both parameterizations at the same 10 computes over 3 decades, three shapes per compute
+    // up to 4% above the frontier (the same shapes for both: the penalty cancels in the pairs),
+    // two seeds, 0.3% independent noise per run. The candidate reaches every loss with 80% of
+    // the compute: savings 0.2.
+    let mut runs = Vec::new();
+    for i in 0..10 {
+        let flops = 1e15 * 10f64.powf(3.0 * i as f64 / 9.0);
+        for shape in 0..3 {
+            let penalty =
+                1.0 + 0.04 * ((i * 7 + shape * 5) % 11) as f64 / 10.0 * (shape as f64 / 2.0);
+            let flops = flops * (1.0 + 0.01 * shape as f64);
+            for seed in 0..2 {
+                for (k, (parameterization, a)) in [("mup", A), ("completep", A * 1.25f64.powf(-B))]
+                    .into_iter()
+                    .enumerate()
+                {
+                    let noise = ((i * 13 + shape * 7 + seed * 5 + k * 3) % 11) as f64 / 10.0 - 0.5;
+                    let loss = (E + a * flops.powf(-B)) * penalty * (1.0 + 0.006 * noise);
+                    runs.push(json!({
+                        "parameterization": parameterization, "params": 1_000_000, "flops": flops,
+                        "final_loss": loss, "tags": ["matched"], "width": 128, "depth": 2 + shape,
+                        "seed": seed
+                    }));
+                }
+            }
+        }
+    }
+    let body = json!({ "runs": runs }).to_string();
+    let (status, imported) = call(&app, "POST", "/api/v1/runs/import", Some(&body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{imported}");
+    let request = json!({
+        "selection": {"tags": ["matched"]}, "candidate": "completep", "baseline": "mup",
+        "resamples": 200
+    });
+    let (status, savings) = post(&app, "/api/v1/analysis/savings", request).await;
+    assert_eq!(status, StatusCode::OK, "{savings}");
+    println!("matched savings: {savings}");
+    assert_eq!(savings["method"], "matched_compute");
+    assert_eq!(savings["matched"]["computes"], 30);
+    let estimate = savings["savings"].as_f64().unwrap();
+    assert!((estimate - 0.2).abs() < 0.03, "{savings}");
+    let [low, high] = [0, 1].map(|i| savings["interval"][i].as_f64().unwrap());
+    assert!(low <= 0.2 && 0.2 <= high && high - low < 0.2, "{savings}");
+    assert_eq!(savings["conclusive"], true, "{savings}");
+    // The same runs read off the two curves: the shapes scatter the frontier, the interval is
+    // wider.
+    let [curve_low, curve_high] = [0, 1].map(|i| savings["curve_interval"][i].as_f64().unwrap());
+    assert!(curve_high - curve_low > high - low, "{savings}");
+}
+
+#[tokio::test]
 async fn compute_fits_and_savings_recover_planted_curves() {
     let (app, _) = router_app("fits-savings").await;
     import_planted(&app).await;
@@ -206,6 +259,9 @@ async fn compute_fits_and_savings_recover_planted_curves() {
     let [low, high] = [0, 1].map(|i| savings["interval"][i].as_f64().unwrap());
     assert!(low <= 0.2 && 0.2 <= high, "{savings}");
     assert_eq!(savings["loss_source"], "overlap_midpoint");
+    // No compute trained by both: the savings are read off the curves.
+    assert_eq!(savings["method"], "curves");
+    assert_eq!(savings["matched"], Value::Null);
     assert_eq!(savings["candidate"]["n_runs"], 20);
     assert_eq!(savings["baseline"]["parameterization"], "mup");
     assert_eq!(

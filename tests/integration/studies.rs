@@ -45,7 +45,8 @@ async fn page(app: &axum::Router, request: Request<Body>) -> (StatusCode, String
 fn tiny_transfer_settings() -> Value {
     json!({
         "parameterizations": ["mup", "completep"], "width": 32, "depths": [1, 2],
-        "lrs": [0.004, 0.016, 0.064], "tokens": 640, "d_head": 16, "context": 16, "batch": 4
+        "lrs": [0.004, 0.016, 0.064], "tokens": 640, "d_head": 16, "context": 16, "batch": 4,
+        "seeds": [0]
     })
 }
 
@@ -63,9 +64,11 @@ async fn a_dry_run_plans_the_default_depth_transfer_and_estimates_it() {
     assert_eq!(plan["kind"], "depth-transfer");
     assert_eq!(plan["size"], "default");
     assert_eq!(plan["settings"]["depths"], json!([1, 2, 4, 8, 16]));
-    assert_eq!(plan["estimate"]["runs"], 70);
+    assert_eq!(plan["settings"]["seeds"], json!([0, 1]));
+    assert_eq!(plan["estimate"]["runs"], 140);
+    assert_eq!(plan["estimate"]["reused"], 0);
     let seconds = plan["estimate"]["seconds"].as_f64().unwrap();
-    assert!((600.0..4500.0).contains(&seconds), "{seconds}");
+    assert!((1200.0..9000.0).contains(&seconds), "{seconds}");
     assert_eq!(plan["estimate"]["throughput"]["calibrated_on"], 0);
     // The small size costs less, and the overrides apply on top of it.
     let (_, small) = call(
@@ -84,7 +87,7 @@ async fn a_dry_run_plans_the_default_depth_transfer_and_estimates_it() {
         Some(r#"{"kind": "compute-efficiency", "dry_run": true}"#),
     )
     .await;
-    assert_eq!(compute["estimate"]["runs"], 18, "{compute}");
+    assert_eq!(compute["estimate"]["runs"], 36, "{compute}");
     assert_eq!(
         compute["settings"]["lrs"].as_array().unwrap().len(),
         2,
@@ -230,6 +233,50 @@ async fn a_depth_transfer_study_trains_and_its_page_shows_the_results() {
     ] {
         assert!(html.contains(expected), "the study page lacks {expected:?}");
     }
+
+    // The same study again, with one more learning rate: the twelve finished runs are reused
+    // (copied with their series, nothing trained again), only the four new ones are estimated.
+    let mut settings = tiny_transfer_settings();
+    settings["lrs"] = json!([0.004, 0.016, 0.064, 0.128]);
+    let again = json!({"kind": "depth-transfer", "settings": settings, "dry_run": true});
+    let (_, preview) = call(&app, "POST", "/api/v1/studies", Some(&again.to_string())).await;
+    assert_eq!(preview["estimate"]["runs"], 4, "{preview}");
+    assert_eq!(preview["estimate"]["reused"], 12, "{preview}");
+    let fresh =
+        json!({"kind": "depth-transfer", "settings": settings, "reuse": false, "dry_run": true});
+    let (_, preview) = call(&app, "POST", "/api/v1/studies", Some(&fresh.to_string())).await;
+    assert_eq!(preview["estimate"]["runs"], 16, "{preview}");
+    assert_eq!(preview["estimate"]["reused"], 0, "{preview}");
+    let launch = json!({"kind": "depth-transfer", "settings": settings, "name": "again"});
+    let (status, created) = call(&app, "POST", "/api/v1/studies", Some(&launch.to_string())).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let first: Vec<i64> = (1..=12).collect();
+    let mut copies = 0;
+    for run_id in created["run_ids"].as_array().unwrap() {
+        let (_, run) = call(&app, "GET", &format!("/api/v1/runs/{run_id}"), None).await;
+        let Some(source) = run["reused_from"].as_i64() else {
+            continue;
+        };
+        copies += 1;
+        assert!(first.contains(&source), "{run}");
+        let (_, original) = call(&app, "GET", &format!("/api/v1/runs/{source}"), None).await;
+        for field in ["status", "config", "final_val_loss", "flops", "started_at"] {
+            assert_eq!(run[field], original[field], "{field}: {run}");
+        }
+        assert_eq!(run["sweep_id"], created["study"]["id"]);
+        let series = |id: i64| {
+            let app = app.clone();
+            async move {
+                call(&app, "GET", &format!("/api/v1/runs/{id}/metrics"), None)
+                    .await
+                    .1
+            }
+        };
+        let copied = series(run_id.as_i64().unwrap()).await;
+        assert_eq!(copied["points"], series(source).await["points"]);
+        assert!(!copied["points"].as_array().unwrap().is_empty(), "{copied}");
+    }
+    assert_eq!(copies, 12);
 }
 
 #[tokio::test]

@@ -238,7 +238,10 @@ struct SavingsRow {
     candidate: String,
     baseline: String,
     savings: String,
-    loss: String,
+    /// How the savings were measured: the matched computes, or the loss the curves meet at.
+    basis: String,
+    /// The other reading, for comparison.
+    other: String,
     verdict: Verdict,
 }
 
@@ -301,29 +304,56 @@ fn savings_rows(groups: &[ComputeGroupFit]) -> Vec<SavingsRow> {
     let mut rows = Vec::new();
     for (i, candidate) in ordered.iter().enumerate() {
         for baseline in &ordered[i + 1..] {
-            let (savings, loss, verdict) = match savings_between(candidate, baseline, None) {
-                Ok(s) => (
-                    with_interval(
-                        s.savings * 100.0,
-                        s.interval.map(|[l, h]| [l * 100.0, h * 100.0]),
-                        |v| format!("{}%", significant(v)),
-                    ),
-                    fmt_loss(s.loss),
-                    s.verdict,
-                ),
+            let percent = |value: f64, interval: Option<[f64; 2]>| {
+                with_interval(
+                    value * 100.0,
+                    interval.map(|[l, h]| [l * 100.0, h * 100.0]),
+                    |v| format!("{}%", significant(v)),
+                )
+            };
+            let at_loss =
+                |s: &crate::web::fits::Savings| format!("curves at loss {}", fmt_loss(s.loss));
+            let row = match savings_between(candidate, baseline, None) {
+                Ok(s) => {
+                    let (basis, other) = match &s.matched {
+                        Some(m) => (
+                            format!(
+                                "{} computes trained by both, {} to {} FLOPs",
+                                m.computes,
+                                fmt_sci(m.compute_range[0]),
+                                fmt_sci(m.compute_range[1])
+                            ),
+                            format!(
+                                "{}: {}",
+                                at_loss(&s),
+                                percent(s.curve_savings, s.curve_interval)
+                            ),
+                        ),
+                        None => (at_loss(&s), String::new()),
+                    };
+                    SavingsRow {
+                        candidate: candidate.group.clone(),
+                        baseline: baseline.group.clone(),
+                        savings: percent(s.savings, s.interval),
+                        basis,
+                        other,
+                        verdict: s.verdict,
+                    }
+                }
                 Err(error) => {
                     let mut verdict = Verdict::new();
                     verdict.inconclusive(error);
-                    ("—".into(), "—".into(), verdict)
+                    SavingsRow {
+                        candidate: candidate.group.clone(),
+                        baseline: baseline.group.clone(),
+                        savings: "—".into(),
+                        basis: "—".into(),
+                        other: String::new(),
+                        verdict,
+                    }
                 }
             };
-            rows.push(SavingsRow {
-                candidate: candidate.group.clone(),
-                baseline: baseline.group.clone(),
-                savings,
-                loss,
-                verdict,
-            });
+            rows.push(row);
         }
     }
     rows

@@ -384,9 +384,10 @@ fn summary_rows(run: &RunRecord) -> Vec<(&'static str, String)> {
         ("Status", status_text(run)),
         (
             "Source",
-            match run.source {
-                RunSource::Local => "trained here".into(),
-                RunSource::Imported => "imported".into(),
+            match (run.source, run.reused_from) {
+                (RunSource::Local, None) => "trained here".into(),
+                (RunSource::Local, Some(id)) => format!("a copy of run {id} (same configuration)"),
+                (RunSource::Imported, _) => "imported".into(),
             },
         ),
         (

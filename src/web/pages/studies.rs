@@ -192,13 +192,13 @@ struct StudyFormView {
 fn what_it_trains(kind: StudyKind) -> &'static str {
     match kind {
         StudyKind::DepthTransfer => {
-            "A fixed width, depths 2 to 16, a grid of base learning rates an octave apart at every depth, under muP, depth-muP and CompleteP. Shows each parameterization's optimal learning rate per depth and its drift in octaves per doubling of depth, with intervals."
+            "Width 64, depths 1 to 16, seven base learning rates half an octave apart at every depth, two seeds, under muP and CompleteP (large: depth-muP and depth 32 too). Shows each parameterization's optimal learning rate per depth and its drift in octaves per doubling of depth, with intervals."
         }
         StudyKind::CoordCheck => {
             "Ten training steps of every depth (and width) at a fixed learning rate, measuring the residual stream, and the relative distance from linearization of a block after one step. No long training: minutes."
         }
         StudyKind::ComputeEfficiency => {
-            "Three compute scales, four width/depth shapes at each, every model trained on 20 tokens per parameter, under muP and CompleteP. Fits loss against FLOPs, the FLOPs CompleteP saves at matched loss, and the range of width:depth ratios within 1% of the best loss."
+            "Four model sizes (12.5k to 100k parameters) at depths 2, 4 and 8, every model trained on 20 tokens per parameter, two seeds, under muP and CompleteP at their tuned learning rates. Fits loss against FLOPs, the FLOPs CompleteP saves at matched loss (from the runs both trained at the same compute), and the range of width:depth ratios within 1% of the best loss."
         }
     }
 }
@@ -314,6 +314,7 @@ struct PreviewTemplate {
     /// Every setting and its value as the form shows it.
     settings: Vec<(String, String)>,
     runs: usize,
+    reused: usize,
     flops: String,
     duration: String,
     calibration: String,
@@ -347,6 +348,7 @@ async fn preview(
             _ => Vec::new(),
         },
         runs: plan.estimate.runs,
+        reused: plan.estimate.reused,
         flops: fmt_sci(plan.estimate.flops),
         duration: plan.estimate.duration.clone(),
         calibration: calibration_text(&plan),
@@ -379,7 +381,7 @@ async fn launch(
     let form = StudyForm::from_pairs(pairs);
     let planned = match form.to_body() {
         Ok(body) => match plan_study(&state, body).await {
-            Ok(plan) => check_study(plan, &state.settings).await,
+            Ok(plan) => check_study(&state, plan).await,
             Err(e) => Err(e),
         },
         Err(e) => Err(e),
