@@ -230,6 +230,9 @@ async fn a_depth_transfer_study_trains_and_its_page_shows_the_results() {
         "badge-inconclusive",
         &format!("href=\"/analysis?sweep_id={id}\""),
         &format!("href=\"/planner?sweep_id={id}\""),
+        // Inconclusive: the offer of a second seed, behind the preview.
+        "Add seed 1 to every run",
+        "href=\"/studies/preview?kind=depth-transfer",
     ] {
         assert!(html.contains(expected), "the study page lacks {expected:?}");
     }

@@ -242,6 +242,8 @@ struct SavingsRow {
     basis: String,
     /// The other reading, for comparison.
     other: String,
+    /// Whether the savings come from runs matched at equal compute.
+    matched: bool,
     verdict: Verdict,
 }
 
@@ -337,6 +339,7 @@ fn savings_rows(groups: &[ComputeGroupFit]) -> Vec<SavingsRow> {
                         savings: percent(s.savings, s.interval),
                         basis,
                         other,
+                        matched: s.matched.is_some(),
                         verdict: s.verdict,
                     }
                 }
@@ -349,6 +352,7 @@ fn savings_rows(groups: &[ComputeGroupFit]) -> Vec<SavingsRow> {
                         savings: "—".into(),
                         basis: "—".into(),
                         other: String::new(),
+                        matched: false,
                         verdict,
                     }
                 }
@@ -594,39 +598,55 @@ pub(super) enum StudyAnalyses {
     ComputeEfficiency,
 }
 
-/// The analysis sections of a study's runs, with the default settings (as the analysis page
-/// without a form).
-/// Compute scales (FLOPs) that would make a compute-efficiency analysis conclusive: the scales
-/// a fit lacks for coverage ([`crate::verdict::scales_to_add`], for the group with the fewest),
-/// else, when the fits or a saving are still inconclusive, two scales 4x and 16x above the
-/// largest (the far end pins the exponent). Empty when everything is conclusive.
-fn scales_to_conclude(report: &ComputeReport) -> Vec<f64> {
-    let Some(fewest) = report.groups.iter().min_by_key(|g| g.compute_scales.len()) else {
-        return Vec::new();
-    };
+/// Runs that would make a study's inconclusive analysis conclusive.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) enum Addition {
+    /// Compute scales to add (FLOPs).
+    Scales(Vec<f64>),
+    /// Another seed of every run: the analysis's interval comes from the scatter of the runs
+    /// (the drift's optima, the matched savings' pairs), which more seeds average down.
+    Seed,
+}
+
+/// What a compute-efficiency analysis lacks: the scales a fit needs for coverage
+/// ([`crate::verdict::scales_to_add`], for the group with the fewest); else, when a saving is
+/// inconclusive though measured on matched computes, another seed; else, when the fits or a
+/// saving are still inconclusive, two scales 4x and 16x above the largest (the far end pins the
+/// exponent). `None` when everything is conclusive.
+fn compute_addition(report: &ComputeReport) -> Option<Addition> {
+    let fewest = report
+        .groups
+        .iter()
+        .min_by_key(|g| g.compute_scales.len())?;
     let coverage = crate::verdict::scales_to_add(&fewest.compute_scales);
     if !coverage.is_empty() {
-        return coverage;
+        return Some(Addition::Scales(coverage));
     }
-    let savings_inconclusive = savings_rows(&report.groups)
+    let rows = savings_rows(&report.groups);
+    if rows
         .iter()
-        .any(|row| !row.verdict.conclusive);
-    if report.verdict.conclusive && !savings_inconclusive {
-        return Vec::new();
+        .any(|row| !row.verdict.conclusive && row.matched)
+    {
+        return Some(Addition::Seed);
+    }
+    if report.verdict.conclusive && rows.iter().all(|row| row.verdict.conclusive) {
+        return None;
     }
     let largest = report
         .groups
         .iter()
         .flat_map(|g| g.compute_scales.iter().copied())
         .fold(0.0, f64::max);
-    vec![largest * 4.0, largest * 16.0]
+    Some(Addition::Scales(vec![largest * 4.0, largest * 16.0]))
 }
 
+/// The analysis sections of a study's runs, with the default settings (as the analysis page
+/// without a form), and what would make them conclusive.
 pub(super) async fn study_sections(
     state: &AppState,
     query: crate::store::RunQuery,
     which: StudyAnalyses,
-) -> (String, Vec<f64>) {
+) -> (String, Option<Addition>) {
     let bootstrap = BootstrapOptions {
         resamples: DEFAULT_PAGE_RESAMPLES,
         ..BootstrapOptions::default()
@@ -637,15 +657,19 @@ pub(super) async fn study_sections(
         transfer: None,
         tolerance: None,
     };
-    let mut next_scales = Vec::new();
+    let mut addition = None;
     match which {
         StudyAnalyses::Transfer => {
             let options = TransferReportOptions {
                 bootstrap,
                 ..TransferReportOptions::default()
             };
+            let report = transfer_report(state, query, options).await;
+            if report.as_ref().is_ok_and(|r| !r.conclusive) {
+                addition = Some(Addition::Seed);
+            }
             sections.transfer = Some(
-                (transfer_report(state, query, options).await.as_ref())
+                (report.as_ref())
                     .map(|r| transfer_section(r, SizeAxis::Depth))
                     .map_err(refusal),
             );
@@ -664,13 +688,13 @@ pub(super) async fn study_sections(
                 tolerance_report(state, query, tolerance_options),
             );
             if let Ok(report) = &compute {
-                next_scales = scales_to_conclude(report);
+                addition = compute_addition(report);
             }
             sections.compute = Some(compute.as_ref().map(compute_section).map_err(refusal));
             sections.tolerance = Some(tolerance.as_ref().map(tolerance_section).map_err(refusal));
         }
     }
-    (sections.html(), next_scales)
+    (sections.html(), addition)
 }
 
 /// `GET /analysis`.

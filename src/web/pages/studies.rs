@@ -2,6 +2,7 @@
 //! time shown before launch), a preview of custom settings (`GET /studies/preview`), the launch
 //! (`POST /studies`) and one study's page (`GET /studies/{id}`) with its progress and results.
 
+use super::analysis::Addition;
 use super::sweeps::Progress;
 use super::{
     Page, PageError, fmt_count, fmt_loss, fmt_opt, fmt_real, fmt_sci, fmt_time, render,
@@ -463,12 +464,10 @@ struct StudyTemplate {
     runs: Vec<StudyRunRow>,
 }
 
-/// The offer to queue more compute scales, behind the preview's confirmation.
+/// The offer to extend a study, behind the preview's confirmation.
 struct ExtensionOffer {
-    /// The compute scales to add, FLOPs.
-    scales: String,
-    /// The target parameter counts that train them.
-    params: String,
+    /// What the extension adds, as a sentence.
+    what: String,
     href: String,
 }
 
@@ -524,10 +523,10 @@ async fn study_page(
             })
             .collect(),
         _ => {
-            let (html, scales) = study_results(&state, kind, id).await;
-            if progress.finished == progress.total && kind == StudyKind::ComputeEfficiency {
+            let (html, addition) = study_results(&state, kind, id).await;
+            if let Some(addition) = addition.filter(|_| progress.finished == progress.total) {
                 let size = study.spec["size"].as_str().unwrap_or("default");
-                extension = extension_offer(&study.spec["settings"], size, &scales);
+                extension = extension_offer(kind, &study.spec["settings"], size, &addition);
             }
             html
         }
@@ -593,9 +592,8 @@ fn setting_text(value: &Value) -> String {
 }
 
 /// The results section of a study: the analysis of its finished runs so far, as an HTML
-/// fragment (the analysis page's sections), and the compute scales that would make it
-/// conclusive.
-async fn study_results(state: &AppState, kind: StudyKind, id: i64) -> (String, Vec<f64>) {
+/// fragment (the analysis page's sections), and the runs that would make it conclusive.
+async fn study_results(state: &AppState, kind: StudyKind, id: i64) -> (String, Option<Addition>) {
     use super::analysis::{StudyAnalyses, study_sections};
     let runs = crate::web::sweeps::sweep_runs_query(id);
     match kind {
@@ -603,48 +601,79 @@ async fn study_results(state: &AppState, kind: StudyKind, id: i64) -> (String, V
         StudyKind::ComputeEfficiency => {
             study_sections(state, runs, StudyAnalyses::ComputeEfficiency).await
         }
-        StudyKind::CoordCheck => (String::new(), Vec::new()),
+        StudyKind::CoordCheck => (String::new(), None),
     }
 }
 
-/// The offer to extend a finished compute-efficiency study with the compute scales `scales`
-/// (FLOPs): the preview of a study with the same settings at the parameter counts that train
-/// those scales, `P = sqrt(C / (6 r))` at `r` tokens per parameter (from `C = 6 P D`,
-/// `D = r P`). The preview shows the runs and their estimated time, and launches only when
-/// confirmed. `None` without scales or readable settings.
-fn extension_offer(settings: &Value, size: &str, scales: &[f64]) -> Option<ExtensionOffer> {
-    let tokens_per_param = settings.get("tokens_per_param")?.as_f64()?;
-    if scales.is_empty() || tokens_per_param.is_nan() || tokens_per_param <= 0.0 {
-        return None;
-    }
-    let params: Vec<u64> = scales
-        .iter()
-        .map(|c| {
-            let p = (c / (6.0 * tokens_per_param)).sqrt();
-            // Three significant digits.
-            let unit = 10f64.powi(p.log10().floor() as i32 - 2);
-            ((p / unit).round() * unit) as u64
-        })
-        .collect();
+/// The offer to extend a finished study: the preview of the same study with `addition`, which
+/// reuses every run already trained (same configurations) and trains only the new ones; the
+/// preview shows them and their estimated time, and launches only when confirmed.
+///
+/// - Another seed: `seeds` gains the next one.
+/// - Compute scales (a compute-efficiency study): `params` gains the parameter counts that
+///   train them, `P = sqrt(C / (6 r))` at `r` tokens per parameter (from `C = 6 P D`,
+///   `D = r P`), to three significant digits.
+///
+/// `None` when the settings do not have what the addition changes.
+fn extension_offer(
+    kind: StudyKind,
+    settings: &Value,
+    size: &str,
+    addition: &Addition,
+) -> Option<ExtensionOffer> {
     let mut extended = settings.as_object()?.clone();
-    extended.insert("params".into(), serde_json::json!(params));
+    let what = match addition {
+        Addition::Seed => {
+            let seeds: Vec<u64> = serde_json::from_value(settings.get("seeds")?.clone()).ok()?;
+            let next = seeds.iter().max().map_or(0, |s| s + 1);
+            extended.insert(
+                "seeds".into(),
+                serde_json::json!([seeds, vec![next]].concat()),
+            );
+            format!(
+                "Add seed {next} to every run: the runs already trained are reused, only the new \
+                 seed trains."
+            )
+        }
+        Addition::Scales(scales) => {
+            let tokens_per_param = settings.get("tokens_per_param")?.as_f64()?;
+            if scales.is_empty() || tokens_per_param.is_nan() || tokens_per_param <= 0.0 {
+                return None;
+            }
+            let mut params: Vec<u64> =
+                serde_json::from_value(settings.get("params")?.clone()).ok()?;
+            let added: Vec<u64> = scales
+                .iter()
+                .map(|c| {
+                    let p = (c / (6.0 * tokens_per_param)).sqrt();
+                    let unit = 10f64.powi(p.log10().floor() as i32 - 2);
+                    ((p / unit).round() * unit) as u64
+                })
+                .collect();
+            params.extend(&added);
+            extended.insert("params".into(), serde_json::json!(params));
+            let list = |items: Vec<String>| items.join(", ");
+            format!(
+                "Add compute scales at {} FLOPs: the same study with {} non-embedding parameters \
+                 too (the runs already trained are reused).",
+                list(
+                    scales
+                        .iter()
+                        .map(|c| crate::numbers::significant(*c))
+                        .collect()
+                ),
+                list(added.iter().map(|p| fmt_count(*p as f64)).collect())
+            )
+        }
+    };
     let query = serde_urlencoded::to_string([
-        ("kind", StudyKind::ComputeEfficiency.name()),
+        ("kind", kind.name()),
         ("size", size),
         ("settings", &Value::Object(extended).to_string()),
     ])
     .ok()?;
     Some(ExtensionOffer {
-        scales: scales
-            .iter()
-            .map(|c| crate::numbers::significant(*c))
-            .collect::<Vec<_>>()
-            .join(", "),
-        params: params
-            .iter()
-            .map(|p| fmt_count(*p as f64))
-            .collect::<Vec<_>>()
-            .join(", "),
+        what,
         href: format!("/studies/preview?{query}"),
     })
 }
@@ -654,19 +683,52 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_extension_offer_previews_the_parameter_counts_of_the_missing_scales() {
-        let settings = serde_json::json!({"params": [12500, 25000], "tokens_per_param": 20.0, "depths": [2, 4]});
+    fn the_extension_offer_previews_the_same_study_with_more_scales_or_a_seed() {
+        let settings = serde_json::json!({"params": [12500, 25000], "tokens_per_param": 20.0, "depths": [2, 4], "seeds": [0, 1]});
+        let extended = |offer: &ExtensionOffer| {
+            let query = offer.href.strip_prefix("/studies/preview?").unwrap();
+            let pairs: HashMap<String, String> = serde_urlencoded::from_str(query).unwrap();
+            assert_eq!(pairs["kind"], "compute-efficiency");
+            serde_json::from_str::<Value>(&pairs["settings"]).unwrap()
+        };
         // C = 6 P (20 P) = 120 P^2: 1.2e12 FLOPs is P = 100,000.
-        let offer = extension_offer(&settings, "default", &[1.2e12, 4.8e12]).unwrap();
-        assert_eq!(offer.params, "100k, 200k");
-        assert_eq!(offer.scales, "1.2e12, 4.8e12");
-        let query = offer.href.strip_prefix("/studies/preview?").unwrap();
-        let pairs: HashMap<String, String> = serde_urlencoded::from_str(query).unwrap();
-        assert_eq!(pairs["kind"], "compute-efficiency");
-        let extended: Value = serde_json::from_str(&pairs["settings"]).unwrap();
-        assert_eq!(extended["params"], serde_json::json!([100000, 200000]));
-        assert_eq!(extended["depths"], serde_json::json!([2, 4]));
-        assert!(extension_offer(&settings, "default", &[]).is_none());
-        assert!(extension_offer(&serde_json::json!({}), "default", &[1e12]).is_none());
+        let scales = Addition::Scales(vec![1.2e12, 4.8e12]);
+        let offer =
+            extension_offer(StudyKind::ComputeEfficiency, &settings, "default", &scales).unwrap();
+        assert!(
+            offer.what.contains("1.2e12, 4.8e12 FLOPs"),
+            "{}",
+            offer.what
+        );
+        assert!(offer.what.contains("100k, 200k"), "{}", offer.what);
+        let with_scales = extended(&offer);
+        assert_eq!(
+            with_scales["params"],
+            serde_json::json!([12500, 25000, 100000, 200000])
+        );
+        assert_eq!(with_scales["depths"], serde_json::json!([2, 4]));
+        let offer = extension_offer(
+            StudyKind::ComputeEfficiency,
+            &settings,
+            "default",
+            &Addition::Seed,
+        )
+        .unwrap();
+        assert!(offer.what.contains("seed 2"), "{}", offer.what);
+        assert_eq!(extended(&offer)["seeds"], serde_json::json!([0, 1, 2]));
+        let empty = Addition::Scales(Vec::new());
+        assert!(
+            extension_offer(StudyKind::ComputeEfficiency, &settings, "default", &empty).is_none()
+        );
+        let no_settings = serde_json::json!({});
+        assert!(
+            extension_offer(
+                StudyKind::ComputeEfficiency,
+                &no_settings,
+                "default",
+                &scales
+            )
+            .is_none()
+        );
     }
 }
