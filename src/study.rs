@@ -90,8 +90,8 @@ impl StudyKind {
 pub enum StudySize {
     /// A quick look: about a quarter of the default compute or less.
     Small,
-    /// At most about two hours on a 2-core CPU (depth transfer; compute efficiency about 45
-    /// minutes).
+    /// About three hours on a 2-core CPU for the depth transfer, at most 75 minutes for the
+    /// compute efficiency.
     #[default]
     Default,
     /// About four times the default.
@@ -139,11 +139,12 @@ pub struct DepthTransferSettings {
 impl DepthTransferSettings {
     /// The settings of each size. Default: muP and CompleteP at width 64 (`d_head` 16), depths
     /// 1 to 16, seven base LRs half an octave apart (2^-8.5 to 2^-5.5, around the optimum the
-    /// base shape 64x1 reaches in 2^18 tokens), 2^18 tokens per run, two seeds: 140 runs.
+    /// base shape 64x1 reaches in 2^18 tokens), 2^18 tokens per run, three seeds: 210 runs.
     /// Depth 1 makes five depths, so the drift's Student-t interval has three degrees of
-    /// freedom instead of two; the second seed halves the variance of the averaged losses,
-    /// whose noise (about 0.02 nats between neighbouring LRs of one seed) moves a depth's
-    /// optimum by a quarter octave. `small` has one seed; `large` adds depth-muP and depth 32.
+    /// freedom instead of two. The seeds average down the loss noise (about 0.02 nats between
+    /// neighbouring LRs of one seed), which moves a depth's optimum by a quarter octave: measured
+    /// here, CompleteP's drift interval was 0.57 octave wide with one seed and 0.47 with two.
+    /// `small` has one seed; `large` adds depth-muP and depth 32.
     pub fn for_size(size: StudySize) -> DepthTransferSettings {
         let half_octaves = |lo: i32, hi: i32| {
             (lo..=hi)
@@ -152,8 +153,8 @@ impl DepthTransferSettings {
         };
         let (depths, tokens, seeds) = match size {
             StudySize::Small => (vec![1, 2, 4, 8], 1 << 17, vec![0]),
-            StudySize::Default => (vec![1, 2, 4, 8, 16], 1 << 18, vec![0, 1]),
-            StudySize::Large => (vec![1, 2, 4, 8, 16, 32], 1 << 18, vec![0, 1]),
+            StudySize::Default => (vec![1, 2, 4, 8, 16], 1 << 18, vec![0, 1, 2]),
+            StudySize::Large => (vec![1, 2, 4, 8, 16, 32], 1 << 18, vec![0, 1, 2]),
         };
         let mut parameterizations = vec![Parameterization::Mup, Parameterization::CompleteP];
         if size == StudySize::Large {
@@ -584,8 +585,9 @@ impl Job {
 pub fn estimate_jobs(jobs: &[Job], throughput: Throughput) -> Estimate {
     Estimate {
         runs: jobs.len(),
-        flops: jobs.iter().map(|j| j.flops).sum(),
-        seconds: jobs.iter().map(|j| throughput.seconds(j)).sum(),
+        // Folded from +0 (a float `sum` starts at -0, which prints as "-0 s" for no jobs).
+        flops: jobs.iter().fold(0.0, |total, j| total + j.flops),
+        seconds: jobs.iter().fold(0.0, |total, j| total + throughput.seconds(j)),
         throughput,
     }
 }
@@ -635,7 +637,7 @@ mod tests {
     fn default_depth_transfer_is_the_documented_grid() {
         let settings = DepthTransferSettings::for_size(StudySize::Default);
         let runs = settings.runs().unwrap();
-        assert_eq!(runs.len(), 2 * 5 * 7 * 2);
+        assert_eq!(runs.len(), 2 * 5 * 7 * 3);
         for run in &runs {
             assert_eq!((run.base_width, run.base_depth), (64, 1));
             assert_eq!(run.tokens, Some(1 << 18));
@@ -680,9 +682,9 @@ mod tests {
         assert!(small.0 < default.0 && default.0 < large.0);
         assert!(small.1 < default.1 && default.1 < large.1);
         // The default compute-efficiency study takes at most 75 minutes on a 2-core CPU, the
-        // depth transfer at most about two hours.
+        // depth transfer about three hours.
         assert!((600.0..4500.0).contains(&default.1), "{} s", default.1);
-        assert!((600.0..8000.0).contains(&default.0), "{} s", default.0);
+        assert!((600.0..11000.0).contains(&default.0), "{} s", default.0);
     }
 
     #[test]

@@ -518,8 +518,9 @@ pub(crate) async fn launch_study(
 /// Plans (`dry_run`) or launches a one-click study.
 ///
 /// `kind` is `depth-transfer`, `coord-check` or `compute-efficiency`; `size` (`small`,
-/// `default`, `large`) picks the defaults, sized so that `default` takes at most about two hours
-/// on a 2-core CPU (compute efficiency about 45 minutes); `settings` overrides any of them. The answer carries the estimated run time,
+/// `default`, `large`) picks the defaults, sized so that `default` concludes on a 2-core CPU
+/// (compute efficiency in at most 75 minutes, depth transfer in about three hours); `settings`
+/// overrides any of them. The answer carries the estimated run time,
 /// from this server's measured throughput.
 #[utoipa::path(
     post,
@@ -695,7 +696,8 @@ mod shapes {
         ComputeEfficiency,
     }
 
-    /// A study's size: `small`, `default` (at most about two hours on a 2-core CPU) or `large`.
+    /// A study's size: `small`, `default` (on a 2-core CPU: about three hours for the depth
+    /// transfer, at most 75 minutes for the compute efficiency) or `large`.
     #[derive(ToSchema)]
     #[serde(rename_all = "snake_case")]
     pub enum StudySizeName {

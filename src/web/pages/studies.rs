@@ -193,7 +193,7 @@ struct StudyFormView {
 fn what_it_trains(kind: StudyKind) -> &'static str {
     match kind {
         StudyKind::DepthTransfer => {
-            "Width 64, depths 1 to 16, seven base learning rates half an octave apart at every depth, two seeds, under muP and CompleteP (large: depth-muP and depth 32 too). Shows each parameterization's optimal learning rate per depth and its drift in octaves per doubling of depth, with intervals."
+            "Width 64, depths 1 to 16, seven base learning rates half an octave apart at every depth, three seeds, under muP and CompleteP (large: depth-muP and depth 32 too). Shows each parameterization's optimal learning rate per depth and its drift in octaves per doubling of depth, with intervals."
         }
         StudyKind::CoordCheck => {
             "Ten training steps of every depth (and width) at a fixed learning rate, measuring the residual stream, and the relative distance from linearization of a block after one step. No long training: minutes."
