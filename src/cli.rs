@@ -3,6 +3,7 @@
 //! Every user error (bad option, out-of-range value, missing file) ends with a one-line message
 //! on stderr and exit code 2; clap's own usage errors use the same code.
 
+use crate::numbers::significant;
 use crate::bench::{BenchOptions, run_bench};
 use crate::coord::{CoordAxis, CoordOptions, run_coord_check};
 use crate::data::DataSource;
@@ -592,18 +593,18 @@ fn plan_command(args: PlanArgs) -> Result<ExitCode, UsageError> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The plan as an aligned text table.
+/// The plan as an aligned text table, three significant digits (`--json` for full precision).
 pub fn plan_table(plan: &ParamPlan) -> String {
     let alpha = plan.alpha.map_or("-".to_string(), |a| a.to_string());
     let mut out = format!(
-        "parameterization {}  alpha {}  m_N {}  m_L {}\nresidual multiplier {:.6}  logits multiplier {:.6}  attention scale {:.6} ({})\n\n",
+        "parameterization {}  alpha {}  m_N {}  m_L {}\nresidual multiplier {}  logits multiplier {}  attention scale {} ({})\n\n",
         plan.parameterization,
         alpha,
         plan.m_n,
         plan.m_l,
-        plan.residual_multiplier,
-        plan.logits_multiplier,
-        plan.attention_scale,
+        significant(plan.residual_multiplier),
+        significant(plan.logits_multiplier),
+        significant(plan.attention_scale),
         plan.attention_scale_rule.name(),
     );
     out.push_str(&format!(
@@ -619,12 +620,14 @@ pub fn plan_table(plan: &ParamPlan) -> String {
         ("final_norm", g.final_norm),
         ("unembedding", g.unembedding),
     ] {
-        let init = rule
-            .init_std
-            .map_or("1, 0 (LN)".to_string(), |s| format!("{s:.6e}"));
+        let init = rule.init_std.map_or("1, 0 (LN)".to_string(), significant);
         out.push_str(&format!(
-            "{:<16} {:>12} {:>12.6e} {:>12.6e} {:>12.6e}\n",
-            name, init, rule.lr, rule.weight_decay, rule.eps
+            "{:<16} {:>12} {:>12} {:>12} {:>12}\n",
+            name,
+            init,
+            significant(rule.lr),
+            significant(rule.weight_decay),
+            significant(rule.eps)
         ));
     }
     out
