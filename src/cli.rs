@@ -3,12 +3,12 @@
 //! Every user error (bad option, out-of-range value, missing file) ends with a one-line message
 //! on stderr and exit code 2; clap's own usage errors use the same code.
 
-use crate::numbers::significant;
 use crate::bench::{BenchOptions, run_bench};
 use crate::coord::{CoordAxis, CoordOptions, run_coord_check};
 use crate::data::DataSource;
 use crate::linearize::{LinearizeOptions, run_linearization};
 use crate::model::{Activation, Positions};
+use crate::numbers::significant;
 use crate::param::{
     AttentionScale, BaseHparams, BaseShape, ParamPlan, Parameterization, PlanRequest, plan,
 };

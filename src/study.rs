@@ -587,7 +587,9 @@ pub fn estimate_jobs(jobs: &[Job], throughput: Throughput) -> Estimate {
         runs: jobs.len(),
         // Folded from +0 (a float `sum` starts at -0, which prints as "-0 s" for no jobs).
         flops: jobs.iter().fold(0.0, |total, j| total + j.flops),
-        seconds: jobs.iter().fold(0.0, |total, j| total + throughput.seconds(j)),
+        seconds: jobs
+            .iter()
+            .fold(0.0, |total, j| total + throughput.seconds(j)),
         throughput,
     }
 }

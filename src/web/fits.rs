@@ -851,12 +851,6 @@ pub(crate) fn savings_between(
     };
     let mut verdict = Verdict::new();
     verdict.check_savings_interval(headline_interval);
-    if method == SavingsMethod::MatchedCompute && !verdict.conclusive {
-        verdict.suggest(
-            "train another seed of the runs both parameterizations trained at the same \
-             compute (the interval narrows as one over the square root of the runs)",
-        );
-    }
     if method == SavingsMethod::Curves && paired > 0 && unreachable * 20 > paired {
         verdict.warn(format!(
             "{unreachable} of {paired} resamples never reach the loss {}: the interval leaves \
@@ -869,6 +863,13 @@ pub(crate) fn savings_between(
     }
     verdict.absorb(&candidate.group, &candidate.verdict);
     verdict.absorb(&baseline.group, &baseline.verdict);
+    // After the fits' own suggestions (compute scales for coverage come first).
+    if method == SavingsMethod::MatchedCompute && !verdict.conclusive {
+        verdict.suggest(
+            "train another seed of the runs both parameterizations trained at the same \
+             compute (the interval narrows as one over the square root of the runs)",
+        );
+    }
     Ok(Savings {
         savings: headline,
         interval: headline_interval,
