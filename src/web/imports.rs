@@ -8,6 +8,7 @@
 use super::AppState;
 use super::error::ApiError;
 use super::runs::json_object;
+use crate::numbers::Count;
 use crate::param::Parameterization;
 use crate::store::{ImportedRun, MetricPoint, RunSource};
 use axum::body::Bytes;
@@ -32,7 +33,7 @@ const MAX_POINTS_PER_REQUEST: usize = 100_000;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PointIn {
-    step: i64,
+    step: Count,
     tokens: Option<f64>,
     flops: Option<f64>,
     train_loss: Option<f64>,
@@ -73,12 +74,10 @@ fn points(raw: Vec<PointIn>, params: f64, context: &str) -> Result<Vec<MetricPoi
     }
     raw.into_iter()
         .map(|p| {
-            let at = format!("{context}, step {}", p.step);
-            if p.step < 0 {
-                return Err(ApiError::Unprocessable(format!(
-                    "{at}: 'step' must be >= 0"
-                )));
-            }
+            let step = i64::try_from(p.step.0).map_err(|_| {
+                ApiError::Unprocessable(format!("{context}: step {} is too large", p.step.0))
+            })?;
+            let at = format!("{context}, step {step}");
             for (name, value) in [
                 ("train_loss", p.train_loss),
                 ("val_loss", p.val_loss),
@@ -106,7 +105,7 @@ fn points(raw: Vec<PointIn>, params: f64, context: &str) -> Result<Vec<MetricPoi
             };
             finite_derived(tokens, flops, &at)?;
             Ok(MetricPoint {
-                step: p.step,
+                step,
                 tokens: tokens.round() as i64,
                 flops,
                 train_loss: p.train_loss,
@@ -125,9 +124,15 @@ fn take<T: serde::de::DeserializeOwned>(
 ) -> Result<Option<T>, ApiError> {
     match run.remove(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => serde_json::from_value(v)
-            .map(Some)
-            .map_err(|e| ApiError::Unprocessable(format!("{context}: '{key}': {e}"))),
+        Some(v) => serde_path_to_error::deserialize(v).map(Some).map_err(|e| {
+            let path = e.path().to_string();
+            let field = match path.as_str() {
+                "." => key.to_string(),
+                p if p.starts_with('[') => format!("{key}{p}"),
+                p => format!("{key}.{p}"),
+            };
+            ApiError::Unprocessable(format!("{context}: '{field}': {}", e.inner()))
+        }),
     }
 }
 
@@ -153,7 +158,8 @@ fn imported_run(index: usize, value: Value) -> Result<ImportedRun, ApiError> {
         .depth_alpha(alpha)
         .map_err(|e| ApiError::Unprocessable(format!("{context}: {e}")))?;
     let params: i64 = take(&mut run, "params", &context)?
-        .filter(|p: &i64| *p > 0)
+        .and_then(|p: Count| i64::try_from(p.0).ok())
+        .filter(|p| *p > 0)
         .ok_or_else(|| {
             ApiError::Unprocessable(format!(
                 "{context}: 'params' (non-embedding parameters, > 0) is required"
@@ -179,11 +185,12 @@ fn imported_run(index: usize, value: Value) -> Result<ImportedRun, ApiError> {
         }
     };
     finite_derived(tokens, flops, &context)?;
-    let positive_int = |name: &str, v: Option<i64>| match v {
-        Some(x) if x <= 0 => Err(ApiError::Unprocessable(format!(
-            "{context}: '{name}' must be positive"
+    let positive_int = |name: &str, v: Option<Count>| match v.map(|c| i64::try_from(c.0)) {
+        None => Ok(None),
+        Some(Ok(x)) if x > 0 => Ok(Some(x)),
+        Some(_) => Err(ApiError::Unprocessable(format!(
+            "{context}: '{name}' must be a positive whole number below 2^63"
         ))),
-        other => Ok(other),
     };
     let width = positive_int("width", take(&mut run, "width", &context)?)?;
     let depth = positive_int("depth", take(&mut run, "depth", &context)?)?;
@@ -294,8 +301,10 @@ pub(super) async fn append_metrics(
 ) -> Result<Response, ApiError> {
     let Path(id) =
         path.map_err(|_| ApiError::BadRequest("the run id must be an integer".into()))?;
-    let body: AppendBody = serde_json::from_value(Value::Object(json_object(body)?))
-        .map_err(|e| ApiError::Unprocessable(format!("invalid metrics: {e}")))?;
+    let body: AppendBody = serde_path_to_error::deserialize(Value::Object(json_object(body)?))
+        .map_err(|e| {
+            ApiError::Unprocessable(format!("invalid metrics: '{}': {}", e.path(), e.inner()))
+        })?;
     let run = state.store.run(id).await?;
     if run.source != RunSource::Imported {
         return Err(ApiError::Unprocessable(format!(

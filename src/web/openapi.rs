@@ -634,7 +634,10 @@ mod schemas {
 
     /// A run trained elsewhere. Give `tokens` or `flops` (the other is derived from
     /// `6 * params * tokens`; 422 without either, or when the derived value overflows). Fields
-    /// not listed here are kept as the run's config.
+    /// not listed here are kept as the run's config. Counts (`params`, `width`, `depth`, a
+    /// point's `step`) take any JSON number: a float within 0.01% of a whole number (as pandas
+    /// and CSV files give them) is rounded; a fractional, negative or non-finite count is a 422
+    /// naming the field (`run 3: 'metrics[1].step': ...`).
     #[derive(ToSchema)]
     pub struct ImportedRun {
         name: Option<String>,

@@ -602,8 +602,52 @@ async fn imported_runs_take_flops_or_tokens_and_accept_streamed_metrics() {
             call(&app, "POST", "/api/v1/runs/import", Some(&bad.to_string())).await;
         assert!(status.is_client_error(), "{bad}: {status} {answer}");
     }
+    // Counts as floats (pandas, CSV): whole numbers are rounded; the rest is refused with the
+    // field's path.
+    let refused_counts = [
+        (
+            json!({"runs": [{"parameterization": "mup", "params": 12.5, "tokens": 100, "final_loss": 3.0}]}),
+            "run 0: 'params': a count must be a whole number, got 12.5",
+        ),
+        (
+            json!({"runs": [{"parameterization": "mup", "params": -4.0, "tokens": 100, "final_loss": 3.0}]}),
+            "run 0: 'params': a count must not be negative",
+        ),
+        (
+            json!({"runs": [{"parameterization": "mup", "params": 10, "tokens": 100, "final_loss": 3.0,
+                             "metrics": [{"step": 1, "tokens": 10, "train_loss": 3.0},
+                                         {"step": 2.5, "tokens": 20, "train_loss": 3.0}]}]}),
+            "run 0: 'metrics[1].step': a count must be a whole number, got 2.5",
+        ),
+    ];
+    for (bad, message) in refused_counts {
+        let (status, answer) =
+            call(&app, "POST", "/api/v1/runs/import", Some(&bad.to_string())).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {answer}");
+        let detail = answer["detail"].as_str().unwrap();
+        assert!(detail.contains(message), "{detail}");
+    }
     let (_, total) = store.runs(&Default::default()).await.unwrap();
     assert_eq!(total, 2, "a refused batch stored nothing");
+    let floats = json!({"runs": [{"parameterization": "mup", "params": 6795600349.289497,
+        "tokens": 1.0e9, "final_loss": 3.0, "width": 128.0, "depth": 4.0,
+        "metrics": [{"step": 10.0, "tokens": 1.0e6, "train_loss": 3.5}]}]});
+    let (status, answer) = call(
+        &app,
+        "POST",
+        "/api/v1/runs/import",
+        Some(&floats.to_string()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    let run = store.run(answer["ids"][0].as_i64().unwrap()).await.unwrap();
+    assert_eq!(
+        (run.params_non_embedding, run.width, run.depth),
+        (Some(6_795_600_349), Some(128), Some(4))
+    );
+    assert_eq!(store.metrics(run.id).await.unwrap()[0].step, 10);
+    let (_, total) = store.runs(&Default::default()).await.unwrap();
+    assert_eq!(total, 3);
     let (status, _) = call(
         &app,
         "POST",

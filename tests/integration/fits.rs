@@ -15,7 +15,8 @@ async fn import_chinchilla(app: &axum::Router) -> Vec<i64> {
         .map(|line| {
             let v: Vec<f64> = line.split(',').map(|f| f.parse().unwrap()).collect();
             json!({
-                "parameterization": "sp", "params": v[0].round() as i64, "flops": v[1],
+                // The file's counts as they come from pandas: floats, not all whole numbers.
+                "parameterization": "sp", "params": v[0], "flops": v[1],
                 "final_loss": v[2], "tags": ["chinchilla"]
             })
         })
