@@ -258,3 +258,41 @@
       .finally(function () { busy = false; });
   }, 3000);
 })();
+
+// Runs page: import a CSV file through POST /api/v1/runs/import.csv.
+(function () {
+  const form = document.getElementById("csv-import");
+  if (!form) return;
+  const result = document.getElementById("csv-result");
+  form.addEventListener("submit", function (event) {
+    event.preventDefault();
+    const file = document.getElementById("csv-file").files[0];
+    if (!file) return;
+    const query = new URLSearchParams();
+    ["parameterization", "tags"].forEach(function (name) {
+      const value = form.elements[name].value.trim();
+      if (value) query.set(name, value);
+    });
+    result.textContent = "Importing " + file.name + "…";
+    file.text()
+      .then(function (text) {
+        return fetch("/api/v1/runs/import.csv?" + query.toString(), {
+          method: "POST",
+          headers: { "Content-Type": "text/csv" },
+          body: text,
+        });
+      })
+      .then(function (response) {
+        return response.json().then(function (answer) { return { ok: response.ok, answer: answer }; });
+      })
+      .then(function (r) {
+        if (r.ok) {
+          result.textContent = "Imported " + r.answer.ids.length + " runs from " + file.name + ".";
+          setTimeout(function () { window.location.reload(); }, 800);
+        } else {
+          result.textContent = "Refused: " + (r.answer.detail || "the server refused the file");
+        }
+      })
+      .catch(function (error) { result.textContent = "Import failed: " + error.message; });
+  });
+})();

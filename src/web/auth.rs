@@ -65,6 +65,7 @@ pub const POLICY: &[(&str, &str, Access)] = &[
     ("GET", "/api/v1/runs/{id}/events", READ),
     ("POST", "/api/v1/runs/estimate", READ),
     ("POST", "/api/v1/runs/import", WRITE),
+    ("POST", "/api/v1/runs/import.csv", WRITE),
     ("GET", "/api/v1/runs.csv", READ),
     ("GET", "/api/v1/runs/{id}/metrics.csv", READ),
     // Sweeps, studies, diagnostics.
@@ -187,12 +188,18 @@ pub fn is_loopback_host(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-/// Whether a `Content-Type` value is JSON (`application/json`, any parameters).
-fn is_json(content_type: Option<&HeaderValue>) -> bool {
+/// Whether a `Content-Type` value is one an API write may carry: `application/json`, or
+/// `text/csv` for CSV imports (any parameters). Neither is a type a cross-site form or a CORS
+/// "simple request" can send.
+fn is_api_body_type(content_type: Option<&HeaderValue>) -> bool {
     content_type
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
-        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
+        .is_some_and(|essence| {
+            let essence = essence.trim();
+            essence.eq_ignore_ascii_case("application/json")
+                || essence.eq_ignore_ascii_case("text/csv")
+        })
 }
 
 /// The first layer: host names and API write content types (see the module docs).
@@ -224,15 +231,16 @@ fn has_body(headers: &HeaderMap) -> bool {
             .is_none_or(|v| v.trim() != "0")
 }
 
-/// Cross-site defences for API writes, whoever the caller: a body must be JSON (which no
+/// Cross-site defences for API writes, whoever the caller: a body must be JSON or CSV (which no
 /// cross-site form or simple request can send without a CORS preflight, never granted), and a
 /// browser request naming another origin is refused even without a body. The refusal, if any.
 fn refuse_api_write(headers: &HeaderMap) -> Option<Response> {
-    if has_body(headers) && !is_json(headers.get(header::CONTENT_TYPE)) {
+    if has_body(headers) && !is_api_body_type(headers.get(header::CONTENT_TYPE)) {
         return Some(json_error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
-            "API writes must be sent with 'Content-Type: application/json'",
+            "API writes must be sent with 'Content-Type: application/json' (or 'text/csv' to \
+             POST /api/v1/runs/import.csv)",
         ));
     }
     let browser = headers.contains_key(header::ORIGIN) || headers.contains_key("sec-fetch-site");
@@ -535,12 +543,19 @@ mod tests {
     }
 
     #[test]
-    fn json_content_types() {
-        assert!(is_json(Some(&HeaderValue::from_static("application/json"))));
-        assert!(is_json(Some(&HeaderValue::from_static(
+    fn api_body_content_types() {
+        assert!(is_api_body_type(Some(&HeaderValue::from_static(
+            "application/json"
+        ))));
+        assert!(is_api_body_type(Some(&HeaderValue::from_static(
+            "text/csv"
+        ))));
+        assert!(is_api_body_type(Some(&HeaderValue::from_static(
             "Application/JSON; charset=utf-8"
         ))));
-        assert!(!is_json(Some(&HeaderValue::from_static("text/plain"))));
-        assert!(!is_json(None));
+        assert!(!is_api_body_type(Some(&HeaderValue::from_static(
+            "text/plain"
+        ))));
+        assert!(!is_api_body_type(None));
     }
 }

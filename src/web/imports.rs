@@ -1,6 +1,7 @@
 //! Runs trained elsewhere: `POST /api/v1/runs/import` (a batch of runs, each with optional
-//! metric series) and `POST /api/v1/runs/{id}/metrics` (append points to an imported run, e.g.
-//! from a notebook while it trains).
+//! metric series), `POST /api/v1/runs/import.csv` (the columns of the CSV export) and
+//! `POST /api/v1/runs/{id}/metrics` (append points to an imported run, e.g. from a notebook
+//! while it trains).
 //!
 //! When an import gives only FLOPs, tokens are `flops / (6 params)`; when it gives only tokens,
 //! FLOPs are the plain `6 params tokens` (the dense component of [`crate::flops`]).
@@ -12,8 +13,8 @@ use crate::numbers::Count;
 use crate::param::Parameterization;
 use crate::store::{ImportedRun, MetricPoint, RunSource};
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{Path, State};
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -23,7 +24,9 @@ use serde_json::{Value, json};
 
 /// The routes of this resource.
 pub fn router() -> Router<AppState> {
-    Router::new().route("/api/v1/runs/import", post(import_runs))
+    Router::new()
+        .route("/api/v1/runs/import", post(import_runs))
+        .route("/api/v1/runs/import.csv", post(import_runs_csv))
 }
 
 const MAX_RUNS_PER_IMPORT: usize = 10_000;
@@ -265,6 +268,163 @@ async fn import_runs(
         .enumerate()
         .map(|(i, run)| imported_run(i, run))
         .collect::<Result<Vec<_>, _>>()?;
+    let ids = state.store.import_runs(&runs).await?;
+    Ok((StatusCode::CREATED, Json(json!({"ids": ids}))).into_response())
+}
+
+/// Columns of `GET /api/v1/runs.csv` that describe a run's life on the exporting server, not
+/// the run: left out of an imported run's config.
+const EXPORT_ONLY_COLUMNS: [&str; 10] = [
+    "id",
+    "source",
+    "status",
+    "sweep_id",
+    "created_at",
+    "finished_at",
+    "flops_dense",
+    "flops_unembedding",
+    "flops_attention",
+    "tokens_per_sec",
+];
+
+/// Columns read as text even when they look like numbers.
+const TEXT_COLUMNS: [&str; 4] = ["name", "parameterization", "dataset", "tags"];
+
+/// A CSV row as the JSON run [`imported_run`] takes: empty cells left out, numbers as numbers,
+/// `tags` split at `;`, and the export's and pandas' names mapped to the import's
+/// (`params_non_embedding`, `n_params` -> `params`; `final_val_loss`, else `final_train_loss`,
+/// `loss` -> `final_loss`; `train_flops` -> `flops`). `defaults` fill columns the file lacks.
+fn csv_row(header: &[String], record: &csv::StringRecord, defaults: &[(String, String)]) -> Value {
+    let mut run = serde_json::Map::new();
+    let cells = header
+        .iter()
+        .map(String::as_str)
+        .zip(record.iter())
+        .chain(defaults.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    for (column, cell) in cells {
+        let cell = cell.trim();
+        let key = match column {
+            "params_non_embedding" | "n_params" => "params",
+            "final_val_loss" | "loss" => "final_loss",
+            "train_flops" => "flops",
+            other => other,
+        };
+        if cell.is_empty() || EXPORT_ONLY_COLUMNS.contains(&key) || run.contains_key(key) {
+            continue;
+        }
+        if key == "final_train_loss" {
+            continue;
+        }
+        let value = if key == "tags" {
+            Value::from(
+                cell.split(';')
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .collect::<Vec<_>>(),
+            )
+        } else if TEXT_COLUMNS.contains(&key) {
+            Value::from(cell)
+        } else {
+            cell.parse::<f64>()
+                .ok()
+                .and_then(serde_json::Number::from_f64)
+                .map_or_else(|| Value::from(cell), Value::Number)
+        };
+        run.insert(key.to_string(), value);
+    }
+    // The final training loss stands in for a missing validation loss.
+    if !run.contains_key("final_loss") {
+        let train = header
+            .iter()
+            .position(|c| c == "final_train_loss")
+            .and_then(|i| record.get(i))
+            .and_then(|cell| cell.trim().parse::<f64>().ok())
+            .and_then(serde_json::Number::from_f64);
+        if let Some(loss) = train {
+            run.insert("final_loss".into(), Value::Number(loss));
+        }
+    }
+    Value::Object(run)
+}
+
+/// Imports runs from CSV: the columns of `GET /api/v1/runs.csv`, so an export (or a spreadsheet
+/// made from one) round-trips.
+///
+/// One run per row after a header. The import reads `parameterization`, `params_non_embedding`
+/// (or `params`, `n_params`), `tokens` or `flops` (or `train_flops`), `final_val_loss` (else
+/// `final_train_loss`; or `final_loss`, `loss`), and the optional `name`, `alpha`, `width`,
+/// `depth`, `lr`, `dataset` and `tags` (`;`-separated); other columns are kept as the run's
+/// config, and the export's bookkeeping columns (`id`, `status`, `created_at`, ...) are left
+/// out. Query parameters give values for columns the file lacks
+/// (`?parameterization=sp&tags=chinchilla`). Counts may be floats. The whole file is refused if
+/// any row is invalid; errors name the row (1 is the first after the header).
+#[utoipa::path(
+    post,
+    path = "/api/v1/runs/import.csv",
+    tag = "imports",
+    params(
+        ("parameterization" = Option<String>, Query, description = "For rows without one"),
+        ("tags" = Option<String>, Query, description = "`;`-separated tags for rows without any"),
+    ),
+    request_body(content = String, content_type = "text/csv"),
+    responses(
+        (status = 201, description = "The new runs' ids, in row order", body = super::openapi::ImportResult),
+        (status = 400, description = "Not CSV, or no header", body = super::openapi::ErrorBody),
+        (status = 413, description = "The body is too large", body = super::openapi::ErrorBody),
+        (status = 422, description = "An invalid row, or more than 10000 rows", body = super::openapi::ErrorBody),
+    )
+)]
+#[tracing::instrument(skip_all)]
+pub(super) async fn import_runs_csv(
+    State(state): State<AppState>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let Query(defaults) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    if let Some((unknown, _)) = defaults
+        .iter()
+        .find(|(k, _)| k != "parameterization" && k != "tags")
+    {
+        return Err(ApiError::BadRequest(format!(
+            "unknown parameter '{unknown}': give parameterization or tags"
+        )));
+    }
+    let body = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(false)
+        .from_reader(body.as_ref());
+    let header: Vec<String> = reader
+        .headers()
+        .map_err(|e| ApiError::BadRequest(format!("not CSV with a header: {e}")))?
+        .iter()
+        .map(|c| c.trim().to_string())
+        .collect();
+    if header.iter().all(String::is_empty) {
+        return Err(ApiError::BadRequest("the CSV has no header row".into()));
+    }
+    let mut runs = Vec::new();
+    for (i, record) in reader.records().enumerate() {
+        if runs.len() == MAX_RUNS_PER_IMPORT {
+            return Err(ApiError::Unprocessable(format!(
+                "an import holds at most {MAX_RUNS_PER_IMPORT} runs"
+            )));
+        }
+        let record = record.map_err(|e| ApiError::BadRequest(format!("row {}: {e}", i + 1)))?;
+        let run = imported_run(i, csv_row(&header, &record, &defaults)).map_err(|e| match e {
+            ApiError::Unprocessable(m) => ApiError::Unprocessable(m.replacen(
+                &format!("run {i}"),
+                &format!("row {}", i + 1),
+                1,
+            )),
+            other => other,
+        })?;
+        runs.push(run);
+    }
+    if runs.is_empty() {
+        return Err(ApiError::Unprocessable(
+            "the CSV has a header but no rows".into(),
+        ));
+    }
     let ids = state.store.import_runs(&runs).await?;
     Ok((StatusCode::CREATED, Json(json!({"ids": ids}))).into_response())
 }

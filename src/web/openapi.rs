@@ -51,6 +51,7 @@ pub fn router() -> Router<AppState> {
         super::imports::append_metrics,
         super::runs::run_events,
         super::imports::import_runs,
+        super::imports::import_runs_csv,
         super::sweeps::create_sweep,
         super::sweeps::get_sweep,
         super::export::runs_csv,

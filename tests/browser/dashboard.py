@@ -1,6 +1,7 @@
 """Browser test: headless Chromium opens the dashboard, launches a run from the form and sees its
 loss curve appear (live, over server-sent events) on the run page; then launches a (tiny) depth
-transfer study from the studies page and waits for its drift table.
+transfer study from the studies page and waits for its drift table; then imports a CSV file
+through the runs page's file picker.
 
 Run against a live server: `bash .ci/with_server.sh python3 tests/browser/dashboard.py`
 (needs Debian's chromium and chromium-driver, and `pip install selenium`).
@@ -36,9 +37,32 @@ def browser():
 
 
 # A depth-transfer study small enough for CI: width 32, depths 1 and 2, three learning rates,
-# ten steps per run.
+# one seed, ten steps per run.
 TINY_STUDY = ('{"parameterizations": ["mup", "completep"], "width": 32, "depths": [1, 2], '
-              '"lrs": [0.004, 0.016, 0.064], "tokens": 640, "d_head": 16, "context": 16, "batch": 4}')
+              '"lrs": [0.004, 0.016, 0.064], "tokens": 640, "d_head": 16, "context": 16, "batch": 4, '
+              '"seeds": [0]}')
+
+
+def csv_import(driver):
+    """Imports two runs from a CSV file through the runs page's file picker."""
+    import tempfile
+    with tempfile.NamedTemporaryFile("w", suffix=".csv", delete=False) as f:
+        f.write("params,train_flops,loss\n6795600349.289497,9.99e18,3.1\n2979521172.2,9.2e18,3.2\n")
+        path = f.name
+    driver.get(URL + "/")
+    driver.find_element(By.ID, "csv-file").send_keys(path)
+    driver.find_element(By.ID, "csv-parameterization").send_keys("sp")
+    driver.find_element(By.ID, "csv-tags").send_keys("browser-csv")
+    driver.find_element(By.CSS_SELECTOR, "#csv-import button[type=submit]").click()
+    result = WebDriverWait(driver, 15).until(
+        lambda d: (lambda t: t if t.startswith(("Imported", "Refused", "Import failed")) else None)(
+            d.find_element(By.ID, "csv-result").text))
+    assert result.startswith("Imported 2 runs"), result
+    driver.get(URL + "/?tag=browser-csv")
+    rows = driver.find_elements(By.CSS_SELECTOR, "table tbody tr")
+    assert len(rows) == 2, driver.page_source[:2000]
+    os.unlink(path)
+    print("browser: CSV import")
 
 
 def depth_transfer_study(driver):
@@ -117,6 +141,7 @@ def main():
         if screenshot:
             driver.save_screenshot(screenshot)
         depth_transfer_study(driver)
+        csv_import(driver)
     except Exception:
         print("browser: FAILED on", driver.current_url, file=sys.stderr)
         print(driver.page_source[:3000], file=sys.stderr)

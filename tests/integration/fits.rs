@@ -139,6 +139,99 @@ async fn import_planted(app: &axum::Router) {
     assert_eq!(status, StatusCode::CREATED, "{imported}");
 }
 
+/// `GET uri` as text.
+async fn get_text(app: &axum::Router, uri: &str) -> String {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let request = axum::http::Request::get(uri)
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "{uri}");
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+#[tokio::test]
+async fn the_chinchilla_csv_imports_as_written_and_an_export_round_trips() {
+    let (app, store) = router_app("fits-chinchilla-csv").await;
+    // The file as pandas writes it: params, train_flops, loss; float counts.
+    let uri = "/api/v1/runs/import.csv?parameterization=sp&tags=chinchilla";
+    let (status, imported) = call(&app, "POST", uri, Some(CHINCHILLA_CSV)).await;
+    assert_eq!(status, StatusCode::CREATED, "{imported}");
+    assert_eq!(imported["ids"].as_array().unwrap().len(), 245);
+    let request = json!({
+        "selection": {"tags": ["chinchilla"]}, "exclude_highest_loss": 5, "resamples": 0
+    });
+    let (status, fit) = post(&app, "/api/v1/fits/chinchilla", request).await;
+    assert_eq!(status, StatusCode::OK, "{fit}");
+    let value = |k: &str| fit[k].as_f64().unwrap();
+    assert!((value("E") - 1.82).abs() < 0.03, "{fit}");
+    assert!((value("alpha") - 0.35).abs() < 0.02, "{fit}");
+    assert!((value("beta") - 0.37).abs() < 0.02, "{fit}");
+
+    // The export imported again: the same runs, under the tags of the file.
+    let exported = get_text(&app, "/api/v1/runs.csv?tag=chinchilla&sort=id&limit=1000").await;
+    let exported = exported.replace(",chinchilla,", ",again,");
+    let (status, again) = call(&app, "POST", "/api/v1/runs/import.csv", Some(&exported)).await;
+    assert_eq!(status, StatusCode::CREATED, "{again}");
+    let first = imported["ids"].as_array().unwrap();
+    for (a, b) in first.iter().zip(again["ids"].as_array().unwrap()) {
+        let (a, b) = (
+            store.run(a.as_i64().unwrap()).await.unwrap(),
+            store.run(b.as_i64().unwrap()).await.unwrap(),
+        );
+        assert_eq!(
+            (
+                &a.parameterization,
+                a.params_non_embedding,
+                a.tokens,
+                a.flops
+            ),
+            (
+                &b.parameterization,
+                b.params_non_embedding,
+                b.tokens,
+                b.flops
+            )
+        );
+        assert_eq!(a.final_val_loss, b.final_val_loss);
+        assert_eq!(b.tags, ["again"]);
+    }
+
+    // A bad row refuses the whole file, naming the row; no rows, or no header, too.
+    let (_, before) = store.runs(&Default::default()).await.unwrap();
+    for (csv, status, message) in [
+        (
+            "parameterization,params,tokens,final_loss\nmup,1000,2e4,3.1\nmup,12.5,2e4,3.0\n",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "row 2: 'params': a count must be a whole number",
+        ),
+        (
+            "parameterization,params,tokens,final_loss\nxyz,1000,2e4,3.1\n",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "row 1: unknown parameterization",
+        ),
+        (
+            "parameterization,params,tokens,final_loss\nmup,1000,2e4\n",
+            StatusCode::BAD_REQUEST,
+            "row 1",
+        ),
+        (
+            "parameterization,params,tokens,final_loss\n",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "no rows",
+        ),
+    ] {
+        let (got, answer) = call(&app, "POST", "/api/v1/runs/import.csv", Some(csv)).await;
+        assert_eq!(got, status, "{csv}: {answer}");
+        let detail = answer["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains(message), "{csv}: {detail}");
+    }
+    let (_, after) = store.runs(&Default::default()).await.unwrap();
+    assert_eq!(before, after);
+}
+
 #[tokio::test]
 async fn savings_from_runs_matched_at_equal_compute_recover_a_planted_multiplier() {
     let (app, _) = router_app("fits-matched").await;

@@ -143,7 +143,13 @@ async fn the_document_describes_every_route() {
                 "{method} {path} does not document its id"
             );
         }
-        if method == "post" && !path.ends_with("/cancel") {
+        if method == "post" && path.ends_with(".csv") {
+            assert!(
+                op.pointer("/requestBody/content/text~1csv/schema")
+                    .is_some(),
+                "{method} {path} has no CSV request body"
+            );
+        } else if method == "post" && !path.ends_with("/cancel") {
             assert!(
                 op.pointer("/requestBody/content/application~1json/schema/$ref")
                     .is_some(),
