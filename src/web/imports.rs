@@ -369,9 +369,9 @@ fn csv_row(header: &[String], record: &csv::StringRecord, defaults: &[(String, S
     request_body(content = String, content_type = "text/csv"),
     responses(
         (status = 201, description = "The new runs' ids, in row order", body = super::openapi::ImportResult),
-        (status = 400, description = "Not CSV, or no header", body = super::openapi::ErrorBody),
+        (status = 400, description = "An unknown query parameter", body = super::openapi::ErrorBody),
         (status = 413, description = "The body is too large", body = super::openapi::ErrorBody),
-        (status = 422, description = "An invalid row, or more than 10000 rows", body = super::openapi::ErrorBody),
+        (status = 422, description = "Not CSV with a header, an invalid row, or more than 10000 rows", body = super::openapi::ErrorBody),
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -395,12 +395,12 @@ pub(super) async fn import_runs_csv(
         .from_reader(body.as_ref());
     let header: Vec<String> = reader
         .headers()
-        .map_err(|e| ApiError::BadRequest(format!("not CSV with a header: {e}")))?
+        .map_err(|e| ApiError::Unprocessable(format!("not CSV with a header: {e}")))?
         .iter()
         .map(|c| c.trim().to_string())
         .collect();
     if header.iter().all(String::is_empty) {
-        return Err(ApiError::BadRequest("the CSV has no header row".into()));
+        return Err(ApiError::Unprocessable("the CSV has no header row".into()));
     }
     let mut runs = Vec::new();
     for (i, record) in reader.records().enumerate() {
@@ -409,7 +409,7 @@ pub(super) async fn import_runs_csv(
                 "an import holds at most {MAX_RUNS_PER_IMPORT} runs"
             )));
         }
-        let record = record.map_err(|e| ApiError::BadRequest(format!("row {}: {e}", i + 1)))?;
+        let record = record.map_err(|e| ApiError::Unprocessable(format!("row {}: {e}", i + 1)))?;
         let run = imported_run(i, csv_row(&header, &record, &defaults)).map_err(|e| match e {
             ApiError::Unprocessable(m) => ApiError::Unprocessable(m.replacen(
                 &format!("run {i}"),

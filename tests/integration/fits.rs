@@ -214,7 +214,7 @@ async fn the_chinchilla_csv_imports_as_written_and_an_export_round_trips() {
         ),
         (
             "parameterization,params,tokens,final_loss\nmup,1000,2e4\n",
-            StatusCode::BAD_REQUEST,
+            StatusCode::UNPROCESSABLE_ENTITY,
             "row 1",
         ),
         (
