@@ -296,6 +296,7 @@ const TEXT_COLUMNS: [&str; 4] = ["name", "parameterization", "dataset", "tags"];
 /// `loss` -> `final_loss`; `train_flops` -> `flops`). `defaults` fill columns the file lacks.
 fn csv_row(header: &[String], record: &csv::StringRecord, defaults: &[(String, String)]) -> Value {
     let mut run = serde_json::Map::new();
+    let mut train_loss = None;
     let cells = header
         .iter()
         .map(String::as_str)
@@ -312,10 +313,16 @@ fn csv_row(header: &[String], record: &csv::StringRecord, defaults: &[(String, S
         if cell.is_empty() || EXPORT_ONLY_COLUMNS.contains(&key) || run.contains_key(key) {
             continue;
         }
-        if key == "final_train_loss" {
+        let number = || {
+            cell.parse::<f64>()
+                .ok()
+                .and_then(serde_json::Number::from_f64)
+        };
+        let value = if key == "final_train_loss" {
+            // Stands in for a missing validation loss, below.
+            train_loss = number();
             continue;
-        }
-        let value = if key == "tags" {
+        } else if key == "tags" {
             Value::from(
                 cell.split(';')
                     .map(str::trim)
@@ -325,24 +332,12 @@ fn csv_row(header: &[String], record: &csv::StringRecord, defaults: &[(String, S
         } else if TEXT_COLUMNS.contains(&key) {
             Value::from(cell)
         } else {
-            cell.parse::<f64>()
-                .ok()
-                .and_then(serde_json::Number::from_f64)
-                .map_or_else(|| Value::from(cell), Value::Number)
+            number().map_or_else(|| Value::from(cell), Value::Number)
         };
         run.insert(key.to_string(), value);
     }
-    // The final training loss stands in for a missing validation loss.
-    if !run.contains_key("final_loss") {
-        let train = header
-            .iter()
-            .position(|c| c == "final_train_loss")
-            .and_then(|i| record.get(i))
-            .and_then(|cell| cell.trim().parse::<f64>().ok())
-            .and_then(serde_json::Number::from_f64);
-        if let Some(loss) = train {
-            run.insert("final_loss".into(), Value::Number(loss));
-        }
+    if let Some(loss) = train_loss.filter(|_| !run.contains_key("final_loss")) {
+        run.insert("final_loss".into(), Value::Number(loss));
     }
     Value::Object(run)
 }
