@@ -237,6 +237,17 @@ async fn a_depth_transfer_study_trains_and_its_page_shows_the_results() {
         assert!(html.contains(expected), "the study page lacks {expected:?}");
     }
 
+    // The analysis page of the study's runs makes the same offer.
+    let (status, _, html) = page(
+        &app,
+        Request::get(format!("/analysis?sweep_id={id}&resamples=20"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("Add seed 1 to every run"), "{html}");
+
     // The same study again, with one more learning rate: the twelve finished runs are reused
     // (copied with their series, nothing trained again), only the four new ones are estimated.
     let mut settings = tiny_transfer_settings();

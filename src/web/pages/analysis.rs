@@ -567,6 +567,8 @@ struct AnalysisTemplate {
     selected: bool,
     /// The rendered [`AnalysisSections`].
     sections: String,
+    /// For a finished study whose answer is inconclusive: the runs that would conclude it.
+    offer: Option<super::studies::ExtensionOffer>,
 }
 
 /// The analysis sections (loss versus compute with savings, LR transfer, width/depth
@@ -697,6 +699,37 @@ pub(super) async fn study_sections(
     (sections.html(), addition)
 }
 
+/// When the selection is a finished study: the offer of the runs that would conclude its
+/// inconclusive answer, as on the study page (another seed for a transfer drift; compute
+/// scales or a seed for a compute-efficiency study, see [`compute_addition`]).
+async fn study_offer(
+    state: &AppState,
+    sweep_id: i64,
+    compute: Option<&ComputeReport>,
+    transfer: Option<&crate::web::analysis::TransferReport>,
+) -> Option<super::studies::ExtensionOffer> {
+    let (sweep, total, finished) = state
+        .store
+        .sweeps()
+        .await
+        .ok()?
+        .into_iter()
+        .find(|(s, _, _)| s.id == sweep_id)?;
+    if total == 0 || finished < total {
+        return None;
+    }
+    let kind = crate::study::StudyKind::parse(&sweep.kind)?;
+    let addition = match kind {
+        crate::study::StudyKind::ComputeEfficiency => compute_addition(compute?)?,
+        crate::study::StudyKind::DepthTransfer => {
+            (!transfer?.conclusive).then_some(Addition::Seed)?
+        }
+        crate::study::StudyKind::CoordCheck => return None,
+    };
+    let size = sweep.spec["size"].as_str().unwrap_or("default");
+    super::studies::extension_offer(kind, &sweep.spec["settings"], size, &addition)
+}
+
 /// `GET /analysis`.
 async fn analysis_page(
     State(state): State<AppState>,
@@ -724,6 +757,7 @@ async fn analysis_page(
         error: String::new(),
         selected: form.selects(),
         sections: String::new(),
+        offer: None,
     };
     if !template.selected {
         return render(StatusCode::OK, &template);
@@ -755,6 +789,10 @@ async fn analysis_page(
         transfer_report(&state, settings.query.clone(), transfer_options),
         tolerance_report(&state, settings.query.clone(), tolerance_options),
     );
+    template.offer = match form.sweep_id.trim().parse::<i64>() {
+        Ok(id) => study_offer(&state, id, compute.as_ref().ok(), transfer.as_ref().ok()).await,
+        Err(_) => None,
+    };
     template.sections = AnalysisSections {
         resamples: settings.bootstrap.resamples,
         compute: Some(compute.as_ref().map(compute_section).map_err(refusal)),

@@ -465,10 +465,10 @@ struct StudyTemplate {
 }
 
 /// The offer to extend a study, behind the preview's confirmation.
-struct ExtensionOffer {
+pub(super) struct ExtensionOffer {
     /// What the extension adds, as a sentence.
-    what: String,
-    href: String,
+    pub what: String,
+    pub href: String,
 }
 
 async fn study_page(
@@ -615,7 +615,7 @@ async fn study_results(state: &AppState, kind: StudyKind, id: i64) -> (String, O
 ///   `D = r P`), to three significant digits.
 ///
 /// `None` when the settings do not have what the addition changes.
-fn extension_offer(
+pub(super) fn extension_offer(
     kind: StudyKind,
     settings: &Value,
     size: &str,
