@@ -614,8 +614,9 @@ pub(super) enum Addition {
 /// ([`crate::verdict::scales_to_add`], for the group with the fewest); else, when a saving is
 /// inconclusive though measured on matched computes, another seed; else, when the fits or a
 /// saving are still inconclusive, two scales 4x and 16x above the largest (the far end pins the
-/// exponent). `None` when everything is conclusive.
-fn compute_addition(report: &ComputeReport) -> Option<Addition> {
+/// exponent). `None` when everything is conclusive. `savings` are the section's rows of
+/// `report` ([`compute_section`]), not computed again.
+fn compute_addition(report: &ComputeReport, savings: &[SavingsRow]) -> Option<Addition> {
     let fewest = report
         .groups
         .iter()
@@ -624,14 +625,13 @@ fn compute_addition(report: &ComputeReport) -> Option<Addition> {
     if !coverage.is_empty() {
         return Some(Addition::Scales(coverage));
     }
-    let rows = savings_rows(&report.groups);
-    if rows
+    if savings
         .iter()
         .any(|row| !row.verdict.conclusive && row.matched)
     {
         return Some(Addition::Seed);
     }
-    if report.verdict.conclusive && rows.iter().all(|row| row.verdict.conclusive) {
+    if report.verdict.conclusive && savings.iter().all(|row| row.verdict.conclusive) {
         return None;
     }
     let largest = report
@@ -689,10 +689,11 @@ pub(super) async fn study_sections(
                 compute_report(state, query.clone(), compute_options),
                 tolerance_report(state, query, tolerance_options),
             );
-            if let Ok(report) = &compute {
-                addition = compute_addition(report);
+            let section = compute.as_ref().map(compute_section);
+            if let (Ok(report), Ok(section)) = (&compute, &section) {
+                addition = compute_addition(report, &section.savings);
             }
-            sections.compute = Some(compute.as_ref().map(compute_section).map_err(refusal));
+            sections.compute = Some(section.map_err(refusal));
             sections.tolerance = Some(tolerance.as_ref().map(tolerance_section).map_err(refusal));
         }
     }
@@ -705,7 +706,7 @@ pub(super) async fn study_sections(
 async fn study_offer(
     state: &AppState,
     sweep_id: i64,
-    compute: Option<&ComputeReport>,
+    compute: Option<(&ComputeReport, &ComputeSection)>,
     transfer: Option<&crate::web::analysis::TransferReport>,
 ) -> Option<super::studies::ExtensionOffer> {
     let (sweep, total, finished) = state
@@ -720,7 +721,10 @@ async fn study_offer(
     }
     let kind = crate::study::StudyKind::parse(&sweep.kind)?;
     let addition = match kind {
-        crate::study::StudyKind::ComputeEfficiency => compute_addition(compute?)?,
+        crate::study::StudyKind::ComputeEfficiency => {
+            let (report, section) = compute?;
+            compute_addition(report, &section.savings)?
+        }
         crate::study::StudyKind::DepthTransfer => {
             (!transfer?.conclusive).then_some(Addition::Seed)?
         }
@@ -789,13 +793,17 @@ async fn analysis_page(
         transfer_report(&state, settings.query.clone(), transfer_options),
         tolerance_report(&state, settings.query.clone(), tolerance_options),
     );
+    let section = compute.as_ref().map(compute_section);
     template.offer = match form.sweep_id.trim().parse::<i64>() {
-        Ok(id) => study_offer(&state, id, compute.as_ref().ok(), transfer.as_ref().ok()).await,
+        Ok(id) => {
+            let compute = compute.as_ref().ok().zip(section.as_ref().ok());
+            study_offer(&state, id, compute, transfer.as_ref().ok()).await
+        }
         Err(_) => None,
     };
     template.sections = AnalysisSections {
         resamples: settings.bootstrap.resamples,
-        compute: Some(compute.as_ref().map(compute_section).map_err(refusal)),
+        compute: Some(section.map_err(refusal)),
         transfer: Some(
             (transfer.as_ref())
                 .map(|r| transfer_section(r, settings.axis))
