@@ -244,14 +244,14 @@ pub struct ComputeEfficiencySettings {
 
 /// The tuned base learning rates of the default compute-efficiency study: the optimal base LR
 /// of each parameterization at depth 4 (the geometric middle of the study's depths 2, 4 and 8)
-/// in the default depth-transfer study on the built-in corpus (width 64, base shape 64x1,
-/// `d_head` 16, 2^18 tokens; README, *Studies*), rounded to a quarter octave. muP's optimum
-/// moves with depth, so it is tuned where the study's shapes sit; CompleteP's does not.
+/// in the default three-seed depth-transfer study on the built-in corpus (width 64, base shape
+/// 64x1, `d_head` 16, 2^18 tokens; README, *Studies*), rounded to a quarter octave. muP's
+/// optimum moves with depth, so it is tuned where the study's shapes sit; CompleteP's does not.
 pub const TUNED_BASE_LRS: [(Parameterization, f64); 2] = [
-    // Measured optimum 2^-6.58.
-    (Parameterization::Mup, 0.011_048_543_456_039_806), // 2^-6.5
-    // Measured optimum 2^-6.67.
-    (Parameterization::CompleteP, 0.009_290_680_585_958_758), // 2^-6.75
+    // Measured optimum 2^-7.08 (seed mean of three).
+    (Parameterization::Mup, 0.007_812_5), // 2^-7
+    // Measured optimum 2^-7.00 (seed mean of three).
+    (Parameterization::CompleteP, 0.007_812_5), // 2^-7
 ];
 
 impl ComputeEfficiencySettings {

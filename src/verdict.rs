@@ -142,6 +142,10 @@ impl Verdict {
             self.inconclusive(format!(
                 "{sentence}: beyond {EXTRAPOLATION_LIMIT}x a fitted curve is a guess"
             ));
+            self.suggest(format!(
+                "add runs of at least {} FLOPs (the budget over {EXTRAPOLATION_LIMIT})",
+                sig(target / EXTRAPOLATION_LIMIT)
+            ));
         } else {
             self.warn(format!(
                 "{sentence}: beyond {EXTRAPOLATION_WARN}x predictions widen quickly"

@@ -106,6 +106,7 @@ pub const POLICY: &[(&str, &str, Access)] = &[
     ("GET", "/analysis", READ),
     ("GET", "/planner", READ),
     ("POST", "/planner/sweep", WRITE),
+    ("POST", "/planner/extend", WRITE),
     ("GET", "/diagnostics", READ),
     ("POST", "/diagnostics", WRITE),
     ("GET", "/diagnostics/{id}", READ),

@@ -733,9 +733,9 @@ mod schemas {
         /// A list of shapes instead of the grid `widths x depths`.
         #[schema(min_items = 1, max_items = 1000)]
         shapes: Option<Vec<SweepShape>>,
-        /// Base learning rates.
-        #[schema(min_items = 1)]
-        lrs: Vec<f64>,
+        /// Base learning rates: one list for every parameterization, or an object with one
+        /// list per parameterization (`{"mup": [0.008], "completep": [0.008, 0.016]}`).
+        lrs: SweepLrs,
         #[schema(required = false, min_items = 1, default = json!([0]))]
         seeds: Vec<u64>,
         /// Settings shared by every run of the grid (the grid's `lr` and `seed` replace theirs).
@@ -743,6 +743,18 @@ mod schemas {
         /// Tags of every run of the grid: at most 64 of 1 to 100 characters.
         #[schema(max_items = 64)]
         tags: Option<Vec<String>>,
+    }
+
+    /// The base learning rates of a sweep.
+    #[derive(ToSchema)]
+    #[serde(untagged)]
+    #[allow(dead_code)]
+    pub enum SweepLrs {
+        /// The same rates for every parameterization (at least one).
+        All(Vec<f64>),
+        /// Each parameterization's own rates, keyed by its name: every parameterization of the
+        /// sweep, and no other.
+        ByParameterization(std::collections::BTreeMap<String, Vec<f64>>),
     }
 
     /// One shape of a sweep's list.

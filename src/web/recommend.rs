@@ -21,6 +21,7 @@ use super::fits::{
     parse_selection, select_runs,
 };
 use super::runs::json_object;
+use super::studies::EstimateView;
 use super::{AppState, ServerSettings};
 use crate::fit::shape::{ShapeOptions, ShapePenalty, ShapePoint, fit_shape_tolerance};
 use crate::fit::{BootstrapOptions, Interval};
@@ -31,7 +32,7 @@ use crate::plan::{
     PlanError, RankedShape, ShapeLimits, candidate_shapes, rank_without_fit, recommend,
 };
 use crate::store::{RunQuery, RunRecord, RunSource};
-use crate::verdict::Verdict;
+use crate::verdict::{EXTRAPOLATION_LIMIT, Verdict, scales_to_add};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
@@ -335,6 +336,9 @@ pub(crate) struct PlanOutcome {
     pub candidates: Vec<Candidate>,
     /// The body of `POST /api/v1/sweeps` that confirms the best shape; `None` with nothing fitted.
     pub confirm_sweep: Option<Map<String, Value>>,
+    /// The runs that would make an inconclusive plan conclusive; `None` when it is conclusive
+    /// or no runs would help.
+    pub extension: Option<Extension>,
     /// The distinct `dataset` of the selected runs (`unrecorded` for none).
     pub datasets: Vec<String>,
     /// What to run, when nothing could be fitted.
@@ -342,6 +346,17 @@ pub(crate) struct PlanOutcome {
     /// Whether the runs support the plan: every fitted parameterization's findings, and the
     /// target's differences from the runs.
     pub verdict: Verdict,
+}
+
+/// The sweep that extends the selected runs so that the plan becomes conclusive.
+pub(crate) struct Extension {
+    /// The compute scales (FLOPs) it adds.
+    pub computes: Vec<f64>,
+    /// The body of `POST /api/v1/sweeps`: every fitted parameterization at its runs' base LR on
+    /// the best plan's recommended shape at each compute.
+    pub sweep: Map<String, Value>,
+    /// What it costs on this server.
+    pub estimate: EstimateView,
 }
 
 impl PlanOutcome {
@@ -526,7 +541,7 @@ pub(crate) async fn plan_request(
              irreducible loss of its own",
         );
     }
-    let (groups, plans) = blocking(move || {
+    let (groups, plans, extension_shapes) = blocking(move || {
         // `L(C)` is the loss of the optimal shape: with a penalty, each run's loss is divided by
         // its shape's `1 + excess` before the fit, so that the penalty is not counted twice
         // when a shape's loss is predicted as `L(C) (1 + excess)`.
@@ -549,6 +564,7 @@ pub(crate) async fn plan_request(
             .collect();
         let floor = runs_data.floor();
         let (fitted, refused) = fit_groups(&adjusted, runs_data.same, floor, &bootstrap);
+        let largest = (data.iter().flat_map(|g| &g.points)).fold(0.0, |m: f64, p| m.max(p.0));
         let mut groups = Vec::new();
         let mut fits = Vec::new();
         for (group, penalty) in data.into_iter().zip(penalties) {
@@ -587,6 +603,21 @@ pub(crate) async fn plan_request(
         }
         let plans = recommend(budget, &architecture, &limits, &fits, bootstrap.confidence)
             .map_err(plan_error)?;
+        // The best plan's recommended shape at each compute that would make the plan
+        // conclusive (no intervals: only the ranking is read).
+        let computes = extension_computes(
+            fitted.iter().map(|f| f.compute_scales.as_slice()),
+            budget.flops(),
+            largest,
+        );
+        let extension_shapes: Vec<(f64, Candidate)> = computes
+            .into_iter()
+            .filter_map(|c| {
+                let at = Budget::from_flops(c).ok()?;
+                let plans = recommend(at, &architecture, &limits, &fits, 0.95).ok()?;
+                Some((c, plans.first()?.shapes.first()?.shape.clone()))
+            })
+            .collect();
         // A predicted loss below the data's floor is impossible.
         for plan in &plans {
             if let Some(Ok(fit)) = groups
@@ -597,7 +628,7 @@ pub(crate) async fn plan_request(
                 fit.verdict.check_floor(plan.loss_at_budget, floor);
             }
         }
-        Ok((groups, plans))
+        Ok((groups, plans, extension_shapes))
     })
     .await?;
     let mut verdict = Verdict::new();
@@ -635,15 +666,126 @@ pub(crate) async fn plan_request(
         tokens_per_param,
         candidates: rank_without_fit(candidates),
         confirm_sweep: None,
+        extension: None,
         datasets,
         note,
         verdict,
     };
-    outcome.confirm_sweep = confirm_sweep(&outcome, shared, request);
+    let config = sweep_config(&outcome, shared, request);
+    outcome.confirm_sweep = confirm_sweep(&outcome, config.clone());
     if let Some(body) = &mut outcome.confirm_sweep {
         admit_confirming_shapes(body, &state.settings).await;
     }
+    if !outcome.verdict.conclusive {
+        outcome.extension = extension(state, &outcome, &extension_shapes, config).await?;
+    }
     Ok(outcome)
+}
+
+/// The compute scales (FLOPs) that would make a plan conclusive: those each fit's coverage
+/// lacks ([`scales_to_add`], from its compute scales) and, when the budget is more than
+/// [`EXTRAPOLATION_LIMIT`] times the largest run, the budget over that limit; increasing,
+/// scales within 10% of one another merged.
+fn extension_computes<'a>(
+    fits: impl Iterator<Item = &'a [f64]>,
+    budget: f64,
+    largest_run: f64,
+) -> Vec<f64> {
+    let mut computes: Vec<f64> = fits.flat_map(scales_to_add).collect();
+    if budget / largest_run > EXTRAPOLATION_LIMIT {
+        computes.push(budget / EXTRAPOLATION_LIMIT);
+    }
+    computes.sort_by(f64::total_cmp);
+    computes.dedup_by(|later, earlier| *later < *earlier * 1.1);
+    computes
+}
+
+/// The sweep that adds `shapes` (each compute with the best plan's shape there) for every
+/// fitted parameterization at its runs' median base LR, and its estimated cost; `None` without
+/// shapes, or when the server would refuse the sweep.
+async fn extension(
+    state: &AppState,
+    outcome: &PlanOutcome,
+    shapes: &[(f64, Candidate)],
+    config: Map<String, Value>,
+) -> Result<Option<Extension>, ApiError> {
+    let fitted: Vec<(String, f64)> = (outcome.plans.iter())
+        .filter(|p| {
+            p.parameterization
+                .parse::<Parameterization>()
+                .is_ok_and(|p| p != Parameterization::Alpha)
+        })
+        .map(|p| {
+            let lr = (outcome.group(&p.parameterization))
+                .and_then(|g| g.fit.as_ref().ok()?.base_lr)
+                .unwrap_or(BaseHparams::default().lr);
+            (p.parameterization.clone(), lr)
+        })
+        .collect();
+    if shapes.is_empty() || fitted.is_empty() {
+        return Ok(None);
+    }
+    let computes: Vec<f64> = shapes.iter().map(|(c, _)| *c).collect();
+    let list: Vec<String> = computes.iter().map(|&c| format!("{c:.2e}")).collect();
+    let mut sweep = Map::new();
+    sweep.insert(
+        "name".into(),
+        json!(format!("extend plan: compute {} FLOPs", list.join(", "))),
+    );
+    sweep.insert(
+        "parameterizations".into(),
+        json!(fitted.iter().map(|(p, _)| p).collect::<Vec<_>>()),
+    );
+    sweep.insert(
+        "shapes".into(),
+        json!(
+            shapes
+                .iter()
+                .map(|(_, s)| json!({"width": s.width, "depth": s.depth, "tokens": s.tokens}))
+                .collect::<Vec<_>>()
+        ),
+    );
+    sweep.insert(
+        "lrs".into(),
+        Value::Object(
+            fitted
+                .iter()
+                .map(|(p, lr)| (p.clone(), json!([lr])))
+                .collect(),
+        ),
+    );
+    sweep.insert("config".into(), Value::Object(config));
+    sweep.insert("tags".into(), json!([CONFIRM_TAG]));
+    let Ok((_, _, runs)) = super::sweeps::build_sweep(sweep.clone(), &state.settings).await else {
+        return Ok(None);
+    };
+    let configs: Vec<_> = runs.into_iter().map(|r| r.config).collect();
+    let vocab = outcome.architecture.vocab;
+    let estimate =
+        crate::study::estimate(&configs, vocab, super::studies::throughput(state).await?)
+            .map_err(|e| ApiError::Unprocessable(e.to_string()))?;
+    Ok(Some(Extension {
+        computes,
+        sweep,
+        estimate: estimate.into(),
+    }))
+}
+
+/// Creates the extending sweep as `POST /api/v1/sweeps` would: the sweep id.
+pub(crate) async fn create_extension_sweep(
+    state: &AppState,
+    outcome: &PlanOutcome,
+) -> Result<i64, ApiError> {
+    let Some(extension) = &outcome.extension else {
+        return Err(ApiError::Unprocessable(
+            "the plan is conclusive, or no runs would make it so: there is nothing to add".into(),
+        ));
+    };
+    let (name, spec, runs) =
+        super::sweeps::build_sweep(extension.sweep.clone(), &state.settings).await?;
+    let (id, _) = state.store.create_sweep(&name, &spec, &runs).await?;
+    state.jobs.wake();
+    Ok(id)
 }
 
 /// How far from the recommended `N:L` (as a factor) the other shapes of a confirming sweep lie.
@@ -682,27 +824,14 @@ fn confirming_shapes(plan: &ParameterizationPlan) -> Vec<&RankedShape> {
     chosen
 }
 
-/// The body of `POST /api/v1/sweeps` that confirms the plan: the best parameterization at its
-/// median base LR (the paper's default when none is recorded) on the shapes of
-/// [`confirming_shapes`], each with its token count for the budget, with the settings the
-/// selected runs share.
-fn confirm_sweep(
+/// The settings shared by the runs of a sweep the planner writes: those the selected runs
+/// share, with the target's architecture, the request's batch, and no token count (each shape
+/// trains on its own).
+fn sweep_config(
     outcome: &PlanOutcome,
     shared: Map<String, Value>,
     request: &PlanRequest,
-) -> Option<Map<String, Value>> {
-    let plan = outcome.plans.first()?;
-    let parameterization = plan.parameterization.parse::<Parameterization>().ok()?;
-    if parameterization == Parameterization::Alpha {
-        return None;
-    }
-    let shapes = confirming_shapes(plan);
-    let best = &shapes.first()?.shape;
-    let lr = outcome
-        .group(&plan.parameterization)
-        .and_then(|g| g.fit.as_ref().ok())
-        .and_then(|f| f.base_lr)
-        .unwrap_or(BaseHparams::default().lr);
+) -> Map<String, Value> {
     let architecture = outcome.architecture;
     let mut config = shared;
     if request.batch_given {
@@ -720,6 +849,26 @@ fn confirm_sweep(
     // Each shape trains on its own token count, the budget over its FLOPs per token.
     config.remove("tokens");
     config.remove("tokens_per_param");
+    config
+}
+
+/// The body of `POST /api/v1/sweeps` that confirms the plan: the best parameterization at its
+/// median base LR (the paper's default when none is recorded) on the shapes of
+/// [`confirming_shapes`], each with its token count for the budget, with the settings of
+/// [`sweep_config`].
+fn confirm_sweep(outcome: &PlanOutcome, config: Map<String, Value>) -> Option<Map<String, Value>> {
+    let plan = outcome.plans.first()?;
+    let parameterization = plan.parameterization.parse::<Parameterization>().ok()?;
+    if parameterization == Parameterization::Alpha {
+        return None;
+    }
+    let shapes = confirming_shapes(plan);
+    let best = &shapes.first()?.shape;
+    let lr = outcome
+        .group(&plan.parameterization)
+        .and_then(|g| g.fit.as_ref().ok())
+        .and_then(|f| f.base_lr)
+        .unwrap_or(BaseHparams::default().lr);
     let mut body = Map::new();
     body.insert(
         "name".into(),
@@ -950,6 +1099,9 @@ pub(crate) fn outcome_json(outcome: &PlanOutcome, top: usize) -> Value {
         "next_runs": outcome.verdict.next_runs,
         "data": outcome.datasets,
         "confirm_sweep": outcome.confirm_sweep,
+        "extend_sweep": outcome.extension.as_ref().map(|e| json!({
+            "computes": e.computes, "sweep": e.sweep, "estimate": e.estimate,
+        })),
         "sweep": Value::Null,
     })
 }
@@ -1192,6 +1344,19 @@ mod schemas {
         error: String,
     }
 
+    /// The sweep that makes an inconclusive plan conclusive: the compute scales its coverage
+    /// lacks and, past 100 times the largest run, the budget over 100, each with the best
+    /// plan's recommended shape there, under every fitted parameterization at its runs' base LR.
+    #[derive(ToSchema)]
+    pub struct ExtendSweep {
+        /// The compute scales (FLOPs) it adds.
+        computes: Vec<f64>,
+        /// A body for `POST /api/v1/sweeps`.
+        sweep: CreateSweep,
+        /// Its cost on this server.
+        estimate: crate::web::studies::shapes::EstimateBody,
+    }
+
     /// The created confirming sweep.
     #[derive(ToSchema)]
     pub struct CreatedSweep {
@@ -1226,6 +1391,9 @@ mod schemas {
         data: Vec<String>,
         /// A body for `POST /api/v1/sweeps`; `null` when nothing is fitted.
         confirm_sweep: Option<CreateSweep>,
+        /// The runs that would make an inconclusive plan conclusive; `null` when it is
+        /// conclusive or no runs would help.
+        extend_sweep: Option<ExtendSweep>,
         /// The created sweep (`create_sweep: true`), else `null`.
         sweep: Option<CreatedSweep>,
     }

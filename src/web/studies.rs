@@ -658,7 +658,7 @@ fn report_json<T: Serialize>(report: Result<T, ApiError>) -> Value {
 // Documentation-only shapes
 
 #[allow(dead_code)]
-mod shapes {
+pub(crate) mod shapes {
     use utoipa::ToSchema;
 
     /// A study request. Unknown fields are refused.

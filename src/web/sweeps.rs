@@ -41,6 +41,40 @@ fn list(
     }
 }
 
+/// The base learning rates of each parameterization, in the order of `parameterizations`: the
+/// list `lrs` for every one, or an object of one list per parameterization (each at its own
+/// tuned rates).
+fn sweep_lrs(
+    body: &mut Map<String, Value>,
+    parameterizations: &[Value],
+) -> Result<Vec<Vec<Value>>, ApiError> {
+    let mut by_parameterization = match body.remove("lrs") {
+        Some(Value::Object(by)) => by,
+        other => {
+            let all = list(body, "lrs", other)?;
+            return Ok(vec![all; parameterizations.len()]);
+        }
+    };
+    let key = |p: &Value| p.as_str().map_or_else(|| p.to_string(), String::from);
+    let lists = parameterizations
+        .iter()
+        .map(|p| {
+            list(&mut by_parameterization, &key(p), None).map_err(|_| {
+                ApiError::Unprocessable(format!(
+                    "'lrs' has no non-empty list for the parameterization {}",
+                    key(p)
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some(other) = by_parameterization.keys().next() {
+        return Err(ApiError::Unprocessable(format!(
+            "'lrs' names '{other}', which is not one of the sweep's parameterizations"
+        )));
+    }
+    Ok(lists)
+}
+
 /// One shape of a sweep: width, depth and, for a shape of a list, its own token count.
 struct SweepShape {
     width: Value,
@@ -129,7 +163,7 @@ pub(crate) async fn build_sweep(
     };
     let parameterizations = list(&mut body, "parameterizations", None)?;
     let shapes = sweep_shapes(&mut body)?;
-    let lrs = list(&mut body, "lrs", None)?;
+    let lrs = sweep_lrs(&mut body, &parameterizations)?;
     let seeds = list(&mut body, "seeds", Some(json!([0])))?;
     let shared = match body.remove("config") {
         None | Some(Value::Null) => Map::new(),
@@ -157,25 +191,24 @@ pub(crate) async fn build_sweep(
              (or shapes), lrs, seeds, config, tags"
         )));
     }
-    let total = [
-        parameterizations.len(),
-        shapes.len(),
-        lrs.len(),
-        seeds.len(),
-    ]
-    .iter()
-    .fold(1usize, |product, n| product.saturating_mul(*n));
+    let total = [lrs.iter().map(Vec::len).sum(), shapes.len(), seeds.len()]
+        .iter()
+        .fold(1usize, |product, n| product.saturating_mul(*n));
     if total > MAX_SWEEP_RUNS {
         return Err(ApiError::Unprocessable(format!(
             "the grid has {total} runs; at most {MAX_SWEEP_RUNS} per sweep"
         )));
     }
+    // Shape by shape, the parameterizations alternate at each LR index and seed, so a sweep
+    // stopped partway still compares them on the same shapes.
+    let longest = lrs.iter().map(Vec::len).max().unwrap_or(0);
     let mut runs = Vec::with_capacity(total);
-    for p in &parameterizations {
-        for shape in &shapes {
-            let (w, d) = (&shape.width, &shape.depth);
-            for lr in &lrs {
-                for seed in &seeds {
+    for shape in &shapes {
+        let (w, d) = (&shape.width, &shape.depth);
+        for i in 0..longest {
+            for seed in &seeds {
+                for (p, lr) in parameterizations.iter().zip(&lrs) {
+                    let Some(lr) = lr.get(i) else { continue };
                     let mut run = shared.clone();
                     for (key, value) in [
                         ("parameterization", p),
@@ -211,8 +244,9 @@ pub(crate) async fn build_sweep(
 /// Queues a sweep: every combination of a grid of settings as one run.
 ///
 /// The grid is `parameterizations x shapes x lrs x seeds` (at most 1000 runs), the shapes either
-/// `widths x depths` or the list `shapes`; `config`
-/// holds the settings the runs share. Every grid point is checked before any run is queued.
+/// `widths x depths` or the list `shapes`, the LRs one list for all parameterizations or an
+/// object of one list per parameterization; `config` holds the settings the runs share. Runs are
+/// queued shape by shape with the parameterizations alternating. Every grid point is checked before any run is queued.
 #[utoipa::path(
     post,
     path = "/api/v1/sweeps",

@@ -718,6 +718,31 @@ async fn a_sweep_queues_its_grid_reports_progress_and_exports_csv() {
                      "lrs": (1..=20).map(|i| i as f64 * 1e-3).collect::<Vec<_>>()});
     let (status, answer) = server.request("POST", "/api/v1/sweeps", Some(bad)).await;
     assert_eq!(status, 422, "{answer}");
+    // One list of LRs per parameterization: every one named, no other.
+    for (lrs, refusal) in [
+        (
+            json!({"mup": [0.01]}),
+            "no non-empty list for the parameterization completep",
+        ),
+        (
+            json!({"mup": [0.01], "completep": []}),
+            "no non-empty list for the parameterization completep",
+        ),
+        (
+            json!({"mup": [0.01], "completep": [0.02], "sp": [0.1]}),
+            "'lrs' names 'sp'",
+        ),
+        (json!(7), "'lrs' must be a non-empty list"),
+    ] {
+        let body = json!({"name": "per-parameterization", "parameterizations": ["mup", "completep"],
+                          "widths": [64], "depths": [1], "lrs": lrs});
+        let (status, answer) = server.request("POST", "/api/v1/sweeps", Some(body)).await;
+        assert_eq!(status, 422, "{answer}");
+        assert!(
+            answer["detail"].as_str().unwrap().contains(refusal),
+            "{answer}"
+        );
+    }
     let bad_point = json!({"name": "bad", "parameterizations": ["mup"], "widths": [100], "depths": [2], "lrs": [0.01]});
     let (status, answer) = server
         .request("POST", "/api/v1/sweeps", Some(bad_point))

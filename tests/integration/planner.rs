@@ -46,9 +46,14 @@ fn planted_loss(parameterization: &str, flops: f64, ratio: f64) -> f64 {
 /// Imports muP and CompleteP runs at four compute scales and five shapes each (20 tokens per
 /// parameter, base LR 0.01), plus SP runs at two scales only; all tagged `planted`.
 async fn import_planted(app: &axum::Router) {
+    import_planted_at(app, &SCALES, "planted", true).await;
+}
+
+/// Imports muP and CompleteP runs at `scales` (five shapes each), with SP's two runs when asked.
+async fn import_planted_at(app: &axum::Router, scales: &[f64], tag: &str, with_sp: bool) {
     let mut runs = Vec::new();
     for parameterization in ["mup", "completep"] {
-        for flops in SCALES {
+        for &flops in scales {
             for (width, depth) in SHAPES {
                 let params = params_non_embedding(width as usize, depth as usize, true) as i64;
                 let ratio = width as f64 / depth as f64;
@@ -56,12 +61,13 @@ async fn import_planted(app: &axum::Router) {
                     "parameterization": parameterization, "width": width, "depth": depth,
                     "params": params, "tokens": 20 * params, "flops": flops, "lr": 0.01,
                     "final_loss": planted_loss(parameterization, flops, ratio),
-                    "tags": ["planted"],
+                    "tags": [tag],
                 }));
             }
         }
     }
-    for flops in [1e15, 1e16] {
+    let sp_scales: &[f64] = if with_sp { &[1e15, 1e16] } else { &[] };
+    for &flops in sp_scales {
         runs.push(json!({
             "parameterization": "sp", "width": 512, "depth": 8, "params": 25_000_000,
             "tokens": 500_000_000, "flops": flops, "final_loss": 3.0, "tags": ["planted"],
@@ -559,4 +565,88 @@ async fn the_planner_page_plans_and_creates_the_confirming_sweep() {
         html.contains("Waiting for 3 of 3 shapes to finish."),
         "{html}"
     );
+}
+
+#[tokio::test]
+async fn an_inconclusive_plan_offers_the_runs_that_would_conclude_it() {
+    let (app, _) = router_app("planner-extend").await;
+    // Three compute scales (one short of a conclusive fit), and a budget 1000 times the largest
+    // run (ten times past the extrapolation limit).
+    import_planted_at(&app, &SCALES[..3], "three", false).await;
+    let request = json!({
+        "selection": {"tags": ["three"]}, "budget_flops": 1e20, "vocab": 256,
+        "context": 128, "max_depth": 48, "batch": 8, "resamples": 0
+    });
+    let (status, plan) = recommend(&app, request.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{plan}");
+    assert_eq!(plan["conclusive"], false);
+    let warnings = plan["warnings"].to_string();
+    assert!(warnings.contains("3 compute scales"), "{warnings}");
+    assert!(
+        warnings.contains("1000 times the largest run"),
+        "{warnings}"
+    );
+
+    // The scale coverage lacks (4 times the largest) and the budget over 100, each with the
+    // best plan's shape there, under both parameterizations at their runs' LR.
+    let extend = &plan["extend_sweep"];
+    assert_eq!(extend["computes"], json!([4e17, 1e18]), "{extend}");
+    let sweep = &extend["sweep"];
+    assert_eq!(sweep["parameterizations"], json!(["completep", "mup"]));
+    assert_eq!(sweep["lrs"], json!({"completep": [0.01], "mup": [0.01]}));
+    let shapes = sweep["shapes"].as_array().unwrap();
+    assert_eq!(shapes.len(), 2);
+    for (shape, compute) in shapes.iter().zip([4e17, 1e18]) {
+        let (width, depth) = (f(&shape["width"]) as usize, f(&shape["depth"]) as usize);
+        let tokens = shape["tokens"].as_u64().unwrap();
+        let flops = FlopBreakdown::for_tokens(width, depth, 128, 256, true, tokens).total();
+        assert!((flops / compute - 1.0).abs() < 0.01, "{shape}: {flops:e}");
+    }
+    assert_eq!(extend["estimate"]["runs"], 4);
+    assert!(f(&extend["estimate"]["seconds"]) > 0.0);
+    assert_eq!(keys(extend), documented(&app, "ExtendSweep").await);
+
+    // The page offers it with its cost; the button queues it, parameterizations alternating.
+    let query =
+        "budget_flops=1e20&vocab=256&context=128&max_depth=48&batch=8&tags=three&resamples=0";
+    let (status, _, html) = page(&app, get(&format!("/planner?{query}"))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        html.contains("Make the plan conclusive") && html.contains("Queue 4 runs"),
+        "{html}"
+    );
+    let post = Request::post("/planner/extend")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(query))
+        .unwrap();
+    let (status, location, _) = page(&app, post).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{location}");
+    let id: i64 = location.strip_prefix("/sweeps/").unwrap().parse().unwrap();
+    let (_, created) = call(&app, "GET", &format!("/api/v1/sweeps/{id}"), None).await;
+    let runs = created["runs"].as_array().unwrap();
+    let order: Vec<(&str, i64)> = runs
+        .iter()
+        .map(|r| {
+            (
+                r["parameterization"].as_str().unwrap(),
+                r["width"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(order.len(), 4);
+    assert_eq!([order[0].0, order[1].0], ["completep", "mup"]);
+    assert_eq!(order[0].1, order[1].1);
+    let html = page(&app, get(&location)).await.2;
+    assert!(html.contains("completep: 0.01; mup: 0.01"), "{html}");
+
+    // A conclusive plan offers nothing.
+    import_planted(&app).await;
+    let (_, plan) = recommend(
+        &app,
+        json!({"selection": {"tags": ["planted"]}, "budget_flops": 1e19, "vocab": 256,
+               "context": 128, "max_depth": 48, "resamples": 0}),
+    )
+    .await;
+    assert_eq!(plan["conclusive"], true, "{plan}");
+    assert_eq!(plan["extend_sweep"], Value::Null);
 }

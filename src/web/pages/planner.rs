@@ -15,7 +15,8 @@ use crate::web::AppState;
 use crate::web::charts::{self, planner::ShapePoint};
 use crate::web::error::ApiError;
 use crate::web::recommend::{
-    PlanOutcome, create_confirming_sweep, no_penalty_note, parse_request, plan_request,
+    PlanOutcome, create_confirming_sweep, create_extension_sweep, no_penalty_note, parse_request,
+    plan_request,
 };
 use askama::Template;
 use axum::Router;
@@ -31,6 +32,7 @@ pub(super) fn routes() -> Router<AppState> {
     Router::new()
         .route("/planner", get(planner_page))
         .route("/planner/sweep", axum::routing::post(confirm_sweep))
+        .route("/planner/extend", axum::routing::post(extend_sweep))
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -368,6 +370,15 @@ struct SweepView {
     hidden: Vec<(&'static str, String)>,
 }
 
+/// The runs that would make the plan conclusive, as the page offers them.
+struct ExtensionView {
+    computes: String,
+    summary: Vec<(&'static str, String)>,
+    runs: usize,
+    duration: String,
+    hidden: Vec<(&'static str, String)>,
+}
+
 struct Results {
     budget: String,
     architecture: String,
@@ -378,6 +389,7 @@ struct Results {
     refused: Vec<(String, usize, String)>,
     chart: String,
     sweep: Option<SweepView>,
+    extension: Option<ExtensionView>,
 }
 
 #[derive(Template)]
@@ -519,32 +531,19 @@ fn results(outcome: &PlanOutcome, top: usize, form: &PlannerForm) -> Results {
             charts::message_svg("the chart could not be drawn")
         })
     };
-    let sweep = outcome.confirm_sweep.as_ref().map(|body| {
-        let list = |key: &str| match body.get(key) {
-            Some(Value::Array(values)) => values
-                .iter()
-                .map(|v| v.as_str().map_or_else(|| v.to_string(), String::from))
-                .collect::<Vec<_>>()
-                .join(", "),
-            _ => "—".into(),
-        };
-        let tokens = body
-            .get("config")
-            .and_then(|c| c.get("tokens"))
-            .and_then(Value::as_f64)
-            .map_or("—".into(), fmt_count);
-        SweepView {
-            summary: vec![
-                ("Parameterizations", list("parameterizations")),
-                (
-                    "Width × depth",
-                    format!("{} × {}", list("widths"), list("depths")),
-                ),
-                ("Training tokens", tokens),
-                ("Base learning rates", list("lrs")),
-            ],
-            hidden: form.hidden(),
-        }
+    let sweep = outcome.confirm_sweep.as_ref().map(|body| SweepView {
+        summary: sweep_summary(body),
+        hidden: form.hidden(),
+    });
+    let extension = outcome.extension.as_ref().map(|e| ExtensionView {
+        computes: (e.computes.iter())
+            .map(|&c| fmt_sci(c))
+            .collect::<Vec<_>>()
+            .join(", "),
+        summary: sweep_summary(&e.sweep),
+        runs: e.estimate.runs,
+        duration: e.estimate.duration.clone(),
+        hidden: form.hidden(),
     });
     let a = outcome.architecture;
     Results {
@@ -572,7 +571,42 @@ fn results(outcome: &PlanOutcome, top: usize, form: &PlannerForm) -> Results {
             .collect(),
         chart,
         sweep,
+        extension,
     }
+}
+
+/// A sweep body the planner wrote, as the page describes it: parameterizations, shapes with
+/// their tokens, base learning rates.
+fn sweep_summary(body: &Map<String, Value>) -> Vec<(&'static str, String)> {
+    let text = |v: &Value| v.as_str().map_or_else(|| v.to_string(), String::from);
+    let list = |v: Option<&Value>| match v {
+        Some(Value::Array(values)) => values.iter().map(text).collect::<Vec<_>>().join(", "),
+        _ => "—".into(),
+    };
+    let shapes = (body
+        .get("shapes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten())
+    .map(|s| {
+        let tokens = s["tokens"].as_f64().map_or("—".into(), fmt_count);
+        format!("{} × {} on {tokens} tokens", s["width"], s["depth"])
+    })
+    .collect::<Vec<_>>()
+    .join("; ");
+    let lrs = match body.get("lrs") {
+        Some(Value::Object(by)) => by
+            .iter()
+            .map(|(p, lrs)| format!("{p} {}", list(Some(lrs))))
+            .collect::<Vec<_>>()
+            .join("; "),
+        other => list(other),
+    };
+    vec![
+        ("Parameterizations", list(body.get("parameterizations"))),
+        ("Width × depth", shapes),
+        ("Base learning rates", lrs),
+    ]
 }
 
 /// The fields a refusal is about.
@@ -650,6 +684,24 @@ pub(super) async fn confirm_sweep(
     let request = parse_request(body)?;
     let outcome = plan_request(&state, &request).await?;
     let (id, _) = create_confirming_sweep(&state, &outcome).await?;
+    Ok(Redirect::to(&format!("/sweeps/{id}")).into_response())
+}
+
+/// `POST /planner/extend`: plans again from the posted fields, queues the sweep that would
+/// make the plan conclusive, then 303 to its page.
+pub(super) async fn extend_sweep(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    form: Result<Form<Vec<(String, String)>>, FormRejection>,
+) -> Result<Response, PageError> {
+    same_origin(&headers)?;
+    let Form(pairs) = form.map_err(|e| PageError::new(e.status(), e.body_text()))?;
+    let body = PlannerForm::from_pairs(pairs)
+        .to_json()
+        .map_err(|(message, _)| PageError::new(StatusCode::BAD_REQUEST, message))?;
+    let request = parse_request(body)?;
+    let outcome = plan_request(&state, &request).await?;
+    let id = create_extension_sweep(&state, &outcome).await?;
     Ok(Redirect::to(&format!("/sweeps/{id}")).into_response())
 }
 

@@ -712,10 +712,16 @@ struct SweepTemplate {
     chart: String,
 }
 
-/// A grid axis of a stored spec as text: `64, 128`.
+/// A grid axis of a stored spec as text: `64, 128`; one list per parameterization as
+/// `mup: 0.008; completep: 0.008, 0.016`.
 fn spec_list(spec: &Value, key: &str) -> String {
     match spec.get(key) {
         Some(list @ Value::Array(_)) => value_text(list),
+        Some(Value::Object(lists)) => lists
+            .iter()
+            .map(|(name, list)| format!("{name}: {}", value_text(list)))
+            .collect::<Vec<_>>()
+            .join("; "),
         _ => "—".into(),
     }
 }
@@ -930,6 +936,10 @@ fn grid_summary(spec: &Value) -> String {
             // A sweep without seeds trains seed 0.
             let n = match lists.get(*key) {
                 None if *key == "seeds" && lists.get("parameterizations").is_some() => 1,
+                // One list per parameterization: the longest.
+                Some(Value::Object(by)) => (by.values())
+                    .filter_map(|l| Some(l.as_array()?.len()))
+                    .max()?,
                 value => value?.as_array()?.len(),
             };
             Some(format!("{n} {}", if n == 1 { one } else { many }))
