@@ -80,6 +80,11 @@ impl Jobs {
         let _ = self.events.send(RunEvent::Status { run_id, status });
     }
 
+    /// Publishes new metric points of a run trained elsewhere (logged through the API).
+    pub fn publish_metrics(&self, run_id: i64, points: Vec<MetricPoint>) {
+        let _ = self.events.send(RunEvent::Metrics { run_id, points });
+    }
+
     /// Cancels a run: a queued job at once, a running one before its next step.
     pub async fn cancel(&self, run_id: i64) -> Result<StoredStatus, crate::store::StoreError> {
         let status = self.store.request_cancel(run_id).await?;

@@ -32,6 +32,11 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_stream::StreamExt;
 
+mod tracking;
+pub use tracking::{
+    COLUMN_PARAMS, Experiment, LogBatch, LoggedMetric, SeriesKey, TrackedRun, now_ms, series_points,
+};
+
 /// A storage failure. `NotFound` and `Invalid` are the caller's fault; the rest are internal.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

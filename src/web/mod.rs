@@ -10,6 +10,7 @@ mod error;
 mod export;
 mod fits;
 mod imports;
+mod mlflow;
 mod openapi;
 mod pages;
 mod plan;
@@ -249,6 +250,7 @@ pub fn router(state: AppState) -> Router {
         .merge(openapi::router())
         .merge(pages::router())
         .merge(tokens::router())
+        .merge(mlflow::router())
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::guard))
         .fallback(auth::not_found)
         .layer(middleware::from_fn_with_state(state.clone(), auth::screen))

@@ -76,6 +76,7 @@ pub fn router() -> Router<AppState> {
         (name = "fits", description = "Scaling-law fits of stored runs: the Chinchilla surface, loss versus compute, FLOP savings at matched loss."),
         (name = "tokens", description = "API tokens and roles (admins), and who the caller is."),
         (name = "meta", description = "This description of the API."),
+        (name = "mlflow", description = "The MLflow tracking REST API (2.0): the official MLflow client logs here unchanged."),
     )
 )]
 struct ApiDoc;
@@ -97,6 +98,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
         super::recommend::api_doc(),
         super::diagnostics::api_doc(),
         super::studies::api_doc(),
+        super::mlflow::api_doc(),
     ] {
         doc.merge(part);
     }
@@ -735,7 +737,8 @@ mod schemas {
         shapes: Option<Vec<SweepShape>>,
         /// Base learning rates: one list for every parameterization, or an object with one
         /// list per parameterization (`{"mup": [0.008], "completep": [0.008, 0.016]}`).
-        lrs: SweepLrs,
+        #[schema(value_type = Object)]
+        lrs: serde_json::Value,
         #[schema(required = false, min_items = 1, default = json!([0]))]
         seeds: Vec<u64>,
         /// Settings shared by every run of the grid (the grid's `lr` and `seed` replace theirs).
@@ -743,18 +746,6 @@ mod schemas {
         /// Tags of every run of the grid: at most 64 of 1 to 100 characters.
         #[schema(max_items = 64)]
         tags: Option<Vec<String>>,
-    }
-
-    /// The base learning rates of a sweep.
-    #[derive(ToSchema)]
-    #[serde(untagged)]
-    #[allow(dead_code)]
-    pub enum SweepLrs {
-        /// The same rates for every parameterization (at least one).
-        All(Vec<f64>),
-        /// Each parameterization's own rates, keyed by its name: every parameterization of the
-        /// sweep, and no other.
-        ByParameterization(std::collections::BTreeMap<String, Vec<f64>>),
     }
 
     /// One shape of a sweep's list.
@@ -1701,7 +1692,8 @@ mod tests {
     }
 
     /// Every request body is a closed object (or a choice of closed objects), but an imported
-    /// run, whose extra fields are kept as its config.
+    /// run, whose extra fields are kept as its config, and the MLflow API's, which accept the
+    /// fields newer MLflow clients add (as MLflow's own server does).
     #[test]
     fn request_bodies_refuse_unknown_fields() {
         let doc = doc();
@@ -1739,6 +1731,9 @@ mod tests {
         }
         let mut bodies = 0;
         for (path, item) in doc["paths"].as_object().unwrap() {
+            if path.starts_with("/api/2.0/mlflow/") {
+                continue;
+            }
             for (method, operation) in item.as_object().unwrap() {
                 if let Some(schema) =
                     operation.pointer("/requestBody/content/application~1json/schema")

@@ -8,6 +8,7 @@ mod compose;
 mod coord;
 mod diagnostics;
 mod fits;
+mod mlflow;
 mod openapi;
 mod pages;
 mod planner;

@@ -149,7 +149,14 @@ fn sweep_grid(doc: &mut Value) {
         *items = json!({"type": "integer", "format": "int64"});
         set_range(items, range(key));
     }
-    property(sweep, "lrs")["items"] = json!({"type": "number", "exclusiveMinimum": 0});
+    // One list of positive rates for all parameterizations, or one per parameterization.
+    let lrs =
+        json!({"type": "array", "minItems": 1, "items": {"type": "number", "exclusiveMinimum": 0}});
+    *property(sweep, "lrs") = json!({
+        "description": "Base learning rates: one list for every parameterization, or an object \
+            with one list per parameterization of the sweep",
+        "oneOf": [lrs, {"type": "object", "minProperties": 1, "additionalProperties": lrs}],
+    });
     // Either the grid or the list of shapes.
     sweep["oneOf"] = json!([
         {"required": ["widths", "depths"], "not": {"required": ["shapes"]}},
