@@ -17,6 +17,8 @@ use crate::train::{
 };
 use crate::web::ServeConfig;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+mod recommend;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::Write;
 use std::path::PathBuf;
@@ -56,6 +58,9 @@ enum Command {
     /// Create, list and revoke the server's API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Rank width/depth shapes for a compute budget from a server's runs or a CSV of runs,
+    /// with predicted loss, interval and verdict per parameterization.
+    Recommend(recommend::RecommendArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -483,6 +488,7 @@ pub fn run() -> ExitCode {
         Command::Linearize(args) => linearize_command(args),
         Command::Bench(args) => bench_command(args),
         Command::Token(command) => token_command(command),
+        Command::Recommend(args) => recommend::recommend_command(args),
     };
     match result {
         Ok(code) => code,

@@ -385,9 +385,19 @@ pub(super) async fn import_runs_csv(
         )));
     }
     let body = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    let mut reader = csv::ReaderBuilder::new()
-        .flexible(false)
-        .from_reader(body.as_ref());
+    let runs = runs_from_csv(&body, &defaults)?;
+    let ids = state.store.import_runs(&runs).await?;
+    Ok((StatusCode::CREATED, Json(json!({"ids": ids}))).into_response())
+}
+
+/// The runs of a CSV with the export's columns (see `POST /api/v1/runs/import.csv`), with
+/// `defaults` (`parameterization`, `tags`) for the columns it lacks; a bad row refuses all,
+/// naming the row.
+pub(crate) fn runs_from_csv(
+    body: &[u8],
+    defaults: &[(String, String)],
+) -> Result<Vec<ImportedRun>, ApiError> {
+    let mut reader = csv::ReaderBuilder::new().flexible(false).from_reader(body);
     let header: Vec<String> = reader
         .headers()
         .map_err(|e| ApiError::Unprocessable(format!("not CSV with a header: {e}")))?
@@ -405,7 +415,7 @@ pub(super) async fn import_runs_csv(
             )));
         }
         let record = record.map_err(|e| ApiError::Unprocessable(format!("row {}: {e}", i + 1)))?;
-        let run = imported_run(i, csv_row(&header, &record, &defaults)).map_err(|e| match e {
+        let run = imported_run(i, csv_row(&header, &record, defaults)).map_err(|e| match e {
             ApiError::Unprocessable(m) => ApiError::Unprocessable(m.replacen(
                 &format!("run {i}"),
                 &format!("row {}", i + 1),
@@ -420,8 +430,7 @@ pub(super) async fn import_runs_csv(
             "the CSV has a header but no rows".into(),
         ));
     }
-    let ids = state.store.import_runs(&runs).await?;
-    Ok((StatusCode::CREATED, Json(json!({"ids": ids}))).into_response())
+    Ok(runs)
 }
 
 #[derive(Debug, Deserialize)]

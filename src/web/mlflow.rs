@@ -99,7 +99,18 @@ pub struct MlflowErrorBody {
 }
 
 impl MlflowError {
+    /// A well-formed request with a value the server refuses (422).
     fn invalid(message: impl Into<String>) -> MlflowError {
+        MlflowError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code: "INVALID_PARAMETER_VALUE",
+            message: message.into(),
+        }
+    }
+
+    /// A request that is not what the operation takes: bad JSON, a wrong type, a missing field
+    /// or body (400).
+    fn malformed(message: impl Into<String>) -> MlflowError {
         MlflowError {
             status: StatusCode::BAD_REQUEST,
             code: "INVALID_PARAMETER_VALUE",
@@ -149,15 +160,18 @@ type Answer<T> = Result<Json<T>, MlflowError>;
 
 /// A JSON body as `T`, with the path of the offending field in the message.
 fn body<T: DeserializeOwned>(bytes: Result<Bytes, BytesRejection>) -> Result<T, MlflowError> {
-    let bytes = bytes.map_err(|e| MlflowError::invalid(e.body_text()))?;
-    let bytes: &[u8] = if bytes.is_empty() { b"{}" } else { &bytes };
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    let bytes = bytes.map_err(|e| MlflowError::malformed(e.body_text()))?;
+    // An object, not an array (serde would read a struct from a positional array).
+    if (bytes.iter()).find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(MlflowError::malformed("the body must be a JSON object"));
+    }
+    let de = &mut serde_json::Deserializer::from_slice(&bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         if path == "." {
-            MlflowError::invalid(format!("malformed request body: {}", e.inner()))
+            MlflowError::malformed(format!("malformed request body: {}", e.inner()))
         } else {
-            MlflowError::invalid(format!("'{path}': {}", e.inner()))
+            MlflowError::malformed(format!("'{path}': {}", e.inner()))
         }
     })
 }
@@ -165,7 +179,7 @@ fn body<T: DeserializeOwned>(bytes: Result<Bytes, BytesRejection>) -> Result<T, 
 fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, MlflowError> {
     query
         .map(|Query(q)| q)
-        .map_err(|e| MlflowError::invalid(e.body_text()))
+        .map_err(|e| MlflowError::malformed(e.body_text()))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -223,17 +237,40 @@ fn experiment_id(id: &str) -> Result<i64, MlflowError> {
         .map_err(|_| MlflowError::missing(format!("experiment '{id}' not found")))
 }
 
+/// An integer given as any JSON number with no fraction (`8322.0` is 8322), within `i64`.
+fn whole<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    let x = serde_json::Number::deserialize(d)?;
+    if let Some(i) = x.as_i64() {
+        return Ok(i);
+    }
+    match x.as_f64() {
+        Some(f) if f.fract() == 0.0 && f.abs() < 9.2e18 => Ok(f as i64),
+        _ => Err(serde::de::Error::custom(format!(
+            "expected a whole number within 64 bits, got {x}"
+        ))),
+    }
+}
+
+/// [`whole`], or `null`.
+fn whole_or_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    #[derive(Deserialize)]
+    struct Whole(#[serde(deserialize_with = "whole")] i64);
+    Ok(Option::<Whole>::deserialize(d)?.map(|Whole(i)| i))
+}
+
 /// A metric value: a JSON number, or `"NaN"`, `"Infinity"`, `"-Infinity"` as protobuf's JSON
 /// writes non-finite doubles.
 #[derive(Deserialize, ToSchema, Clone, Copy)]
+#[schema(as = MlflowMetricValue)]
 #[serde(untagged)]
 enum MetricValue {
     Number(f64),
-    #[schema(value_type = String)]
     Special(SpecialValue),
 }
 
-#[derive(Deserialize, Clone, Copy)]
+/// A non-finite metric value as protobuf's JSON writes it.
+#[derive(Deserialize, ToSchema, Clone, Copy)]
+#[schema(as = MlflowSpecialValue)]
 enum SpecialValue {
     NaN,
     Infinity,
@@ -254,6 +291,7 @@ impl MetricValue {
 
 /// A key and a value (a param, or a tag of a run or an experiment).
 #[derive(Deserialize, Serialize, ToSchema, Clone)]
+#[schema(as = MlflowKeyValue)]
 pub struct KeyValue {
     key: String,
     #[serde(default)]
@@ -262,21 +300,24 @@ pub struct KeyValue {
 
 /// One metric value as logged.
 #[derive(Deserialize, ToSchema)]
+#[schema(as = MlflowMetricIn)]
 pub struct MetricIn {
     key: String,
     value: MetricValue,
     /// Milliseconds since the Unix epoch.
+    #[serde(deserialize_with = "whole")]
     timestamp: i64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole")]
     step: i64,
 }
 
 /// One metric value as read back.
 #[derive(Serialize, ToSchema)]
+#[schema(as = MlflowMetricOut)]
 pub struct MetricOut {
     key: String,
-    /// `"NaN"` for NaN, as MLflow writes it.
-    #[schema(value_type = f64)]
+    /// `"NaN"`, `"Infinity"` or `"-Infinity"` for a non-finite value, as MLflow writes them.
+    #[schema(value_type = MetricValue)]
     value: serde_json::Value,
     timestamp: i64,
     step: i64,
@@ -330,6 +371,7 @@ fn pairs(what: &str, items: &[KeyValue], max: usize) -> Result<Vec<(String, Stri
 
 /// An experiment as MLflow shows it.
 #[derive(Serialize, ToSchema)]
+#[schema(as = MlflowExperimentOut)]
 pub struct ExperimentOut {
     experiment_id: String,
     name: String,
@@ -358,12 +400,14 @@ impl From<Experiment> for ExperimentOut {
 }
 
 #[derive(Serialize, ToSchema)]
+#[schema(as = MlflowExperimentAnswer)]
 pub struct ExperimentAnswer {
     experiment: ExperimentOut,
 }
 
 /// `experiments/create`'s body.
 #[derive(Deserialize, ToSchema)]
+#[schema(as = MlflowCreateExperiment)]
 pub struct CreateExperiment {
     /// 1 to 100 characters; also the tag of its runs.
     name: String,
@@ -374,6 +418,7 @@ pub struct CreateExperiment {
 }
 
 #[derive(Serialize, ToSchema)]
+#[schema(as = MlflowExperimentCreated)]
 pub struct ExperimentCreated {
     experiment_id: String,
 }
@@ -383,7 +428,9 @@ pub struct ExperimentCreated {
     request_body = CreateExperiment,
     responses(
         (status = 200, body = ExperimentCreated),
-        (status = 400, description = "A bad name, or one that exists", body = MlflowErrorBody),
+        (status = 400, description = "Malformed", body = MlflowErrorBody),
+        (status = 409, description = "An experiment of that name exists", body = MlflowErrorBody),
+        (status = 422, description = "A name that is empty or too long, or a bad tag", body = MlflowErrorBody),
     ))]
 async fn create_experiment(
     State(state): State<AppState>,
@@ -413,7 +460,7 @@ async fn create_experiment(
             experiment_id: id.to_string(),
         })),
         None => Err(MlflowError {
-            status: StatusCode::BAD_REQUEST,
+            status: StatusCode::CONFLICT,
             code: "RESOURCE_ALREADY_EXISTS",
             message: format!("experiment '{name}' already exists"),
         }),
@@ -421,6 +468,7 @@ async fn create_experiment(
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ExperimentIdQuery {
     experiment_id: String,
 }
@@ -430,7 +478,8 @@ pub struct ExperimentIdQuery {
     params(ExperimentIdQuery),
     responses(
         (status = 200, body = ExperimentAnswer),
-        (status = 400, body = MlflowErrorBody),
+        (status = 400, description = "Malformed", body = MlflowErrorBody),
+        (status = 422, description = "A value the server refuses", body = MlflowErrorBody),
         (status = 404, body = MlflowErrorBody),
     ))]
 async fn get_experiment(
@@ -448,6 +497,7 @@ async fn get_experiment(
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ExperimentNameQuery {
     experiment_name: String,
 }
@@ -457,7 +507,8 @@ pub struct ExperimentNameQuery {
     params(ExperimentNameQuery),
     responses(
         (status = 200, body = ExperimentAnswer),
-        (status = 400, body = MlflowErrorBody),
+        (status = 400, description = "Malformed", body = MlflowErrorBody),
+        (status = 422, description = "A value the server refuses", body = MlflowErrorBody),
         (status = 404, body = MlflowErrorBody),
     ))]
 async fn get_experiment_by_name(
@@ -476,12 +527,13 @@ async fn get_experiment_by_name(
 
 /// `experiments/search`'s body.
 #[derive(Deserialize, ToSchema)]
+#[schema(as = MlflowSearchExperiments)]
 pub struct SearchExperiments {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_or_null")]
     max_results: Option<i64>,
     #[serde(default)]
     page_token: Option<String>,
-    /// `name = 'x'`, `name != 'x'` or `name LIKE 'x%'`, joined by `AND`.
+    /// `name = 'x'` or `name != 'x'` clauses, joined by `AND`.
     #[serde(default)]
     filter: Option<String>,
     /// Accepted and ignored: experiments come by id.
@@ -494,6 +546,7 @@ pub struct SearchExperiments {
 }
 
 #[derive(Serialize, ToSchema)]
+#[schema(as = MlflowExperimentsFound)]
 pub struct ExperimentsFound {
     experiments: Vec<ExperimentOut>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -505,7 +558,8 @@ pub struct ExperimentsFound {
     request_body = SearchExperiments,
     responses(
         (status = 200, body = ExperimentsFound),
-        (status = 400, body = MlflowErrorBody),
+        (status = 400, description = "Malformed", body = MlflowErrorBody),
+        (status = 422, description = "A value the server refuses", body = MlflowErrorBody),
     ))]
 async fn search_experiments(
     State(state): State<AppState>,
@@ -555,6 +609,7 @@ fn page(token: Option<&str>, max_results: Option<i64>) -> Result<(i64, i64), Mlf
 
 /// A run's identity and state.
 #[derive(Serialize, ToSchema)]
+#[schema(as = MlflowRunInfo)]
 pub struct RunInfo {
     run_id: String,
     /// The same as `run_id` (MLflow's older name).
@@ -571,6 +626,7 @@ pub struct RunInfo {
 }
 
 #[derive(Serialize, ToSchema)]
+#[schema(as = MlflowRunData)]
 pub struct RunData {
     /// The latest value of each metric.
     metrics: Vec<MetricOut>,
@@ -579,12 +635,14 @@ pub struct RunData {
 }
 
 #[derive(Serialize, ToSchema)]
+#[schema(as = MlflowRunOut)]
 pub struct RunOut {
     info: RunInfo,
     data: RunData,
 }
 
 #[derive(Serialize, ToSchema)]
+#[schema(as = MlflowRunAnswer)]
 pub struct RunAnswer {
     run: RunOut,
 }
@@ -633,6 +691,7 @@ fn run_out(run: TrackedRun) -> RunOut {
 
 /// `runs/create`'s body.
 #[derive(Deserialize, ToSchema)]
+#[schema(as = MlflowCreateRun)]
 pub struct CreateRun {
     /// Default: `0`, MLflow's `Default` experiment.
     #[serde(default)]
@@ -641,7 +700,7 @@ pub struct CreateRun {
     #[allow(dead_code)]
     user_id: Option<String>,
     /// Milliseconds since the Unix epoch; default now.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_or_null")]
     start_time: Option<i64>,
     #[serde(default)]
     tags: Vec<KeyValue>,
@@ -654,7 +713,8 @@ pub struct CreateRun {
     request_body = CreateRun,
     responses(
         (status = 200, body = RunAnswer),
-        (status = 400, body = MlflowErrorBody),
+        (status = 400, description = "Malformed", body = MlflowErrorBody),
+        (status = 422, description = "A value the server refuses", body = MlflowErrorBody),
         (status = 404, description = "No such experiment", body = MlflowErrorBody),
     ))]
 async fn create_run(
@@ -696,6 +756,7 @@ async fn create_run(
 
 /// `runs/update`'s body.
 #[derive(Deserialize, ToSchema)]
+#[schema(as = MlflowUpdateRun)]
 pub struct UpdateRun {
     #[serde(default)]
     run_id: Option<String>,
@@ -704,13 +765,14 @@ pub struct UpdateRun {
     /// `RUNNING`, `SCHEDULED`, `FINISHED`, `FAILED` or `KILLED`.
     #[serde(default)]
     status: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_or_null")]
     end_time: Option<i64>,
     #[serde(default)]
     run_name: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
+#[schema(as = MlflowRunInfoAnswer)]
 pub struct RunInfoAnswer {
     run_info: RunInfo,
 }
@@ -721,7 +783,8 @@ pub struct RunInfoAnswer {
     request_body = UpdateRun,
     responses(
         (status = 200, body = RunInfoAnswer),
-        (status = 400, body = MlflowErrorBody),
+        (status = 400, description = "Malformed", body = MlflowErrorBody),
+        (status = 422, description = "A value the server refuses", body = MlflowErrorBody),
         (status = 404, body = MlflowErrorBody),
     ))]
 async fn update_run(
@@ -760,6 +823,7 @@ async fn update_run(
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RunIdQuery {
     #[serde(default)]
     run_id: Option<String>,
@@ -772,7 +836,8 @@ pub struct RunIdQuery {
     params(RunIdQuery),
     responses(
         (status = 200, body = RunAnswer),
-        (status = 400, body = MlflowErrorBody),
+        (status = 400, description = "Malformed", body = MlflowErrorBody),
+        (status = 422, description = "A value the server refuses", body = MlflowErrorBody),
         (status = 404, body = MlflowErrorBody),
     ))]
 async fn get_run(
@@ -787,6 +852,7 @@ async fn get_run(
 
 /// `runs/search`'s body.
 #[derive(Deserialize, ToSchema)]
+#[schema(as = MlflowSearchRuns)]
 pub struct SearchRuns {
     #[serde(default)]
     experiment_ids: Vec<String>,
@@ -798,7 +864,7 @@ pub struct SearchRuns {
     #[serde(default)]
     #[allow(dead_code)]
     run_view_type: Option<serde_json::Value>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_or_null")]
     max_results: Option<i64>,
     /// Accepted and ignored: runs come newest first.
     #[serde(default)]
@@ -809,6 +875,7 @@ pub struct SearchRuns {
 }
 
 #[derive(Serialize, ToSchema)]
+#[schema(as = MlflowRunsFound)]
 pub struct RunsFound {
     runs: Vec<RunOut>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -823,7 +890,8 @@ const MAX_SEARCHED_RUNS: i64 = 50_000;
     request_body = SearchRuns,
     responses(
         (status = 200, body = RunsFound),
-        (status = 400, body = MlflowErrorBody),
+        (status = 400, description = "Malformed", body = MlflowErrorBody),
+        (status = 422, description = "A value the server refuses", body = MlflowErrorBody),
     ))]
 async fn search_runs(
     State(state): State<AppState>,
@@ -866,6 +934,7 @@ async fn search_runs(
 
 /// `runs/log-batch`'s body.
 #[derive(Deserialize, ToSchema)]
+#[schema(as = MlflowLogBatchRequest)]
 pub struct LogBatchRequest {
     run_id: String,
     /// At most 1000.
@@ -881,6 +950,7 @@ pub struct LogBatchRequest {
 
 /// An empty answer.
 #[derive(Serialize, ToSchema)]
+#[schema(as = MlflowEmpty)]
 pub struct Empty {}
 
 /// Logs metrics, params and tags to a run, atomically.
@@ -888,7 +958,8 @@ pub struct Empty {}
     request_body = LogBatchRequest,
     responses(
         (status = 200, body = Empty),
-        (status = 400, description = "Too many values, a bad key, or a param logged again with another value", body = MlflowErrorBody),
+        (status = 400, description = "Malformed", body = MlflowErrorBody),
+        (status = 422, description = "Too many values, a bad key, or a param logged again with another value", body = MlflowErrorBody),
         (status = 404, body = MlflowErrorBody),
     ))]
 async fn log_batch(
@@ -929,6 +1000,7 @@ async fn log(state: &AppState, id: i64, batch: LogBatch) -> Answer<Empty> {
 
 /// `runs/log-metric`'s body.
 #[derive(Deserialize, ToSchema)]
+#[schema(as = MlflowLogMetric)]
 pub struct LogMetric {
     #[serde(default)]
     run_id: Option<String>,
@@ -943,7 +1015,8 @@ pub struct LogMetric {
     request_body = LogMetric,
     responses(
         (status = 200, body = Empty),
-        (status = 400, body = MlflowErrorBody),
+        (status = 400, description = "Malformed", body = MlflowErrorBody),
+        (status = 422, description = "A value the server refuses", body = MlflowErrorBody),
         (status = 404, body = MlflowErrorBody),
     ))]
 async fn log_metric(
@@ -961,6 +1034,7 @@ async fn log_metric(
 
 /// `runs/log-parameter` and `runs/set-tag`'s body.
 #[derive(Deserialize, ToSchema)]
+#[schema(as = MlflowLogKeyValue)]
 pub struct LogKeyValue {
     #[serde(default)]
     run_id: Option<String>,
@@ -975,22 +1049,50 @@ pub struct LogKeyValue {
     request_body = LogKeyValue,
     responses(
         (status = 200, body = Empty),
-        (status = 400, body = MlflowErrorBody),
+        (status = 400, description = "Malformed", body = MlflowErrorBody),
+        (status = 422, description = "A value the server refuses", body = MlflowErrorBody),
         (status = 404, body = MlflowErrorBody),
     ))]
 async fn log_parameter(
     State(state): State<AppState>,
     bytes: Result<Bytes, BytesRejection>,
 ) -> Answer<Empty> {
+    log_key_value(&state, bytes, KeyValueKind::Param).await
+}
+
+/// Whether a key and value are a param or a tag.
+#[derive(Clone, Copy, PartialEq)]
+enum KeyValueKind {
+    Param,
+    Tag,
+}
+
+/// Logs one param or tag from a [`LogKeyValue`] body.
+async fn log_key_value(
+    state: &AppState,
+    bytes: Result<Bytes, BytesRejection>,
+    kind: KeyValueKind,
+) -> Answer<Empty> {
     let request: LogKeyValue = body(bytes)?;
     let id = run_id(request.run_id.as_deref(), request.run_uuid.as_deref())?;
-    check_key("param", &request.key)?;
-    check_value("param", &request.key, &request.value, MAX_PARAM_VALUE)?;
-    let batch = LogBatch {
-        params: vec![(request.key, request.value)],
-        ..LogBatch::default()
+    let (what, max) = match kind {
+        KeyValueKind::Param => ("param", MAX_PARAM_VALUE),
+        KeyValueKind::Tag => ("tag", MAX_TAG_VALUE),
     };
-    log(&state, id, batch).await
+    check_key(what, &request.key)?;
+    check_value(what, &request.key, &request.value, max)?;
+    let pair = vec![(request.key, request.value)];
+    let batch = match kind {
+        KeyValueKind::Param => LogBatch {
+            params: pair,
+            ..LogBatch::default()
+        },
+        KeyValueKind::Tag => LogBatch {
+            tags: pair,
+            ..LogBatch::default()
+        },
+    };
+    log(state, id, batch).await
 }
 
 /// Sets one tag of a run.
@@ -998,25 +1100,19 @@ async fn log_parameter(
     request_body = LogKeyValue,
     responses(
         (status = 200, body = Empty),
-        (status = 400, body = MlflowErrorBody),
+        (status = 400, description = "Malformed", body = MlflowErrorBody),
+        (status = 422, description = "A value the server refuses", body = MlflowErrorBody),
         (status = 404, body = MlflowErrorBody),
     ))]
 async fn set_tag(
     State(state): State<AppState>,
     bytes: Result<Bytes, BytesRejection>,
 ) -> Answer<Empty> {
-    let request: LogKeyValue = body(bytes)?;
-    let id = run_id(request.run_id.as_deref(), request.run_uuid.as_deref())?;
-    check_key("tag", &request.key)?;
-    check_value("tag", &request.key, &request.value, MAX_TAG_VALUE)?;
-    let batch = LogBatch {
-        tags: vec![(request.key, request.value)],
-        ..LogBatch::default()
-    };
-    log(&state, id, batch).await
+    log_key_value(&state, bytes, KeyValueKind::Tag).await
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
     #[serde(default)]
     run_id: Option<String>,
@@ -1031,6 +1127,7 @@ pub struct HistoryQuery {
 }
 
 #[derive(Serialize, ToSchema)]
+#[schema(as = MlflowMetricHistory)]
 pub struct MetricHistory {
     metrics: Vec<MetricOut>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -1042,7 +1139,8 @@ pub struct MetricHistory {
     params(HistoryQuery),
     responses(
         (status = 200, body = MetricHistory),
-        (status = 400, body = MlflowErrorBody),
+        (status = 400, description = "Malformed", body = MlflowErrorBody),
+        (status = 422, description = "A value the server refuses", body = MlflowErrorBody),
         (status = 404, body = MlflowErrorBody),
     ))]
 async fn get_metric_history(
@@ -1275,7 +1373,7 @@ mod tests {
         assert_eq!(run_id(Some(""), Some("7")).unwrap(), 7);
         assert_eq!(
             run_id(None, None).unwrap_err().status,
-            StatusCode::BAD_REQUEST
+            StatusCode::UNPROCESSABLE_ENTITY
         );
         assert_eq!(
             run_id(Some("abc"), None).unwrap_err().status,

@@ -22,6 +22,7 @@ mod sweeps;
 mod tokens;
 
 pub use error::ApiError;
+pub use recommend::recommend_from_csv;
 
 use crate::jobs::Jobs;
 use crate::store::Store;

@@ -500,7 +500,8 @@ pub(crate) async fn plan_request(
             points: runs
                 .iter()
                 .filter_map(|r| {
-                    let ratio = Some(r.width? as f64 / r.depth? as f64);
+                    // Runs that record no shape enter the fit without a ratio.
+                    let ratio = (r.width.zip(r.depth)).map(|(w, d)| w as f64 / d as f64);
                     Some((r.flops?, final_loss(r)?, ratio.filter(|x| x.is_finite())))
                 })
                 .collect(),
@@ -1104,6 +1105,40 @@ pub(crate) fn outcome_json(outcome: &PlanOutcome, top: usize) -> Value {
         })),
         "sweep": Value::Null,
     })
+}
+
+/// The planner's answer (as `POST /api/v1/plan/recommend` gives it) for the runs of a CSV with
+/// the runs export's columns, without a server: the runs are imported into a throw-away
+/// database and planned exactly as the server plans them. `defaults` fill the columns the CSV
+/// lacks (`parameterization`, `tags`); `body` is the request without its selection (every run
+/// of the CSV is selected).
+pub async fn recommend_from_csv(
+    csv: &[u8],
+    defaults: &[(String, String)],
+    mut body: Map<String, Value>,
+) -> Result<Value, ApiError> {
+    let runs = super::imports::runs_from_csv(csv, defaults)?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let dir = std::env::temp_dir().join(format!(
+        "shapewise-recommend-{}-{nanos}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let planned = async {
+        let store = crate::store::Store::open(&dir.join("runs.db")).await?;
+        store.import_runs(&runs).await?;
+        let jobs = crate::jobs::Jobs::new(store.clone());
+        let state = AppState::new(store, jobs, ServerSettings::default());
+        body.insert("selection".into(), json!({"filters": {}}));
+        let request = parse_request(body)?;
+        let outcome = plan_request(&state, &request).await?;
+        Ok::<_, ApiError>(outcome_json(&outcome, request.top))
+    }
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+    planned
 }
 
 /// Recommends shapes and token counts for a compute budget.

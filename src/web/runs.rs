@@ -687,6 +687,8 @@ pub(crate) const MAX_QUERY_VALUES: usize = 10_000;
 /// Most filters and tags of one query together (they are ANDed: SQLite bounds the depth of an
 /// expression).
 pub(crate) const MAX_QUERY_TERMS: usize = 200;
+/// Most `tag` parameters of a run listing (the document's `maxItems`).
+pub(crate) const MAX_QUERY_TAGS: usize = 100;
 
 const INTEGER_TEXT: &str = "[+-]?[0-9]+";
 const REAL_TEXT: &str = r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?";
@@ -784,8 +786,17 @@ fn parse_condition(column: &'static str, value: &str) -> Result<Condition, ApiEr
 pub fn parse_run_query(params: Vec<(String, String)>) -> Result<RunQuery, ApiError> {
     let mut query = RunQuery::default();
     let mut values = 0;
+    // Filters and tags given, empty ones included (the document's limit counts them all).
+    let (mut terms, mut tags) = (0, 0);
     for (key, value) in params {
         let filter = key == "tag" || FILTER_COLUMNS.contains(&key.as_str());
+        terms += usize::from(filter);
+        tags += usize::from(key == "tag");
+        if terms > MAX_QUERY_TERMS || tags > MAX_QUERY_TAGS {
+            return Err(ApiError::BadRequest(format!(
+                "at most {MAX_QUERY_TAGS} tags, and {MAX_QUERY_TERMS} filters and tags in all"
+            )));
+        }
         if filter && value.is_empty() {
             continue;
         }
@@ -834,11 +845,6 @@ pub fn parse_run_query(params: Vec<(String, String)>) -> Result<RunQuery, ApiErr
         if values > MAX_QUERY_VALUES {
             return Err(ApiError::BadRequest(format!(
                 "at most {MAX_QUERY_VALUES} filter values and tags in all"
-            )));
-        }
-        if query.conditions.len() + query.tags.len() > MAX_QUERY_TERMS {
-            return Err(ApiError::BadRequest(format!(
-                "at most {MAX_QUERY_TERMS} filters and tags in all"
             )));
         }
     }
@@ -1000,6 +1006,11 @@ mod tests {
             .map(|i| ("tag".to_string(), format!("t{i}")))
             .collect();
         assert!(parse_run_query(many).is_err());
+        // Empty tags count against the limit too.
+        let empty: Vec<(String, String)> = (0..=MAX_QUERY_TAGS)
+            .map(|_| ("tag".to_string(), String::new()))
+            .collect();
+        assert!(parse_run_query(empty).is_err());
         for column in FILTER_COLUMNS {
             assert_eq!(
                 filter_pattern(column).is_none(),

@@ -774,3 +774,61 @@ fn raw_get(addr: SocketAddr, path: &str) -> String {
         body.to_string()
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recommend_asks_a_server_and_prints_its_plan() {
+    let db = temp_db("recommend-cli");
+    let server = TestServer::start(&db).await;
+    // Planted runs: L = 1.8 + 400 C^-0.15 at five scales, two shapes each.
+    let runs: Vec<Value> = [1e15, 1e16, 1e17, 1e18, 1e19]
+        .iter()
+        .flat_map(|&flops: &f64| {
+            [(512, 8), (1024, 16)].map(|(width, depth)| {
+                json!({"parameterization": "completep", "width": width, "depth": depth,
+                       "params": 1_000_000, "tokens": 20_000_000, "flops": flops,
+                       "final_loss": 1.8 + 400.0 * flops.powf(-0.15), "tags": ["cli"]})
+            })
+        })
+        .collect();
+    let (status, answer) = server
+        .request("POST", "/api/v1/runs/import", Some(json!({ "runs": runs })))
+        .await;
+    assert_eq!(status, 201, "{answer}");
+    let url = format!("http://{}", server.addr);
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_shapewise"))
+            .args([
+                "recommend",
+                "--server",
+                &url,
+                "--tags",
+                "cli",
+                "--budget-flops",
+                "1e20",
+            ])
+            .args([
+                "--vocab",
+                "256",
+                "--context",
+                "128",
+                "--resamples",
+                "20",
+                "--top",
+                "2",
+            ])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(out.contains("completep (fit on 10 runs"), "{out}");
+    assert!(out.contains("budget 10x the largest run"), "{out}");
+    assert!(out.contains("rank  width x depth"), "{out}");
+    server.stop().await;
+}

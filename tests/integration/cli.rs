@@ -217,3 +217,107 @@ fn a_toml_config_sets_the_run_and_unknown_fields_are_refused() {
     assert!(stderr(&out).contains("widht"), "{}", stderr(&out));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn recommend_ranks_shapes_from_a_csv_and_refuses_bad_input_with_exit_2() {
+    let csv = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/chinchilla_approach3.csv"
+    );
+    let base = [
+        "recommend",
+        "--runs",
+        csv,
+        "--parameterization",
+        "sp",
+        "--budget-flops",
+        "1e22",
+        "--vocab",
+        "32000",
+        "--context",
+        "2048",
+        "--top",
+        "3",
+        "--resamples",
+        "20",
+    ];
+    let text = shapewise(&base);
+    assert!(text.status.success(), "{}", stderr(&text));
+    let out = String::from_utf8(text.stdout).unwrap();
+    assert!(out.contains("sp (fit on 245 runs: L(C) = 1.8"), "{out}");
+    assert!(out.contains("rank  width x depth"), "{out}");
+    assert!(out.contains("Plan: conclusive"), "{out}");
+
+    // --json: the planner's answer, three ranked shapes, each with an interval.
+    let json = shapewise(&[&base[..], &["--json"]].concat());
+    assert!(json.status.success(), "{}", stderr(&json));
+    let answer: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let plan = &answer["parameterizations"][0];
+    assert_eq!(plan["parameterization"], "sp");
+    assert_eq!(plan["shapes"].as_array().unwrap().len(), 3);
+    let loss = plan["shapes"][0]["predicted_loss"].as_f64().unwrap();
+    let [low, high] = [0, 1].map(|i| plan["shapes"][0]["interval"][i].as_f64().unwrap());
+    assert!(low <= loss && loss <= high, "{plan}");
+
+    // Refusals: exit 2 with the reason.
+    for (args, reason) in [
+        (
+            vec!["recommend", "--runs", csv, "--budget-flops", "1e22"],
+            "'parameterization' is required",
+        ),
+        (
+            vec![
+                "recommend",
+                "--runs",
+                "/nonexistent.csv",
+                "--budget-flops",
+                "1e22",
+            ],
+            "cannot read",
+        ),
+        (
+            vec![
+                "recommend",
+                "--runs",
+                csv,
+                "--parameterization",
+                "sp",
+                "--budget-flops=-1",
+            ],
+            "budget",
+        ),
+        (
+            vec![
+                "recommend",
+                "--server",
+                "https://example.org",
+                "--budget-flops",
+                "1e22",
+            ],
+            "http:// URL",
+        ),
+        (
+            vec![
+                "recommend",
+                "--server",
+                "http://127.0.0.1:1",
+                "--budget-flops",
+                "1e22",
+            ],
+            "cannot reach",
+        ),
+    ] {
+        let output = shapewise(&args);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        assert!(
+            stderr(&output).contains(reason),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+    }
+}

@@ -3,8 +3,11 @@
 //! tracked run feeding shapewise's own API.
 
 use super::api::{call, router_app};
-use axum::http::StatusCode;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
 use serde_json::{Value, json};
+use tower::ServiceExt;
 
 const API: &str = "/api/2.0/mlflow";
 
@@ -46,13 +49,13 @@ async fn experiments_runs_and_logs_read_back_as_logged() {
     let experiment_id = created["experiment_id"].as_str().unwrap().to_string();
     refused(
         &post(&app, "experiments/create", json!({"name": "proxies"})).await,
-        StatusCode::BAD_REQUEST,
+        StatusCode::CONFLICT,
         "RESOURCE_ALREADY_EXISTS",
         "already exists",
     );
     refused(
         &post(&app, "experiments/create", json!({"name": "x".repeat(101)})).await,
-        StatusCode::BAD_REQUEST,
+        StatusCode::UNPROCESSABLE_ENTITY,
         "INVALID_PARAMETER_VALUE",
         "1 to 100 characters",
     );
@@ -109,7 +112,8 @@ async fn experiments_runs_and_logs_read_back_as_logged() {
     assert_eq!(page["metrics"].as_array().unwrap().len(), 2);
     assert_eq!(page["next_page_token"], "2");
 
-    // Refusals name the field and keep the run as it was.
+    // Refusals name the field and keep the run as it was: 400 for a request of the wrong
+    // shape, 422 for a value the server refuses.
     refused(
         &post(
             &app,
@@ -131,7 +135,7 @@ async fn experiments_runs_and_logs_read_back_as_logged() {
             json!({"run_id": id, "metrics": too_many}),
         )
         .await,
-        StatusCode::BAD_REQUEST,
+        StatusCode::UNPROCESSABLE_ENTITY,
         "INVALID_PARAMETER_VALUE",
         "at most 1000 metrics, got 1001",
     );
@@ -142,13 +146,13 @@ async fn experiments_runs_and_logs_read_back_as_logged() {
             json!({"run_id": id, "key": "width", "value": "256"}),
         )
         .await,
-        StatusCode::BAD_REQUEST,
+        StatusCode::UNPROCESSABLE_ENTITY,
         "INVALID_PARAMETER_VALUE",
         "cannot change",
     );
     refused(
         &post(&app, "runs/update", json!({"run_id": id, "status": "DONE"})).await,
-        StatusCode::BAD_REQUEST,
+        StatusCode::UNPROCESSABLE_ENTITY,
         "INVALID_PARAMETER_VALUE",
         "unknown run status 'DONE'",
     );
@@ -170,7 +174,7 @@ async fn experiments_runs_and_logs_read_back_as_logged() {
             json!({"experiment_ids": [experiment_id], "filter": "params.width ~ 1"}),
         )
         .await,
-        StatusCode::BAD_REQUEST,
+        StatusCode::UNPROCESSABLE_ENTITY,
         "INVALID_PARAMETER_VALUE",
         "invalid filter",
     );
@@ -236,6 +240,36 @@ async fn experiments_runs_and_logs_read_back_as_logged() {
     .await;
     assert_eq!(found["runs"].as_array().unwrap().len(), 1, "{found}");
 
+    // The run page shows what was logged beyond the columns.
+    let response = app
+        .clone()
+        .oneshot(
+            Request::get(format!("/runs/{id}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let html = String::from_utf8(
+        response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
+    assert!(
+        html.contains("params.optimizer") && html.contains("adamw"),
+        "{html}"
+    );
+    assert!(
+        html.contains("tags.mlflow.user") && html.contains("metrics.grad_norm"),
+        "{html}"
+    );
+
     // A run this server trained is not an MLflow run.
     let (_, local) = call(&app, "POST", "/api/v1/runs", Some(&json!({"parameterization": "sp", "width": 64, "depth": 2, "d_head": 32, "context": 16, "batch": 4, "tokens": 64,
         "data": {"kind": "builtin", "seed": 0, "vocab": 32}}).to_string())).await;
@@ -247,7 +281,7 @@ async fn experiments_runs_and_logs_read_back_as_logged() {
             json!({"run_id": local_id.to_string(), "key": "k", "value": "v"}),
         )
         .await,
-        StatusCode::BAD_REQUEST,
+        StatusCode::UNPROCESSABLE_ENTITY,
         "INVALID_PARAMETER_VALUE",
         "was not logged through the MLflow API",
     );

@@ -667,6 +667,25 @@ pub(super) async fn planner_page(
     }
 }
 
+/// Plans again from the posted fields of a planner button (refused from another site).
+async fn replan(
+    state: &AppState,
+    headers: &HeaderMap,
+    form: Result<Form<Vec<(String, String)>>, FormRejection>,
+    resamples: Option<u64>,
+) -> Result<PlanOutcome, PageError> {
+    same_origin(headers)?;
+    let Form(pairs) = form.map_err(|e| PageError::new(e.status(), e.body_text()))?;
+    let mut body = PlannerForm::from_pairs(pairs)
+        .to_json()
+        .map_err(|(message, _)| PageError::new(StatusCode::BAD_REQUEST, message))?;
+    if let Some(resamples) = resamples {
+        body.insert("resamples".into(), json!(resamples));
+    }
+    let request = parse_request(body)?;
+    Ok(plan_request(state, &request).await?)
+}
+
 /// `POST /planner/sweep`: plans again from the posted fields (without resamples: the ranking
 /// does not use them), queues the confirming sweep, then 303 to its page.
 pub(super) async fn confirm_sweep(
@@ -674,33 +693,19 @@ pub(super) async fn confirm_sweep(
     headers: HeaderMap,
     form: Result<Form<Vec<(String, String)>>, FormRejection>,
 ) -> Result<Response, PageError> {
-    same_origin(&headers)?;
-    let Form(pairs) = form.map_err(|e| PageError::new(e.status(), e.body_text()))?;
-    let form = PlannerForm::from_pairs(pairs);
-    let mut body = form
-        .to_json()
-        .map_err(|(message, _)| PageError::new(StatusCode::BAD_REQUEST, message))?;
-    body.insert("resamples".into(), json!(0));
-    let request = parse_request(body)?;
-    let outcome = plan_request(&state, &request).await?;
+    let outcome = replan(&state, &headers, form, Some(0)).await?;
     let (id, _) = create_confirming_sweep(&state, &outcome).await?;
     Ok(Redirect::to(&format!("/sweeps/{id}")).into_response())
 }
 
-/// `POST /planner/extend`: plans again from the posted fields, queues the sweep that would
-/// make the plan conclusive, then 303 to its page.
+/// `POST /planner/extend`: plans again from the posted fields (the verdict is the page's),
+/// queues the sweep that would make the plan conclusive, then 303 to its page.
 pub(super) async fn extend_sweep(
     State(state): State<AppState>,
     headers: HeaderMap,
     form: Result<Form<Vec<(String, String)>>, FormRejection>,
 ) -> Result<Response, PageError> {
-    same_origin(&headers)?;
-    let Form(pairs) = form.map_err(|e| PageError::new(e.status(), e.body_text()))?;
-    let body = PlannerForm::from_pairs(pairs)
-        .to_json()
-        .map_err(|(message, _)| PageError::new(StatusCode::BAD_REQUEST, message))?;
-    let request = parse_request(body)?;
-    let outcome = plan_request(&state, &request).await?;
+    let outcome = replan(&state, &headers, form, None).await?;
     let id = create_extension_sweep(&state, &outcome).await?;
     Ok(Redirect::to(&format!("/sweeps/{id}")).into_response())
 }

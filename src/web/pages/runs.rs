@@ -461,7 +461,23 @@ pub(super) async fn run_page(
         error: run.error.clone().unwrap_or_default(),
         tags: run.tags.clone(),
         summary: summary_rows(&run),
-        config: flatten(&run.config).into_iter().collect(),
+        config: match state.store.tracked_run(id).await {
+            // Logged through the MLflow API: its params, tags and latest metric values.
+            Ok(tracked) => (tracked.params.into_iter())
+                .map(|(k, v)| (format!("params.{k}"), v))
+                .chain(
+                    tracked
+                        .tags
+                        .into_iter()
+                        .map(|(k, v)| (format!("tags.{k}"), v)),
+                )
+                .chain(
+                    (tracked.metrics.iter())
+                        .map(|m| (format!("metrics.{}", m.key), fmt_real(m.value))),
+                )
+                .collect(),
+            Err(_) => flatten(&run.config).into_iter().collect(),
+        },
         plan,
         plan_note,
         chart,
