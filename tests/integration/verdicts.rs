@@ -147,6 +147,22 @@ async fn thin_runs_give_inconclusive_savings_and_plans_with_what_to_run_next() {
     assert!(html.contains("badge-inconclusive"), "{html}");
     assert!(html.contains("is wider than ±10 points"));
     assert!(html.contains("To conclude: "));
+    // The fits lack scales: the page links the planner on the same runs, which offers them.
+    let link = html
+        .split("href=\"/planner?")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no planner link: {html}"))
+        .replace("&#38;", "&");
+    assert!(
+        link.contains("vocab=256") && link.contains("context=128") && link.contains("tags=thin"),
+        "{link}"
+    );
+    let html = page(&app, &format!("/planner?{link}&resamples=20")).await;
+    assert!(
+        html.contains("Make the plan conclusive") && html.contains("Queue 2 runs"),
+        "{html}"
+    );
     let html = page(
         &app,
         "/planner?tags=thin&budget_flops=1e19&vocab=50257&context=128&resamples=20",

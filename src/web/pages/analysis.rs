@@ -569,6 +569,67 @@ struct AnalysisTemplate {
     sections: String,
     /// For a finished study whose answer is inconclusive: the runs that would conclude it.
     offer: Option<super::studies::ExtensionOffer>,
+    /// For another selection whose compute fits lack scales: the planner on the same runs,
+    /// which offers to queue them.
+    planner_offer: Option<super::studies::ExtensionOffer>,
+}
+
+/// The planner on the selection's runs (a sweep or tags) at four times their largest compute,
+/// at the runs' most common vocabulary and context, when a compute fit lacks scales: its page
+/// lists the runs that would conclude the fits with their estimated time and queues them on
+/// confirmation. `None` for selections the planner form cannot express (filters) or fits that
+/// lack nothing.
+async fn planner_offer(
+    state: &AppState,
+    form: &AnalysisForm,
+    settings: &Settings,
+    report: &ComputeReport,
+) -> Option<super::studies::ExtensionOffer> {
+    let filtered = [&form.parameterization, &form.width, &form.depth]
+        .iter()
+        .any(|v| !v.is_empty());
+    let lacking = report.groups.iter().any(|g| {
+        !g.verdict.conclusive && !crate::verdict::scales_to_add(&g.compute_scales).is_empty()
+    });
+    if filtered || !lacking {
+        return None;
+    }
+    let largest = (report.groups.iter())
+        .flat_map(|g| g.compute_scales.iter().copied())
+        .fold(0.0, f64::max);
+    let runs = crate::web::fits::select_runs(state, settings.query.clone())
+        .await
+        .ok()?;
+    // The indexed column, else an imported run's config, as the planner reads them.
+    let most_common = |key: &str, column: fn(&crate::store::RunRecord) -> Option<i64>| {
+        let mut counts = std::collections::BTreeMap::new();
+        for run in &runs {
+            if let Some(value) = column(run).or_else(|| run.config.get(key)?.as_i64()) {
+                *counts.entry(value).or_insert(0) += 1;
+            }
+        }
+        counts.into_iter().max_by_key(|(_, n)| *n).map(|(v, _)| v)
+    };
+    let vocab = most_common("vocab", |r| r.vocab)?;
+    let context = most_common("context", |r| r.context)?;
+    let selection = if form.sweep_id.is_empty() {
+        ("tags", form.tags.clone())
+    } else {
+        ("sweep_id", form.sweep_id.clone())
+    };
+    let query = serde_urlencoded::to_string([
+        ("budget_flops", format!("{:e}", largest * 4.0)),
+        ("vocab", vocab.to_string()),
+        ("context", context.to_string()),
+        (selection.0, selection.1),
+    ])
+    .ok()?;
+    Some(super::studies::ExtensionOffer {
+        what: "The compute fits lack scales. The planner on these runs, at 4 times their largest \
+               compute, lists the runs that would conclude them with their estimated time."
+            .into(),
+        href: format!("/planner?{query}"),
+    })
 }
 
 /// The analysis sections (loss versus compute with savings, LR transfer, width/depth
@@ -762,6 +823,7 @@ async fn analysis_page(
         selected: form.selects(),
         sections: String::new(),
         offer: None,
+        planner_offer: None,
     };
     if !template.selected {
         return render(StatusCode::OK, &template);
@@ -801,6 +863,11 @@ async fn analysis_page(
         }
         Err(_) => None,
     };
+    if template.offer.is_none()
+        && let Ok(report) = &compute
+    {
+        template.planner_offer = planner_offer(&state, &form, &settings, report).await;
+    }
     template.sections = AnalysisSections {
         resamples: settings.bootstrap.resamples,
         compute: Some(section.map_err(refusal)),
