@@ -882,8 +882,9 @@ pub struct RunsFound {
     next_page_token: Option<String>,
 }
 
-/// Most runs a search reads before filtering.
-const MAX_SEARCHED_RUNS: i64 = 50_000;
+/// Most runs a search reads before filtering: the newest of the experiments. Each is read
+/// with its params, tags and latest metrics, so this bounds the work one request can ask for.
+const MAX_SEARCHED_RUNS: i64 = 10_000;
 
 /// Searches the runs of some experiments, newest first.
 #[utoipa::path(post, path = "/api/2.0/mlflow/runs/search", tag = "mlflow",

@@ -1433,3 +1433,25 @@ mod schemas {
         sweep: Option<CreatedSweep>,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extension_computes_add_missing_scales_and_the_budget_over_the_limit() {
+        // Three scales (one short), budget 1000x the largest: 4x the largest, and budget / 100.
+        let three = [1e15, 1e16, 1e17];
+        assert_eq!(
+            extension_computes([&three[..]].into_iter(), 1e20, 1e17),
+            vec![4e17, 1e18]
+        );
+        // Two fits lacking the same scale ask for it once; a covered fit within 100x asks nothing.
+        assert_eq!(
+            extension_computes([&three[..], &three[..]].into_iter(), 1e18, 1e17),
+            vec![4e17]
+        );
+        let four = [1e15, 1e16, 1e17, 1e18];
+        assert!(extension_computes([&four[..]].into_iter(), 1e20, 1e18).is_empty());
+    }
+}
