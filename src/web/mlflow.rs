@@ -882,6 +882,9 @@ pub struct RunsFound {
     next_page_token: Option<String>,
 }
 
+/// Most experiments one run search names.
+const MAX_SEARCHED_EXPERIMENTS: usize = 1000;
+
 /// Most runs a search reads before filtering: the newest of the experiments. Each is read
 /// with its params, tags and latest metrics, so this bounds the work one request can ask for.
 const MAX_SEARCHED_RUNS: i64 = 10_000;
@@ -901,6 +904,11 @@ async fn search_runs(
     let request: SearchRuns = body(bytes)?;
     let filter = Filter::parse(request.filter.as_deref().unwrap_or(""))?;
     let (offset, limit) = page(request.page_token.as_deref(), request.max_results)?;
+    if request.experiment_ids.len() > MAX_SEARCHED_EXPERIMENTS {
+        return Err(MlflowError::invalid(format!(
+            "a search takes at most {MAX_SEARCHED_EXPERIMENTS} experiment ids"
+        )));
+    }
     let ids: Vec<i64> = request
         .experiment_ids
         .iter()

@@ -52,6 +52,12 @@ fn sweep_lrs(
         Some(Value::Object(by)) => by,
         other => {
             let all = list(body, "lrs", other)?;
+            // Bounded before the lists are copied per parameterization.
+            if all.len().saturating_mul(parameterizations.len()) > MAX_SWEEP_RUNS {
+                return Err(ApiError::Unprocessable(format!(
+                    "the grid has more than {MAX_SWEEP_RUNS} runs"
+                )));
+            }
             return Ok(vec![all; parameterizations.len()]);
         }
     };

@@ -733,6 +733,14 @@ async fn a_sweep_queues_its_grid_reports_progress_and_exports_csv() {
             "'lrs' names 'sp'",
         ),
         (json!(7), "'lrs' must be a non-empty list"),
+        (
+            json!(
+                (0..1001)
+                    .map(|i| 1e-3 + i as f64 * 1e-6)
+                    .collect::<Vec<_>>()
+            ),
+            "more than 1000 runs",
+        ),
     ] {
         let body = json!({"name": "per-parameterization", "parameterizations": ["mup", "completep"],
                           "widths": [64], "depths": [1], "lrs": lrs});

@@ -179,6 +179,18 @@ async fn experiments_runs_and_logs_read_back_as_logged() {
         "invalid filter",
     );
 
+    refused(
+        &post(
+            &app,
+            "runs/search",
+            json!({"experiment_ids": vec!["0"; 1001]}),
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "INVALID_PARAMETER_VALUE",
+        "at most 1000 experiment ids",
+    );
+
     // Finished: the run joins shapewise's runs with its final loss, tokens and FLOPs, and the
     // series points get their share of the tokens.
     let (status, info) = post(
