@@ -441,10 +441,13 @@ impl Store {
         .await?
         .ok_or(StoreError::NotFound(run_id))?;
         let latest = sqlx::query(
-            "SELECT key, value, nan, timestamp, step FROM logged_metrics m WHERE run_id = ?1 AND \
-             (step, timestamp) = (SELECT step, timestamp FROM logged_metrics l \
-              WHERE l.run_id = ?1 AND l.key = m.key ORDER BY step DESC, timestamp DESC LIMIT 1) \
-             GROUP BY key",
+            // One index seek per metric key, not one per logged value.
+            "SELECT m.key, m.value, m.nan, m.timestamp, m.step \
+             FROM (SELECT DISTINCT key FROM logged_metrics WHERE run_id = ?1) AS k \
+             JOIN logged_metrics AS m ON m.run_id = ?1 AND m.key = k.key \
+             AND (m.step, m.timestamp) = (SELECT step, timestamp FROM logged_metrics AS l \
+              WHERE l.run_id = ?1 AND l.key = k.key ORDER BY step DESC, timestamp DESC LIMIT 1) \
+             GROUP BY m.key",
         )
         .bind(run_id)
         .fetch_all(&self.pool)
@@ -465,6 +468,16 @@ impl Store {
                 .map(logged_from_row)
                 .collect::<Result<_, _>>()?,
         })
+    }
+
+    /// Whether a run was logged through the MLflow API.
+    pub async fn is_tracked_run(&self, run_id: i64) -> Result<bool, StoreError> {
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM runs WHERE id = ? AND experiment_id IS NOT NULL")
+                .bind(run_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(found.is_some())
     }
 
     /// The tracked runs of some experiments, newest first, at most `limit`.

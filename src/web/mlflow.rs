@@ -582,16 +582,18 @@ async fn search_experiments(
     }))
 }
 
-/// The offset and size of a page: the token is the offset of its first item.
+/// The offset a page token names: the token is the offset of the page's first item.
+fn page_offset(token: Option<&str>) -> Result<i64, MlflowError> {
+    match token.filter(|t| !t.is_empty()) {
+        None => Ok(0),
+        Some(t) => (t.parse::<i64>().ok().filter(|o| *o >= 0))
+            .ok_or_else(|| MlflowError::invalid(format!("invalid page token '{t}'"))),
+    }
+}
+
+/// The offset and size of a page of search results.
 fn page(token: Option<&str>, max_results: Option<i64>) -> Result<(i64, i64), MlflowError> {
-    let offset = match token.filter(|t| !t.is_empty()) {
-        None => 0,
-        Some(t) => t
-            .parse::<i64>()
-            .ok()
-            .filter(|o| *o >= 0)
-            .ok_or_else(|| MlflowError::invalid(format!("invalid page token '{t}'")))?,
-    };
+    let offset = page_offset(token)?;
     let limit = match max_results {
         None => MAX_SEARCH_RESULTS,
         Some(n) if (1..=50_000).contains(&n) => n.min(MAX_SEARCH_RESULTS),
@@ -1158,12 +1160,10 @@ async fn get_metric_history(
 ) -> Answer<MetricHistory> {
     let q = query(q)?;
     let id = run_id(q.run_id.as_deref(), q.run_uuid.as_deref())?;
-    state.store.tracked_run(id).await?;
-    let offset = match q.page_token.as_deref().filter(|t| !t.is_empty()) {
-        None => 0,
-        Some(t) => (t.parse::<i64>().ok().filter(|o| *o >= 0))
-            .ok_or_else(|| MlflowError::invalid(format!("invalid page token '{t}'")))?,
-    };
+    if !state.store.is_tracked_run(id).await? {
+        return Err(StoreError::NotFound(id).into());
+    }
+    let offset = page_offset(q.page_token.as_deref())?;
     let limit = match q.max_results {
         None => MAX_HISTORY_PAGE,
         Some(n) if n >= 1 => n.min(MAX_HISTORY_PAGE),
