@@ -240,9 +240,13 @@ struct RunArgs {
     /// cpu-ndarray (needs the `ndarray` build feature).
     #[arg(long)]
     device: Option<DeviceArg>,
-    /// Train on a UTF-8 text file or folder (byte tokens).
+    /// Train on a UTF-8 text file or folder (byte tokens unless --tokenizer is given).
     #[arg(long, conflicts_with = "nanogpt")]
     text: Option<PathBuf>,
+    /// Tokenize the --text data with this Hugging Face tokenizer.json (a local file; the model's
+    /// vocabulary is the tokenizer's unless --vocab is larger).
+    #[arg(long, requires = "text")]
+    tokenizer: Option<PathBuf>,
     /// Train on nanoGPT train.bin/val.bin in this folder (needs --data-vocab).
     #[arg(long)]
     nanogpt: Option<PathBuf>,
@@ -707,7 +711,10 @@ fn run_config(args: &RunArgs) -> Result<RunConfig, UsageError> {
     config.tied_embeddings |= args.tied_embeddings;
     config.biases &= !args.no_biases;
     if let Some(path) = &args.text {
-        config.data = DataSource::Text { path: path.clone() };
+        config.data = DataSource::Text {
+            path: path.clone(),
+            tokenizer: args.tokenizer.clone(),
+        };
     } else if let Some(dir) = &args.nanogpt {
         let vocab = args.data_vocab.ok_or_else(|| {
             UsageError(
@@ -847,21 +854,17 @@ fn train_command(args: TrainArgs) -> Result<ExitCode, UsageError> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Greedy-free sampling (temperature 1) after the first 16 tokens of the first validation
-/// sequence; byte corpora print as text, others as token ids.
+/// Sampling at temperature 1 after the first 16 tokens of the first validation sequence, shown
+/// as text where the corpus can decode it (byte-level or tokenized text), else as token ids.
 fn sample_text(trainer: &Trainer, count: usize) -> String {
     let (validation, _) = trainer.corpus().validation_set(1);
     let prompt = &validation[..validation.len().min(16)];
     let tokens = trainer.model().generate(prompt, count, 1.0, 0);
-    if trainer.corpus().vocab_size() == 256
-        && matches!(trainer.config().data, DataSource::Text { .. })
-    {
-        let bytes: Vec<u8> = prompt.iter().chain(&tokens).map(|&t| t as u8).collect();
-        String::from_utf8_lossy(&bytes).into_owned()
-    } else {
+    let all: Vec<u32> = prompt.iter().chain(&tokens).copied().collect();
+    trainer.corpus().decode(&all).unwrap_or_else(|| {
         let ids: Vec<String> = tokens.iter().map(u32::to_string).collect();
         ids.join(" ")
-    }
+    })
 }
 
 fn coord_command(args: CoordArgs) -> Result<ExitCode, UsageError> {

@@ -6,7 +6,9 @@
 //! Three sources exist:
 //!
 //! * **Text** files (one file or a folder of them), tokenised byte by byte
-//!   (vocab 256). The last 10% of the bytes are held out for validation.
+//!   (vocab 256) or by a Hugging Face tokenizer (`tokenizer.json`, read from
+//!   disk, never downloaded; the vocab is its largest id plus one). The last
+//!   10% of the tokens are held out for validation.
 //! * **nanoGPT** `train.bin` / `val.bin` files of little-endian `u16` tokens.
 //! * The **built-in** generated corpus, the one sweeps normally use. Its point
 //!   is that the generator knows the true conditional distribution
@@ -101,11 +103,16 @@ pub enum DataSource {
         vocab: usize,
     },
     /// A UTF-8 text file, or a folder of them (read recursively, hidden entries
-    /// skipped, files sorted by path and joined with `b'\n'`); byte-level
-    /// tokens, vocab 256. Regular files only, at most [`MAX_DATA_BYTES`] in all.
+    /// skipped, files sorted by path and joined with `b'\n'`). Regular files
+    /// only, at most [`MAX_DATA_BYTES`] in all.
     Text {
         /// The file or folder.
         path: PathBuf,
+        /// A Hugging Face `tokenizer.json` (at most [`MAX_TOKENIZER_BYTES`]);
+        /// its vocab is its largest id plus one. Without it, tokens are bytes
+        /// (vocab 256).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tokenizer: Option<PathBuf>,
     },
     /// nanoGPT format: `dir/train.bin` and `dir/val.bin`, `u16` little-endian
     /// tokens, all `< vocab`.
@@ -131,6 +138,12 @@ const TEXT_VAL_DIVISOR: usize = 10;
 /// Most bytes one file corpus reads: its text files together, or `train.bin` and
 /// `val.bin` together. 2 GiB, held in memory as `u16` tokens (4 GiB for text).
 pub const MAX_DATA_BYTES: u64 = 2 << 30;
+/// Largest `tokenizer.json` read (Llama 3's is 9 MB, Gemma's 34 MB).
+pub const MAX_TOKENIZER_BYTES: u64 = 64 << 20;
+/// Text is encoded by a tokenizer in pieces of about this many bytes, each
+/// ending at a line break (or at the end of the text), so that no single
+/// encoding holds the offsets and strings of a whole corpus.
+const TOKENIZER_PIECE_BYTES: usize = 1 << 20;
 /// Most entries (files and folders; hidden entries are skipped, not counted) a
 /// text folder may hold, however deep.
 pub const MAX_DATA_FILES: usize = 10_000;
@@ -252,6 +265,14 @@ pub enum DataError {
         depth = MAX_DATA_DEPTH
     )]
     TooManyFiles(PathBuf),
+    /// A tokenizer file that the `tokenizers` library cannot load or use.
+    #[error("{} is not a usable Hugging Face tokenizer.json: {reason}", .path.display())]
+    Tokenizer {
+        /// The tokenizer file.
+        path: PathBuf,
+        /// What the library said.
+        reason: String,
+    },
     /// A path that resolves outside the allowed folders (see [`confine`]).
     #[error("{} lies outside the data roots", .0.display())]
     OutsideRoots(PathBuf),
@@ -312,7 +333,9 @@ impl Corpus {
         let window = context + 1;
         let source = match source {
             DataSource::Builtin { seed, vocab } => Source::Builtin(Builtin::new(*seed, *vocab)?),
-            DataSource::Text { path } => Source::Stored(Stored::text(path, window)?),
+            DataSource::Text { path, tokenizer } => {
+                Source::Stored(Stored::text(path, tokenizer.as_deref(), window)?)
+            }
             DataSource::NanoGpt { dir, vocab } => {
                 Source::Stored(Stored::nanogpt(dir, *vocab, window)?)
             }
@@ -354,7 +377,7 @@ impl Corpus {
                 for row in 0..batch as u64 {
                     let mut rng = SplitMix64::new(hash(&[TAG_WINDOW, seed, step, row]));
                     let start = rng.below(starts) as usize;
-                    out.extend(s.train[start..start + window].iter().map(|&t| u32::from(t)));
+                    s.train.extend_into(start..start + window, &mut out);
                 }
             }
         }
@@ -380,10 +403,8 @@ impl Corpus {
             }
             Source::Stored(s) => {
                 let rows = sequences.min(s.val.len() / window);
-                let tokens = s.val[..rows * window]
-                    .iter()
-                    .map(|&t| u32::from(t))
-                    .collect();
+                let mut tokens = Vec::with_capacity(rows * window);
+                s.val.extend_into(0..rows * window, &mut tokens);
                 (tokens, rows)
             }
         }
@@ -456,15 +477,19 @@ impl Corpus {
         Some(probs)
     }
 
-    /// One line for humans, e.g. `builtin(seed 0, vocab 256)` or
-    /// `text /x (1234567 train tokens, 137174 val tokens)`.
+    /// One line for humans, e.g. `builtin(seed 0, vocab 256)`,
+    /// `text /x (1234567 train tokens, 137174 val tokens)` or
+    /// `text /x (tokenizer /t.json, vocab 50257, 300000 train tokens, 33000 val tokens)`.
     pub fn describe(&self) -> String {
         match &self.source {
             Source::Builtin(b) => format!("builtin(seed {}, vocab {})", b.seed, b.vocab),
             Source::Stored(s) => {
-                let vocab = match s.format {
-                    Format::Text => String::new(),
-                    Format::NanoGpt => format!("vocab {}, ", s.vocab),
+                let vocab = match (&s.format, &s.tokenizer) {
+                    (Format::Text, None) => String::new(),
+                    (Format::Text, Some(t)) => {
+                        format!("tokenizer {}, vocab {}, ", t.path.display(), s.vocab)
+                    }
+                    (Format::NanoGpt, _) => format!("vocab {}, ", s.vocab),
                 };
                 format!(
                     "{} {} ({vocab}{} train tokens, {} val tokens)",
@@ -474,6 +499,26 @@ impl Corpus {
                     s.val.len()
                 )
             }
+        }
+    }
+
+    /// Tokens as text, where the corpus knows how: bytes for byte-level text
+    /// (invalid UTF-8 shown as U+FFFD), the tokenizer's decoder for tokenized
+    /// text; ids beyond the corpus vocab (a padded model's) are skipped. `None` for nanoGPT and the built-in corpus, whose ids name no text.
+    pub fn decode(&self, tokens: &[u32]) -> Option<String> {
+        let Source::Stored(s) = &self.source else {
+            return None;
+        };
+        match (&s.format, &s.tokenizer) {
+            (Format::Text, None) => {
+                let bytes: Vec<u8> = tokens
+                    .iter()
+                    .filter_map(|&t| u8::try_from(t).ok())
+                    .collect();
+                Some(String::from_utf8_lossy(&bytes).into_owned())
+            }
+            (Format::Text, Some(t)) => t.tokenizer.decode(tokens, false).ok(),
+            (Format::NanoGpt, _) => None,
         }
     }
 }
@@ -497,18 +542,123 @@ impl Format {
     }
 }
 
-/// Tokens held in memory; `u16` halves the footprint and fits both formats.
+/// Tokens held in memory: `u16` where every id fits (bytes, nanoGPT, tokenizers
+/// of at most 65536 ids), halving the footprint; `u32` otherwise.
+enum Tokens {
+    Narrow(Vec<u16>),
+    Wide(Vec<u32>),
+}
+
+impl Tokens {
+    /// Stores `ids`, all below `vocab`, in the narrowest type that holds them.
+    fn new(ids: &[u32], vocab: usize) -> Tokens {
+        if vocab <= 1 << 16 {
+            Tokens::Narrow(ids.iter().map(|&t| t as u16).collect())
+        } else {
+            Tokens::Wide(ids.to_vec())
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Tokens::Narrow(t) => t.len(),
+            Tokens::Wide(t) => t.len(),
+        }
+    }
+
+    /// Appends the tokens at `range` to `out`.
+    fn extend_into(&self, range: std::ops::Range<usize>, out: &mut Vec<u32>) {
+        match self {
+            Tokens::Narrow(t) => out.extend(t[range].iter().map(|&t| u32::from(t))),
+            Tokens::Wide(t) => out.extend_from_slice(&t[range]),
+        }
+    }
+}
+
+/// The vocab of the tokenizer at `path`: its largest id plus one. Reads and
+/// parses the file (at most [`MAX_TOKENIZER_BYTES`]).
+pub fn tokenizer_vocab(path: &Path) -> Result<usize, DataError> {
+    TextTokenizer::load(path).map(|(_, vocab)| vocab)
+}
+
+/// A loaded `tokenizer.json` and where it came from.
+struct TextTokenizer {
+    path: PathBuf,
+    tokenizer: tokenizers::Tokenizer,
+}
+
+impl TextTokenizer {
+    /// Reads and parses `path` (a regular file of at most [`MAX_TOKENIZER_BYTES`]).
+    /// Returns the tokenizer and its vocab: its largest id (added tokens
+    /// included) plus one, so that every id it emits is below the vocab even
+    /// where ids are not contiguous.
+    fn load(path: &Path) -> Result<(TextTokenizer, usize), DataError> {
+        const EXPECTED: &str = "expected a Hugging Face tokenizer.json";
+        let bytes = read_regular(path, MAX_TOKENIZER_BYTES, EXPECTED)?;
+        let invalid = |reason: String| DataError::Tokenizer {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let tokenizer =
+            tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| invalid(e.to_string()))?;
+        let vocab = tokenizer
+            .get_vocab(true)
+            .into_values()
+            .max()
+            .map(|id| id as usize + 1)
+            .ok_or_else(|| invalid("its vocabulary is empty".into()))?;
+        let loaded = TextTokenizer {
+            path: path.to_path_buf(),
+            tokenizer,
+        };
+        Ok((loaded, vocab))
+    }
+
+    /// Encodes `text` without special tokens, in pieces of about
+    /// [`TOKENIZER_PIECE_BYTES`] that end at line breaks (pre-tokenizers split
+    /// there anyway, so the ids match encoding the whole text at once for
+    /// byte-level BPE tokenizers like GPT-2's).
+    fn encode(&self, text: &str) -> Result<Vec<u32>, DataError> {
+        let mut ids = Vec::with_capacity(text.len() / 3);
+        let mut rest = text;
+        while !rest.is_empty() {
+            let mut end = rest.len().min(TOKENIZER_PIECE_BYTES);
+            if end < rest.len() {
+                end = match rest.as_bytes()[end..].iter().position(|&b| b == b'\n') {
+                    Some(offset) => end + offset + 1,
+                    None => rest.len(),
+                };
+            }
+            let (piece, tail) = rest.split_at(end);
+            let encoding =
+                self.tokenizer
+                    .encode_fast(piece, false)
+                    .map_err(|e| DataError::Tokenizer {
+                        path: self.path.clone(),
+                        reason: e.to_string(),
+                    })?;
+            ids.extend_from_slice(encoding.get_ids());
+            rest = tail;
+        }
+        Ok(ids)
+    }
+}
+
+/// Tokens held in memory, split into training and validation parts.
 struct Stored {
     format: Format,
     path: PathBuf,
     vocab: usize,
-    train: Vec<u16>,
-    val: Vec<u16>,
+    /// The tokenizer of tokenized text; `None` for bytes and nanoGPT.
+    tokenizer: Option<Box<TextTokenizer>>,
+    train: Tokens,
+    val: Tokens,
 }
 
 impl Stored {
-    fn text(path: &Path, window: usize) -> Result<Stored, DataError> {
+    fn text(path: &Path, tokenizer: Option<&Path>, window: usize) -> Result<Stored, DataError> {
         const EXPECTED: &str = "expected a UTF-8 text file or a folder of them";
+        let tokenizer = tokenizer.map(TextTokenizer::load).transpose()?;
         let meta = fs::metadata(path).map_err(|e| read_error(path, e, EXPECTED))?;
         let files = if meta.is_dir() {
             let files = text_files(path, None)?.files;
@@ -542,13 +692,31 @@ impl Stored {
             }
             bytes.extend_from_slice(&content);
         }
-        let split = bytes.len() - bytes.len() / TEXT_VAL_DIVISOR;
+        let held_out = |len: usize| len - len / TEXT_VAL_DIVISOR;
+        let (train, val, vocab, tokenizer) = match tokenizer {
+            None => {
+                let split = held_out(bytes.len());
+                let narrow = |b: &[u8]| Tokens::Narrow(b.iter().map(|&b| u16::from(b)).collect());
+                (narrow(&bytes[..split]), narrow(&bytes[split..]), 256, None)
+            }
+            Some((tokenizer, vocab)) => {
+                // Every file was checked to be UTF-8, and so is their join.
+                let text = String::from_utf8(bytes).expect("UTF-8 files joined by newlines");
+                let ids = tokenizer.encode(&text)?;
+                drop(text);
+                let split = held_out(ids.len());
+                let (train, val) = ids.split_at(split);
+                let tokens = |ids: &[u32]| Tokens::new(ids, vocab);
+                (tokens(train), tokens(val), vocab, Some(Box::new(tokenizer)))
+            }
+        };
         let stored = Stored {
             format: Format::Text,
             path: path.to_path_buf(),
-            vocab: 256,
-            train: bytes[..split].iter().map(|&b| u16::from(b)).collect(),
-            val: bytes[split..].iter().map(|&b| u16::from(b)).collect(),
+            vocab,
+            tokenizer,
+            train,
+            val,
         };
         stored.check_sizes(window)?;
         Ok(stored)
@@ -596,8 +764,9 @@ impl Stored {
             format: Format::NanoGpt,
             path: dir.to_path_buf(),
             vocab,
-            train: read("train.bin")?,
-            val: read("val.bin")?,
+            tokenizer: None,
+            train: Tokens::Narrow(read("train.bin")?),
+            val: Tokens::Narrow(read("val.bin")?),
         };
         stored.check_sizes(window)?;
         Ok(stored)
@@ -834,7 +1003,8 @@ impl std::error::Error for Refused {}
 /// requires the result to lie under one of the roots and to be what the source
 /// reads (a regular file, or a folder of regular files and folders whose links
 /// also resolve under the roots, for text; a folder with regular `train.bin`
-/// and `val.bin` for nanoGPT), within [`MAX_DATA_BYTES`] and
+/// and `val.bin` for nanoGPT; a regular tokenizer file of at most
+/// [`MAX_TOKENIZER_BYTES`] for tokenized text), within [`MAX_DATA_BYTES`] and
 /// [`MAX_DATA_FILES`]. Nothing is opened: file types come from metadata.
 ///
 /// Returns the source with its path resolved (so it means the same file
@@ -843,7 +1013,7 @@ impl std::error::Error for Refused {}
 pub fn confine(source: &DataSource, roots: &[PathBuf]) -> Result<DataSource, Refused> {
     let given = match source {
         DataSource::Builtin { .. } => return Ok(source.clone()),
-        DataSource::Text { path } => path,
+        DataSource::Text { path, .. } => path,
         DataSource::NanoGpt { dir, .. } => dir,
     };
     let hidden = |reason: String| Refused {
@@ -877,7 +1047,7 @@ pub fn confine(source: &DataSource, roots: &[PathBuf]) -> Result<DataSource, Ref
     let meta = fs::metadata(&resolved).map_err(|e| refuse(io_error(&resolved, e)))?;
     match source {
         DataSource::Builtin { .. } => Ok(source.clone()),
-        DataSource::Text { .. } => {
+        DataSource::Text { tokenizer, .. } => {
             let bytes = if meta.is_dir() {
                 text_files(&resolved, Some(roots)).map_err(refuse)?.bytes
             } else if meta.is_file() {
@@ -891,7 +1061,14 @@ pub fn confine(source: &DataSource, roots: &[PathBuf]) -> Result<DataSource, Ref
                     limit: MAX_DATA_BYTES,
                 }));
             }
-            Ok(DataSource::Text { path: resolved })
+            let tokenizer = tokenizer
+                .as_ref()
+                .map(|given| confine_tokenizer(given, first, roots))
+                .transpose()?;
+            Ok(DataSource::Text {
+                path: resolved,
+                tokenizer,
+            })
         }
         DataSource::NanoGpt { vocab, .. } => {
             if !meta.is_dir() {
@@ -918,6 +1095,32 @@ pub fn confine(source: &DataSource, roots: &[PathBuf]) -> Result<DataSource, Ref
             })
         }
     }
+}
+
+/// A tokenizer file resolved under the roots: a regular file of at most
+/// [`MAX_TOKENIZER_BYTES`].
+fn confine_tokenizer(given: &Path, first: &Path, roots: &[PathBuf]) -> Result<PathBuf, Refused> {
+    let refused = |reason: String, public: bool| Refused {
+        shown: given.to_path_buf(),
+        reason,
+        public,
+    };
+    let resolved =
+        under_roots(&first.join(given), roots).map_err(|e| refused(e.to_string(), false))?;
+    let meta = fs::metadata(&resolved).map_err(|e| refused(e.to_string(), false))?;
+    if !meta.is_file() {
+        return Err(refused(DataError::NotRegular(resolved).to_string(), false));
+    }
+    if meta.len() > MAX_TOKENIZER_BYTES {
+        return Err(refused(
+            format!(
+                "is larger than {} MiB, the largest tokenizer.json read",
+                MAX_TOKENIZER_BYTES >> 20
+            ),
+            true,
+        ));
+    }
+    Ok(resolved)
 }
 
 /// `path` with every link resolved, if that lies under one of `roots`.
@@ -1338,6 +1541,14 @@ impl<'a> Document<'a> {
 mod tests {
     use super::*;
 
+    /// Byte-level text at `path`.
+    fn text_at(path: impl Into<PathBuf>) -> DataSource {
+        DataSource::Text {
+            path: path.into(),
+            tokenizer: None,
+        }
+    }
+
     const T: usize = 128;
 
     fn builtin(seed: u64, vocab: usize, context: usize) -> Corpus {
@@ -1573,7 +1784,7 @@ mod tests {
         let path = dir.0.join("a.txt");
         let content = text(5000, 1);
         fs::write(&path, &content).unwrap();
-        let c = Corpus::open(&DataSource::Text { path: path.clone() }, 16).unwrap();
+        let c = Corpus::open(&text_at(path.clone()), 16).unwrap();
         assert_eq!(c.vocab_size(), 256);
         assert_eq!(
             c.describe(),
@@ -1610,13 +1821,7 @@ mod tests {
         fs::write(dir.0.join("sub").join("c.txt"), "héllo").unwrap();
         fs::write(dir.0.join("a.txt"), text(2000, 3)).unwrap();
         fs::write(dir.0.join(".hidden"), [0xFFu8; 10]).unwrap();
-        let c = Corpus::open(
-            &DataSource::Text {
-                path: dir.0.clone(),
-            },
-            16,
-        )
-        .unwrap();
+        let c = Corpus::open(&text_at(dir.0.clone()), 16).unwrap();
         // a.txt, b.txt, sub/c.txt (6 bytes) joined by 2 newlines: 5008 bytes.
         assert!(
             c.describe()
@@ -1642,13 +1847,7 @@ mod tests {
         let empty = dir.0.join("empty");
         fs::create_dir_all(empty.join(".git")).unwrap();
         fs::write(empty.join(".gitignore"), "x").unwrap();
-        let err = Corpus::open(
-            &DataSource::Text {
-                path: empty.clone(),
-            },
-            8,
-        )
-        .unwrap_err();
+        let err = Corpus::open(&text_at(empty.clone()), 8).unwrap_err();
         assert_eq!(
             err.to_string(),
             format!("no text files in folder {}", empty.display())
@@ -1656,27 +1855,21 @@ mod tests {
 
         let bad = dir.0.join("bad.txt");
         fs::write(&bad, b"abc\xFFdef").unwrap();
-        let err = Corpus::open(&DataSource::Text { path: bad.clone() }, 8).unwrap_err();
+        let err = Corpus::open(&text_at(bad.clone()), 8).unwrap_err();
         assert_eq!(
             err.to_string(),
             format!("{} is not valid UTF-8 (byte 3)", bad.display())
         );
 
         let missing = dir.0.join("missing.txt");
-        let err = Corpus::open(&DataSource::Text { path: missing }, 8).unwrap_err();
+        let err = Corpus::open(&text_at(missing), 8).unwrap_err();
         assert!(matches!(err, DataError::NotFound { .. }), "{err}");
         assert!(err.to_string().starts_with("data file not found: "));
 
         // 100 bytes hold 10 validation bytes, too few for a window of 17.
         let small = dir.0.join("small.txt");
         fs::write(&small, text(100, 4)).unwrap();
-        let err = Corpus::open(
-            &DataSource::Text {
-                path: small.clone(),
-            },
-            16,
-        )
-        .unwrap_err();
+        let err = Corpus::open(&text_at(small.clone()), 16).unwrap_err();
         assert!(
             err.to_string().starts_with(&format!(
                 "{} has too few tokens for one validation sequence of 17 tokens",
@@ -1786,28 +1979,16 @@ mod tests {
         let fifo = dir.0.join("pipe.txt");
         mkfifo(&fifo);
         // Opening a FIFO for reading would block until a writer comes: this must return.
-        let err = Corpus::open(&DataSource::Text { path: fifo.clone() }, 8).unwrap_err();
+        let err = Corpus::open(&text_at(fifo.clone()), 8).unwrap_err();
         assert!(
             matches!(err, DataError::NotRegular(ref p) if *p == fifo),
             "{err}"
         );
-        let err = Corpus::open(
-            &DataSource::Text {
-                path: "/dev/zero".into(),
-            },
-            8,
-        )
-        .unwrap_err();
+        let err = Corpus::open(&text_at("/dev/zero"), 8).unwrap_err();
         assert!(matches!(err, DataError::NotRegular(_)), "{err}");
         // A FIFO inside a text folder, and a FIFO as a nanoGPT file.
         fs::write(dir.0.join("a.txt"), text(1000, 1)).unwrap();
-        let err = Corpus::open(
-            &DataSource::Text {
-                path: dir.0.clone(),
-            },
-            8,
-        )
-        .unwrap_err();
+        let err = Corpus::open(&text_at(dir.0.clone()), 8).unwrap_err();
         assert!(matches!(err, DataError::NotRegular(_)), "{err}");
         let nano = dir.0.join("nano");
         fs::create_dir(&nano).unwrap();
@@ -1852,6 +2033,116 @@ mod tests {
         assert!(matches!(err, DataError::TooManyFiles(_)), "{err}");
     }
 
+    /// `tests/data/`, where the committed corpus and tokenizer live.
+    fn test_data(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data")
+            .join(name)
+    }
+
+    /// All tokens of a file corpus, training part then validation part.
+    fn all_tokens(c: &Corpus) -> Vec<u32> {
+        let Source::Stored(s) = &c.source else {
+            panic!("not a file corpus")
+        };
+        let mut out = Vec::new();
+        s.train.extend_into(0..s.train.len(), &mut out);
+        s.val.extend_into(0..s.val.len(), &mut out);
+        out
+    }
+
+    #[test]
+    fn tokenized_text_matches_the_python_tokenizers_library() {
+        let source = DataSource::Text {
+            path: test_data("corpus.txt"),
+            tokenizer: Some(test_data("tokenizer.json")),
+        };
+        let c = Corpus::open(&source, 16).unwrap();
+        // What `tokenizers` 0.23.3 in Python gives (tests/data/README.md).
+        assert_eq!(c.vocab_size(), 320);
+        let ids = all_tokens(&c);
+        assert_eq!(ids.len(), 2296);
+        assert_eq!(
+            &ids[..12],
+            &[33, 273, 288, 88, 89, 307, 315, 295, 259, 262, 77, 284]
+        );
+        assert_eq!(ids.iter().map(|&t| u64::from(t)).sum::<u64>(), 416_986);
+        assert_eq!(c.decode(&ids[..12]).unwrap(), "A proxy model is a smal");
+        assert!(
+            c.describe()
+                .contains("vocab 320, 2067 train tokens, 229 val tokens")
+        );
+        assert!(c.entropy_floor(4).is_none());
+        assert!(c.train_batch(3, 1, 8).iter().all(|&t| t < 320));
+        assert_eq!(tokenizer_vocab(&test_data("tokenizer.json")).unwrap(), 320);
+    }
+
+    #[test]
+    fn tokenizers_encode_long_text_in_pieces_as_a_whole() {
+        let (tokenizer, _) = TextTokenizer::load(&test_data("tokenizer.json")).unwrap();
+        let sentences = fs::read_to_string(test_data("corpus.txt")).unwrap();
+        let text = sentences.repeat(TOKENIZER_PIECE_BYTES * 5 / 2 / sentences.len());
+        assert!(text.len() > 2 * TOKENIZER_PIECE_BYTES);
+        let whole = tokenizer
+            .tokenizer
+            .encode_fast(text.as_str(), false)
+            .unwrap();
+        assert_eq!(tokenizer.encode(&text).unwrap(), whole.get_ids());
+    }
+
+    #[test]
+    fn tokenizers_beyond_u16_ids_keep_every_id() {
+        let dir = TempDir::new("wide-tokenizer");
+        let tokenizer = dir.0.join("tokenizer.json");
+        let json = serde_json::json!({
+            "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+            "normalizer": null, "pre_tokenizer": {"type": "Whitespace"},
+            "post_processor": null, "decoder": null,
+            "model": {"type": "WordLevel", "vocab": {"[UNK]": 0, "a": 1, "b": 70000},
+                      "unk_token": "[UNK]"}
+        });
+        fs::write(&tokenizer, json.to_string()).unwrap();
+        let text = dir.0.join("a.txt");
+        fs::write(&text, "a b c ".repeat(100)).unwrap();
+        let c = Corpus::open(
+            &DataSource::Text {
+                path: text,
+                tokenizer: Some(tokenizer),
+            },
+            8,
+        )
+        .unwrap();
+        assert_eq!(c.vocab_size(), 70001);
+        assert_eq!(&all_tokens(&c)[..6], &[1, 70000, 0, 1, 70000, 0]);
+        assert!(c.train_batch(0, 0, 16).contains(&70000));
+    }
+
+    #[test]
+    fn broken_tokenizers_are_named() {
+        let dir = TempDir::new("bad-tokenizer");
+        let tokenizer = dir.0.join("tokenizer.json");
+        fs::write(&tokenizer, r#"{"model": {"type": "BPE", "vocab": 3}}"#).unwrap();
+        let source = DataSource::Text {
+            path: test_data("corpus.txt"),
+            tokenizer: Some(tokenizer.clone()),
+        };
+        let err = Corpus::open(&source, 8).unwrap_err().to_string();
+        let expected = format!(
+            "{} is not a usable Hugging Face tokenizer.json: ",
+            tokenizer.display()
+        );
+        assert!(err.starts_with(&expected), "{err}");
+        let missing = DataSource::Text {
+            path: test_data("corpus.txt"),
+            tokenizer: Some(dir.0.join("missing.json")),
+        };
+        let err = Corpus::open(&missing, 8).unwrap_err().to_string();
+        assert!(
+            err.contains("missing.json") && err.contains("tokenizer.json"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn confinement_keeps_sources_under_the_roots() {
         let dir = TempDir::new("confine");
@@ -1865,22 +2156,38 @@ mod tests {
         write_bin(&outside.join("train.bin"), &[1; 100]);
         write_bin(&outside.join("val.bin"), &[1; 100]);
         let roots = vec![root.clone()];
-        let text_source = |path: &str| DataSource::Text { path: path.into() };
 
         let builtin = DataSource::Builtin { seed: 1, vocab: 64 };
         assert_eq!(confine(&builtin, &[]).unwrap(), builtin);
         assert_eq!(
-            confine(&text_source("a.txt"), &roots).unwrap(),
-            DataSource::Text {
-                path: root.join("a.txt")
-            }
+            confine(&text_at("a.txt"), &roots).unwrap(),
+            text_at(root.join("a.txt"))
         );
         assert_eq!(
-            confine(&text_source("folder"), &roots).unwrap(),
+            confine(&text_at("folder"), &roots).unwrap(),
+            text_at(root.join("folder"))
+        );
+        fs::write(root.join("tokenizer.json"), "{}").unwrap();
+        let tokenized = |tokenizer: &str| DataSource::Text {
+            path: "a.txt".into(),
+            tokenizer: Some(tokenizer.into()),
+        };
+        assert_eq!(
+            confine(&tokenized("tokenizer.json"), &roots).unwrap(),
             DataSource::Text {
-                path: root.join("folder")
+                path: root.join("a.txt"),
+                tokenizer: Some(root.join("tokenizer.json")),
             }
         );
+        for outside_or_odd in ["../outside/secret.txt", "folder", "missing.json"] {
+            let refused = confine(&tokenized(outside_or_odd), &roots).unwrap_err();
+            assert_eq!(
+                refused.to_string(),
+                format!(
+                    "data path '{outside_or_odd}' is not a readable data file or folder under the server's data roots"
+                )
+            );
+        }
 
         std::os::unix::fs::symlink(outside.join("secret.txt"), root.join("link.txt")).unwrap();
         mkfifo(&root.join("pipe"));
@@ -1894,7 +2201,7 @@ mod tests {
             "/dev/zero",
             "/proc/self/environ",
         ] {
-            let refused = confine(&text_source(given), &roots).unwrap_err();
+            let refused = confine(&text_at(given), &roots).unwrap_err();
             assert_eq!(
                 refused.to_string(),
                 format!(
@@ -1904,14 +2211,14 @@ mod tests {
             assert!(!refused.reason().is_empty());
         }
         // No roots: no file data at all.
-        assert!(confine(&text_source("a.txt"), &[]).is_err());
+        assert!(confine(&text_at("a.txt"), &[]).is_err());
         // Links inside a folder must stay under the roots too.
         std::os::unix::fs::symlink(
             outside.join("secret.txt"),
             root.join("folder").join("c.txt"),
         )
         .unwrap();
-        assert!(confine(&text_source("folder"), &roots).is_err());
+        assert!(confine(&text_at("folder"), &roots).is_err());
         // nanoGPT: the folder and both files.
         let nano = |dir: &Path| DataSource::NanoGpt {
             dir: dir.to_path_buf(),

@@ -128,7 +128,9 @@ pub fn human_bytes(bytes: u64) -> String {
 }
 
 /// The vocabulary a run's model has: `config.vocab`, else its corpus's (the built-in corpus's
-/// and nanoGPT's declared vocab, 256 for byte-level text).
+/// and nanoGPT's declared vocab, 256 for byte-level text). Tokenized text without `vocab` counts
+/// as 256 here, since only its tokenizer file knows better: the server reads it at admission
+/// ([`RunConfig::with_tokenizer_vocab`]) and checks memory again.
 pub fn model_vocab(config: &RunConfig) -> usize {
     use crate::data::DataSource;
     config.vocab.unwrap_or(match &config.data {

@@ -406,7 +406,14 @@ fn run_from_row(row: &SqliteRow) -> Result<RunRecord, sqlx::Error> {
 fn dataset_name(config: &RunConfig) -> String {
     match &config.data {
         crate::data::DataSource::Builtin { seed, vocab } => format!("builtin:{seed}:{vocab}"),
-        crate::data::DataSource::Text { path } => format!("text:{}", path.display()),
+        crate::data::DataSource::Text {
+            path,
+            tokenizer: None,
+        } => format!("text:{}", path.display()),
+        crate::data::DataSource::Text {
+            path,
+            tokenizer: Some(tokenizer),
+        } => format!("text:{}:{}", path.display(), tokenizer.display()),
         crate::data::DataSource::NanoGpt { dir, vocab } => {
             format!("nanogpt:{}:{vocab}", dir.display())
         }
@@ -1146,7 +1153,12 @@ async fn insert_local_run(tx: &mut Transaction<'_>, new: &NewRun) -> Result<i64,
     let vocab = c.vocab.or(match &c.data {
         crate::data::DataSource::Builtin { vocab, .. }
         | crate::data::DataSource::NanoGpt { vocab, .. } => Some(*vocab),
-        crate::data::DataSource::Text { .. } => Some(256),
+        crate::data::DataSource::Text {
+            tokenizer: None, ..
+        } => Some(256),
+        crate::data::DataSource::Text {
+            tokenizer: Some(_), ..
+        } => None,
     });
     let tokens = c.total_steps().map(|s| s * c.tokens_per_step()).ok();
     let id: i64 = sqlx::query_scalar(

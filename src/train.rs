@@ -317,6 +317,23 @@ impl RunConfig {
         Ok(plan)
     }
 
+    /// The config with `vocab` read from its tokenizer where the data is tokenized text and no
+    /// vocab was given, so that sizes, FLOPs and memory estimates see the real vocabulary
+    /// (otherwise unchanged).
+    pub fn with_tokenizer_vocab(mut self) -> Result<RunConfig, TrainError> {
+        if let (
+            None,
+            DataSource::Text {
+                tokenizer: Some(tokenizer),
+                ..
+            },
+        ) = (self.vocab, &self.data)
+        {
+            self.vocab = Some(crate::data::tokenizer_vocab(tokenizer)?);
+        }
+        Ok(self)
+    }
+
     /// Everything [`Trainer::new`] checks, without building the model: the config, the corpus
     /// (opened and validated), the vocabulary and the device.
     pub fn check(&self) -> Result<(), TrainError> {

@@ -47,7 +47,7 @@ pub(crate) const DATA_FIELDS: [(&str, &[&str], &[IntRange]); 3] = [
         &["seed", "vocab"],
         &[range("seed", 0, i64::MAX), range("vocab", 16, 65_536)],
     ),
-    ("text", &["path"], &[]),
+    ("text", &["path", "tokenizer"], &[]),
     ("nano_gpt", &["dir", "vocab"], &[range("vocab", 1, 65_536)]),
 ];
 

@@ -309,10 +309,13 @@ mod schemas {
             /// Number of distinct token ids.
             vocab: u64,
         },
-        /// A UTF-8 text file, or a folder of them on the server; byte-level tokens, vocab 256.
+        /// A UTF-8 text file, or a folder of them on the server, under its data roots.
         Text {
             /// The file or folder, on the server.
             path: String,
+            /// A Hugging Face `tokenizer.json` on the server (at most 64 MiB); the vocab is its
+            /// largest id plus one. Without it, tokens are bytes (vocab 256).
+            tokenizer: Option<String>,
         },
         /// nanoGPT format: `dir/train.bin` and `dir/val.bin` on the server, `u16` little-endian tokens.
         NanoGpt {
@@ -1784,6 +1787,7 @@ mod tests {
             DS::Builtin { seed: 0, vocab: 16 },
             DS::Text {
                 path: "a.txt".into(),
+                tokenizer: Some("tokenizer.json".into()),
             },
             DS::NanoGpt {
                 dir: "d".into(),

@@ -160,30 +160,41 @@ pub(crate) fn admit(
     Ok(estimate)
 }
 
-/// The path a data source reads, if any.
-fn data_path(data: &crate::data::DataSource) -> Option<&FsPath> {
+/// The paths a data source reads: none, its file or folder, and its tokenizer.
+fn data_paths(data: &crate::data::DataSource) -> Vec<&FsPath> {
     match data {
-        crate::data::DataSource::Builtin { .. } => None,
-        crate::data::DataSource::Text { path } => Some(path),
-        crate::data::DataSource::NanoGpt { dir, .. } => Some(dir),
+        crate::data::DataSource::Builtin { .. } => Vec::new(),
+        crate::data::DataSource::Text { path, tokenizer } => std::iter::once(path.as_path())
+            .chain(tokenizer.as_deref())
+            .collect(),
+        crate::data::DataSource::NanoGpt { dir, .. } => vec![dir],
     }
 }
 
 /// Confines `config`'s data to `roots` ([`crate::data::confine`]) and checks the run as the
-/// trainer would, the corpus read. Blocking. The returned config reads the resolved path;
-/// messages name the path as the request gave it, never the resolved one.
+/// trainer would, the corpus read. Blocking. The returned config reads the resolved paths;
+/// messages name the paths as the request gave them, never the resolved ones.
 pub(crate) fn confine_and_check(config: RunConfig, roots: &[PathBuf]) -> Result<RunConfig, String> {
     let data = crate::data::confine(&config.data, roots).map_err(|refused| {
         tracing::info!("data refused: {}", refused.reason());
         refused.to_string()
     })?;
-    let shown = data_path(&config.data).map(|p| p.display().to_string());
-    let resolved = data_path(&data).map(|p| p.display().to_string());
-    let config = RunConfig { data, ..config };
-    config.check().map_err(|e| match (&shown, &resolved) {
-        (Some(shown), Some(resolved)) => e.to_string().replace(resolved.as_str(), shown),
-        _ => e.to_string(),
-    })?;
+    let renames: Vec<(String, String)> = data_paths(&data)
+        .iter()
+        .zip(data_paths(&config.data))
+        .map(|(resolved, shown)| (resolved.display().to_string(), shown.display().to_string()))
+        .collect();
+    let shown = |e: crate::train::TrainError| {
+        renames
+            .iter()
+            .fold(e.to_string(), |message, (resolved, shown)| {
+                message.replace(resolved.as_str(), shown)
+            })
+    };
+    let config = RunConfig { data, ..config }
+        .with_tokenizer_vocab()
+        .map_err(shown)?;
+    config.check().map_err(shown)?;
     Ok(config)
 }
 
@@ -213,6 +224,8 @@ pub(crate) async fn parse_new_run(
     admit(&config, settings)?;
     let roots = settings.data_roots.clone();
     let config = blocking_check(move || confine_and_check(config, &roots)).await?;
+    // Tokenized text knows its vocabulary only now.
+    admit(&config, settings)?;
     Ok(NewRun {
         name,
         tags,

@@ -314,14 +314,7 @@ pub(crate) async fn plan_study(
         )));
     }
     // Admission before anything else computes with the runs' sizes.
-    for run in &runs {
-        super::runs::admit(run, &state.settings).map_err(|e| match e {
-            ApiError::Unprocessable(m) => {
-                ApiError::Unprocessable(format!("{}: {m}", run_label(run)))
-            }
-            other => other,
-        })?;
-    }
+    admit_all(&runs, &state.settings)?;
     let plan = StudyPlan {
         kind,
         size,
@@ -471,8 +464,23 @@ pub(crate) async fn check_study(
             .collect()
     })
     .await?;
+    // Tokenized text knows its vocabulary only now.
+    admit_all(&plan.runs, &state.settings)?;
     // The checked runs read their data by resolved path, as stored runs do.
     with_reuse_and_estimate(state, plan).await
+}
+
+/// [`super::runs::admit`] for every run of a study, naming the run that does not fit.
+fn admit_all(runs: &[RunConfig], settings: &ServerSettings) -> Result<(), ApiError> {
+    for run in runs {
+        super::runs::admit(run, settings).map_err(|e| match e {
+            ApiError::Unprocessable(m) => {
+                ApiError::Unprocessable(format!("{}: {m}", run_label(run)))
+            }
+            other => other,
+        })?;
+    }
+    Ok(())
 }
 
 /// Stores a planned study and queues its runs; returns the study (a sweep) and the run ids.

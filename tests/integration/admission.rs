@@ -473,4 +473,91 @@ async fn studies_train_on_the_teams_data_under_the_roots_only() {
     )
     .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
+
+    // With a tokenizer, every run of the study takes its vocabulary.
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tokenizer.json"),
+        scratch.root.join("tokenizer.json"),
+    )
+    .unwrap();
+    let data = json!({"kind": "text", "path": "corpus.txt", "tokenizer": "tokenizer.json"});
+    let (status, created) = prompt_call(&app, "POST", "/api/v1/studies", &study(data)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["study"]["id"].as_i64().unwrap();
+    let (_, sweep) = prompt_call(&app, "GET", &format!("/api/v1/sweeps/{id}"), &json!(null)).await;
+    for run in sweep["runs"].as_array().unwrap() {
+        assert_eq!(run["config"]["vocab"], 320, "{run}");
+        assert_eq!(run["vocab"], 320, "{run}");
+    }
+}
+
+#[tokio::test]
+async fn tokenized_text_runs_take_the_tokenizers_vocab_and_train() {
+    let scratch = Scratch::new("tokenizer");
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    for name in ["corpus.txt", "tokenizer.json"] {
+        std::fs::copy(data.join(name), scratch.root.join(name)).unwrap();
+    }
+    std::fs::write(scratch.root.join("broken.json"), r#"{"model": {}}"#).unwrap();
+    std::fs::write(scratch.dir.join("outside").join("tokenizer.json"), "{}").unwrap();
+    let store = Store::open(&scratch.dir.join("test.db")).await.unwrap();
+    let jobs = Jobs::new(store.clone());
+    let workers = jobs.spawn_workers(1);
+    let settings = ServerSettings {
+        data_roots: vec![scratch.root.clone()],
+        max_run_memory_bytes: LIMIT,
+        ..ServerSettings::default()
+    };
+    let app = router(AppState::new(store, jobs, settings));
+    let tokenized = |tokenizer: &str| {
+        run_on(json!({"kind": "text", "path": "corpus.txt", "tokenizer": tokenizer}))
+    };
+
+    for (tokenizer, needle) in [
+        (
+            "../outside/tokenizer.json",
+            refusal("../outside/tokenizer.json"),
+        ),
+        ("missing.json", refusal("missing.json")),
+        (
+            "broken.json",
+            "broken.json is not a usable Hugging Face tokenizer.json".to_string(),
+        ),
+    ] {
+        let (status, body) = prompt_call(&app, "POST", "/api/v1/runs", &tokenized(tokenizer)).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        let detail = body["detail"].as_str().unwrap();
+        assert!(detail.contains(&needle), "{detail}");
+        assert!(
+            !detail.contains(&*scratch.root.to_string_lossy()),
+            "{detail}"
+        );
+    }
+
+    let (status, run) =
+        prompt_call(&app, "POST", "/api/v1/runs", &tokenized("tokenizer.json")).await;
+    assert_eq!(status, StatusCode::CREATED, "{run}");
+    let id = run["id"].as_i64().unwrap();
+    assert_eq!(run["vocab"], 320, "{run}");
+    assert_eq!(run["config"]["vocab"], 320, "{run}");
+    assert_eq!(
+        run["config"]["data"]["tokenizer"],
+        scratch.root.join("tokenizer.json").display().to_string()
+    );
+    let started = std::time::Instant::now();
+    let done = loop {
+        let (_, run) = prompt_call(&app, "GET", &format!("/api/v1/runs/{id}"), &json!(null)).await;
+        if !["queued", "running"].contains(&run["status"].as_str().unwrap()) {
+            break run;
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "{run}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(done["status"], "succeeded", "{done}");
+    // A model that only guesses uniformly scores ln 320 = 5.77 nats; the run learned something.
+    let loss = done["final_train_loss"].as_f64().unwrap();
+    assert!(loss.is_finite() && loss < 320f64.ln(), "{done}");
+    for worker in workers {
+        worker.abort();
+    }
 }

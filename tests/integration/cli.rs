@@ -1,4 +1,5 @@
 use serde_json::Value;
+use std::path::Path;
 use std::process::{Command, Output};
 
 fn shapewise(args: &[&str]) -> Output {
@@ -135,6 +136,49 @@ fn train_prints_a_json_summary_and_writes_metrics() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+#[test]
+fn train_tokenizes_text_with_a_hugging_face_tokenizer() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let (corpus, tokenizer) = (data.join("corpus.txt"), data.join("tokenizer.json"));
+    let out = shapewise(&[
+        "train",
+        "--width",
+        "64",
+        "--depth",
+        "1",
+        "--d-head",
+        "32",
+        "--context",
+        "16",
+        "--batch",
+        "4",
+        "--tokens",
+        "640",
+        "--text",
+        corpus.to_str().unwrap(),
+        "--tokenizer",
+        tokenizer.to_str().unwrap(),
+        "--sample",
+        "8",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let summary: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["status"], "succeeded");
+    assert_eq!(summary["tokens"], 640);
+    // The vocabulary is the tokenizer's (unembedding FLOPs 6 D N V with V = 320), real text
+    // has no known entropy floor, and the sample is decoded text.
+    assert_eq!(
+        summary["flops_breakdown"]["unembedding"],
+        6.0 * 640.0 * 64.0 * 320.0
+    );
+    assert!(summary["entropy_floor"].is_null(), "{summary}");
+    let err = stderr(&out);
+    assert!(!err.contains("entropy floor"), "{err}");
+    assert!(err.contains("sample: .\nThe planner reads the fi"), "{err}");
+}
+
 /// Every bad input ends with one line naming what to change and exit code 2, never a panic.
 #[test]
 fn bad_inputs_exit_2_with_a_one_line_message() {
@@ -143,6 +187,8 @@ fn bad_inputs_exit_2_with_a_one_line_message() {
     std::fs::write(dir.join("train.bin"), [1u8, 0, 44, 1]).unwrap();
     std::fs::write(dir.join("val.bin"), [1u8, 0, 2, 0]).unwrap();
     let nanogpt = dir.to_str().unwrap();
+    let corpus_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/corpus.txt");
+    let corpus = corpus_path.to_str().unwrap();
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
             vec!["plan", "--param", "mup", "--width", "100", "--depth", "2"],
@@ -183,6 +229,17 @@ fn bad_inputs_exit_2_with_a_one_line_message() {
         (vec!["train", "--lr", "-0.1"], "lr"),
         (vec!["train", "--no-such-option"], "--no-such-option"),
         (vec!["train", "--config", "/no/such/run.toml"], "run.toml"),
+        (vec!["train", "--tokenizer", "tokenizer.json"], "--text"),
+        (
+            vec![
+                "train",
+                "--text",
+                corpus,
+                "--tokenizer",
+                "/no/such/tokenizer.json",
+            ],
+            "/no/such/tokenizer.json",
+        ),
         (vec!["bench", "--shapes", "12by4"], "WIDTHxDEPTH"),
     ];
     for (args, needle) in cases {
