@@ -89,9 +89,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::rng::{SplitMix64, mix64};
 
-/// Where a run's tokens come from.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+/// Where a run's tokens come from, chosen by `kind`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum DataSource {
     /// The generated corpus (see the module docs). `seed` fixes its content,
     /// `vocab` its token count (between [`BUILTIN_MIN_VOCAB`] and
@@ -107,17 +107,20 @@ pub enum DataSource {
     /// only, at most [`MAX_DATA_BYTES`] in all.
     Text {
         /// The file or folder.
+        #[schema(value_type = String)]
         path: PathBuf,
         /// A Hugging Face `tokenizer.json` (at most [`MAX_TOKENIZER_BYTES`]);
         /// its vocab is its largest id plus one. Without it, tokens are bytes
         /// (vocab 256).
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schema(value_type = Option<String>)]
         tokenizer: Option<PathBuf>,
     },
     /// nanoGPT format: `dir/train.bin` and `dir/val.bin`, `u16` little-endian
     /// tokens, all `< vocab`.
     NanoGpt {
         /// Folder holding `train.bin` and `val.bin`.
+        #[schema(value_type = String)]
         dir: PathBuf,
         /// Vocab size the data was tokenised with (at most 65536).
         vocab: usize,

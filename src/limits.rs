@@ -338,7 +338,10 @@ mod tests {
         assert!(estimate.admit(1 << 40, "this run").is_err());
         // Validation refuses such a config before anything else computes with it.
         let err = absurd.validate().unwrap_err().to_string();
-        assert_eq!(err, "width must be at most 16384, got 1099511627776");
+        assert_eq!(
+            err,
+            "'width' must be an integer from 1 to 16384, got 1099511627776"
+        );
     }
 
     #[test]

@@ -26,8 +26,9 @@ use burn::tensor::activation::{gelu, log_softmax, relu, softmax};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-/// How the model knows token positions.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// How the model knows token positions: `alibi` (linear attention biases, no parameters) or
+/// `learned` (a learned position embedding).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Positions {
     /// Linear attention biases `-slope_h (i - j)` with slopes `2^(-8 (h+1) / H)` (no parameters).
@@ -36,8 +37,8 @@ pub enum Positions {
     Learned,
 }
 
-/// The MLP non-linearity.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// The MLP non-linearity: `relu2` (`relu(x)^2`) or `gelu`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Activation {
     /// `relu(x)^2`.

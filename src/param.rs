@@ -34,8 +34,11 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
-/// A rule for scaling hyperparameters with width and depth.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+/// A rule for scaling hyperparameters with width and depth: `sp` (standard parameterization,
+/// nothing scales), `mup` (width rules only), `depth-mup` (muP plus residual branches scaled by
+/// `m_L^-1/2`), `completep` (muP plus residual branches scaled by `m_L^-1`, the paper's
+/// recommendation) or `alpha` (muP plus depth rules with a chosen `alpha` in [0.5, 1]).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Parameterization {
     /// Standard parameterization: nothing scales.
@@ -130,8 +133,9 @@ impl FromStr for Parameterization {
     }
 }
 
-/// The factor applied to attention logits `q . k`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// The factor applied to attention logits `q . k`: `d_head` (`1 / d_head`, muP), `sqrt_d_head`
+/// (`1 / sqrt(d_head)`, SP) or `width` (`1 / N`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AttentionScale {
     /// `1 / d_head` (muP; keeps logits O(1) when q and k align as width grows).

@@ -24,8 +24,9 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
 
-/// The learning-rate multiplier over training.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// The learning-rate multiplier over training: linear warmup, then `linear` decay to zero (the
+/// paper's), `cosine` decay to zero, or `constant`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Schedule {
     /// Linear warmup, then linear decay to zero at the last step (the paper's schedule).
@@ -36,8 +37,9 @@ pub enum Schedule {
     Constant,
 }
 
-/// Where the model trains.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Where the model trains: `cpu` (burn-flex), `gpu` (wgpu/Vulkan, needs the `vulkan` build
+/// feature) or `cpu_ndarray` (needs the `ndarray` build feature).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeviceChoice {
     /// burn-flex on the CPU cores.
@@ -49,10 +51,11 @@ pub enum DeviceChoice {
     CpuNdarray,
 }
 
-/// Everything that defines a training run. Every field has a default; TOML files and the CLI
-/// set any subset.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// Everything that defines a training run. Every field has a default; TOML files, the CLI and
+/// API requests set any subset.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
+#[schema(default)]
 pub struct RunConfig {
     /// The scaling rule.
     pub parameterization: Parameterization,
@@ -72,13 +75,17 @@ pub struct RunConfig {
     pub base_width: usize,
     /// Base depth `L_base`.
     pub base_depth: usize,
-    /// Base peak learning rate `eta`.
+    /// Base peak learning rate `eta` (2^-8 by default).
+    #[schema(exclusive_minimum = 0.0)]
     pub lr: f64,
     /// Base init standard deviation `sigma`.
+    #[schema(exclusive_minimum = 0.0)]
     pub init_std: f64,
     /// Base AdamW epsilon.
+    #[schema(minimum = 0.0)]
     pub eps: f64,
     /// Base coupled weight decay `lambda`.
+    #[schema(minimum = 0.0)]
     pub weight_decay: f64,
     /// Attention logit scale; the parameterization's Table 1 default when absent.
     pub attention_scale: Option<AttentionScale>,
@@ -94,19 +101,24 @@ pub struct RunConfig {
     pub batch: usize,
     /// Training tokens; when absent, `tokens_per_param` times the non-embedding parameters.
     pub tokens: Option<u64>,
-    /// Training tokens per non-embedding parameter (Chinchilla-optimal is about 20).
+    /// Training tokens per non-embedding parameter (Chinchilla-optimal is about 20); read only
+    /// when `tokens` is absent, and then the budget must come to at least one token.
     pub tokens_per_param: f64,
     /// Seed of the initial weights and of the training batches.
     pub seed: u64,
     /// The learning-rate schedule.
     pub schedule: Schedule,
-    /// Fraction of the steps spent warming up linearly.
+    /// Fraction of the steps spent warming up linearly, in [0, 1).
+    #[schema(minimum = 0.0, exclusive_maximum = 1.0)]
     pub warmup_fraction: f64,
     /// Clip the global gradient norm to this value.
+    #[schema(exclusive_minimum = 0.0)]
     pub grad_clip: Option<f64>,
-    /// AdamW beta_1.
+    /// AdamW beta_1, in [0, 1).
+    #[schema(minimum = 0.0, exclusive_maximum = 1.0)]
     pub beta1: f64,
-    /// AdamW beta_2.
+    /// AdamW beta_2, in [0, 1).
+    #[schema(minimum = 0.0, exclusive_maximum = 1.0)]
     pub beta2: f64,
     /// Emit a metric row every this many steps; about 100 rows per run when absent.
     pub log_every: Option<u64>,
@@ -116,7 +128,8 @@ pub struct RunConfig {
     /// Validation sequences (of `context + 1` tokens) in the fixed held-out set.
     pub val_sequences: usize,
     /// A run whose training loss exceeds `divergence_factor * ln(V)` (or is not finite) stops
-    /// with status `diverged`.
+    /// with status `diverged`. Above 1.
+    #[schema(exclusive_minimum = 1.0)]
     pub divergence_factor: f64,
     /// Training device.
     pub device: DeviceChoice,
@@ -237,37 +250,50 @@ impl RunConfig {
         (self.batch * self.context) as u64
     }
 
-    /// Checks every size against the bounds of [`crate::limits`] (before any arithmetic on
-    /// them): width, depth, their base values, batch, context, model vocabulary, validation
-    /// sequences, and `log_every` / `eval_every` positive when given. (`d_head` is bounded by
-    /// the width: the plan requires the width to be a multiple of it.)
+    /// Checks every integer against its inclusive range (before any arithmetic on them): the
+    /// sizes against the bounds of [`crate::limits`], counts of steps and sequences positive,
+    /// and the seeds and cadences within SQLite's `i64`. (`d_head` is further bounded by the
+    /// width: the plan requires the width to be a multiple of it.)
     pub fn check_bounds(&self) -> Result<(), TrainError> {
         use crate::limits::{
-            MAX_BATCH, MAX_CONTEXT, MAX_DEPTH, MAX_VAL_SEQUENCES, MAX_VOCAB, MAX_WIDTH,
+            MAX_BATCH, MAX_CONTEXT, MAX_DEPTH, MAX_TOKENS, MAX_VAL_SEQUENCES, MAX_VOCAB, MAX_WIDTH,
         };
-        for (name, value, max) in [
-            ("width", self.width, MAX_WIDTH),
-            ("depth", self.depth, MAX_DEPTH),
-            ("base_width", self.base_width, MAX_WIDTH),
-            ("base_depth", self.base_depth, MAX_DEPTH),
-            ("batch", self.batch, MAX_BATCH),
-            ("context", self.context, MAX_CONTEXT),
-            ("vocab", self.vocab.unwrap_or(0), MAX_VOCAB),
-            ("val_sequences", self.val_sequences, MAX_VAL_SEQUENCES),
-        ] {
-            if value > max {
+        const I64: u64 = i64::MAX as u64;
+        let size = |n: usize| n as u64;
+        let ranges = [
+            ("width", Some(size(self.width)), 1, size(MAX_WIDTH)),
+            ("depth", Some(size(self.depth)), 1, size(MAX_DEPTH)),
+            ("d_head", Some(size(self.d_head)), 1, size(MAX_WIDTH)),
+            ("context", Some(size(self.context)), 1, size(MAX_CONTEXT)),
+            ("vocab", self.vocab.map(size), 1, size(MAX_VOCAB)),
+            (
+                "base_width",
+                Some(size(self.base_width)),
+                1,
+                size(MAX_WIDTH),
+            ),
+            (
+                "base_depth",
+                Some(size(self.base_depth)),
+                1,
+                size(MAX_DEPTH),
+            ),
+            ("batch", Some(size(self.batch)), 1, size(MAX_BATCH)),
+            ("tokens", self.tokens, 1, MAX_TOKENS as u64),
+            ("seed", Some(self.seed), 0, I64),
+            ("log_every", self.log_every, 1, I64),
+            ("eval_every", self.eval_every, 1, I64),
+            (
+                "val_sequences",
+                Some(size(self.val_sequences)),
+                1,
+                size(MAX_VAL_SEQUENCES),
+            ),
+        ];
+        for (name, value, min, max) in ranges {
+            if let Some(value) = value.filter(|v| !(min..=max).contains(v)) {
                 return Err(config_error(format!(
-                    "{name} must be at most {max}, got {value}"
-                )));
-            }
-        }
-        for (name, value) in [
-            ("log_every", self.log_every),
-            ("eval_every", self.eval_every),
-        ] {
-            if value == Some(0) {
-                return Err(config_error(format!(
-                    "{name} must be a positive number of steps, got 0"
+                    "'{name}' must be an integer from {min} to {max}, got {value}"
                 )));
             }
         }
@@ -278,17 +304,6 @@ impl RunConfig {
     pub fn validate(&self) -> Result<ParamPlan, TrainError> {
         self.check_bounds()?;
         let plan = self.plan()?;
-        for (name, value) in [
-            ("context", self.context),
-            ("batch", self.batch),
-            ("val_sequences", self.val_sequences),
-        ] {
-            if value == 0 {
-                return Err(config_error(format!(
-                    "{name} must be a positive integer, got 0"
-                )));
-            }
-        }
         if !(0.0..1.0).contains(&self.warmup_fraction) {
             return Err(config_error(format!(
                 "warmup_fraction must be in [0, 1), got {}",

@@ -12,12 +12,12 @@
 //! [`tolerance_report`], so the page and the API accept, refuse and answer alike.
 
 use super::AppState;
+use super::body::json_object;
 use super::error::ApiError;
 use super::fits::{
     blocking, bootstrap_fields, final_loss, no_unknown_fields, parse_selection, select_runs,
     select_runs_with_status,
 };
-use super::runs::json_object;
 use crate::fit::BootstrapOptions;
 use crate::fit::shape::{
     DEFAULT_SCALE_FACTOR, DEFAULT_TOLERANCE, ShapeOptions, ShapePoint, ShapeTolerance,

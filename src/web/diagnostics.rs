@@ -5,8 +5,8 @@
 //! diagnostics worker (queued -> running -> succeeded or failed) and keeps its result. Kinds:
 //! `coord-depth` and `coord-width` ([`crate::coord`]), `linearization` ([`crate::linearize`]).
 
+use super::body::json_object;
 use super::error::ApiError;
-use super::runs::json_object;
 use super::{AppState, ServerSettings};
 use crate::jobs::{DiagnosticError, DiagnosticKind, DiagnosticProgress, DiagnosticSpec};
 use crate::limits::{estimate_run_memory, model_vocab};

@@ -17,8 +17,9 @@
 //! together.
 
 use super::AppState;
+use super::body::json_object;
 use super::error::ApiError;
-use super::runs::{json_object, parse_run_query};
+use super::runs::parse_run_query;
 use crate::data::{Corpus, DataSource};
 use crate::fit::frontier::{
     EBound, MIN_FRONTIER_SCALES, bootstrap_frontiers, compute_scales, fit_frontiers,

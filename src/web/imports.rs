@@ -7,8 +7,8 @@
 //! FLOPs are the plain `6 params tokens` (the dense component of [`crate::flops`]).
 
 use super::AppState;
+use super::body::json_object;
 use super::error::ApiError;
-use super::runs::json_object;
 use crate::numbers::Count;
 use crate::param::Parameterization;
 use crate::store::{ImportedRun, MetricPoint, RunSource};

@@ -3,6 +3,7 @@
 
 mod analysis;
 pub mod auth;
+pub(crate) mod body;
 mod bounds;
 mod charts;
 mod diagnostics;

@@ -196,7 +196,9 @@ async fn docs_page() -> Html<&'static str> {
 /// handlers parse and answer with `serde_json` values of these shapes).
 #[allow(dead_code)]
 mod schemas {
+    use crate::param::{AttentionScale, Parameterization};
     use crate::store::{MetricPoint, RunRecord, StoredStatus, SweepRecord};
+    use crate::train::RunConfig;
     use utoipa::{IntoParams, ToSchema};
 
     // -----------------------------------------------------------------------------------------
@@ -236,226 +238,8 @@ mod schemas {
         Internal,
     }
 
-    /// A scaling rule: `sp` (standard parameterization, nothing scales), `mup` (width rules only),
-    /// `depth-mup` (muP plus residual branches scaled by `m_L^-1/2`), `completep` (muP plus residual
-    /// branches scaled by `m_L^-1`, the paper's recommendation) or `alpha` (muP plus depth rules with a
-    /// chosen `alpha` in [0.5, 1]).
-    #[derive(ToSchema)]
-    #[serde(rename_all = "kebab-case")]
-    pub enum Parameterization {
-        Sp,
-        Mup,
-        DepthMup,
-        #[serde(rename = "completep")]
-        CompleteP,
-        Alpha,
-    }
-
-    /// The factor applied to attention logits: `d_head` (`1 / d_head`, muP), `sqrt_d_head`
-    /// (`1 / sqrt(d_head)`, SP) or `width` (`1 / N`).
-    #[derive(ToSchema)]
-    #[serde(rename_all = "snake_case")]
-    pub enum AttentionScale {
-        DHead,
-        SqrtDHead,
-        Width,
-    }
-
-    /// How the model knows token positions: `alibi` (linear attention biases, no parameters) or
-    /// `learned` (a learned position embedding).
-    #[derive(ToSchema)]
-    #[serde(rename_all = "snake_case")]
-    pub enum Positions {
-        Alibi,
-        Learned,
-    }
-
-    /// The MLP non-linearity: `relu2` (`relu(x)^2`) or `gelu`.
-    #[derive(ToSchema)]
-    #[serde(rename_all = "snake_case")]
-    pub enum Activation {
-        Relu2,
-        Gelu,
-    }
-
-    /// The learning-rate schedule after linear warmup: `linear` decay to zero (the paper's),
-    /// `cosine` decay to zero, or `constant`.
-    #[derive(ToSchema)]
-    #[serde(rename_all = "snake_case")]
-    pub enum Schedule {
-        Linear,
-        Cosine,
-        Constant,
-    }
-
-    /// Where the model trains: `cpu` (burn-flex), `gpu` (wgpu/Vulkan, needs the `vulkan` build
-    /// feature) or `cpu_ndarray` (needs the `ndarray` build feature).
-    #[derive(ToSchema)]
-    #[serde(rename_all = "snake_case")]
-    pub enum DeviceChoice {
-        Cpu,
-        Gpu,
-        CpuNdarray,
-    }
-
-    /// Where a run's tokens come from, chosen by `kind`.
-    #[derive(ToSchema)]
-    #[serde(tag = "kind", rename_all = "snake_case")]
-    pub enum DataSource {
-        /// The generated corpus: `seed` fixes its content, `vocab` its token count (16 to 65536).
-        Builtin {
-            /// Seed of the corpus content (not of any run).
-            seed: u64,
-            /// Number of distinct token ids.
-            vocab: u64,
-        },
-        /// A UTF-8 text file, or a folder of them on the server, under its data roots.
-        Text {
-            /// The file or folder, on the server.
-            path: String,
-            /// A Hugging Face `tokenizer.json` on the server (at most 64 MiB); the vocab is its
-            /// largest id plus one. Without it, tokens are bytes (vocab 256).
-            tokenizer: Option<String>,
-        },
-        /// nanoGPT format: `dir/train.bin` and `dir/val.bin` on the server, `u16` little-endian tokens.
-        NanoGpt {
-            /// Folder holding `train.bin` and `val.bin`.
-            dir: String,
-            /// Vocab size the data was tokenised with (at most 65536).
-            vocab: u64,
-        },
-    }
-
     // -----------------------------------------------------------------------------------------
     // Runs
-
-    /// Every run setting but the shape and rule; each has a default. Unknown fields are refused.
-    #[derive(ToSchema)]
-    #[serde(deny_unknown_fields)]
-    pub struct RunSettings {
-        /// Alpha, for `parameterization = "alpha"` only.
-        alpha: Option<f64>,
-        /// Attention head dimension.
-        #[schema(required = false, default = 64)]
-        d_head: u64,
-        /// Context length `T`, in tokens.
-        #[schema(required = false, default = 128)]
-        context: u64,
-        /// Model vocabulary; defaults to the corpus vocabulary and may exceed it (padding).
-        vocab: Option<u64>,
-        /// Base width `N_base` the hyperparameters were tuned at.
-        #[schema(required = false, default = 256)]
-        base_width: u64,
-        /// Base depth `L_base`.
-        #[schema(required = false, default = 2)]
-        base_depth: u64,
-        /// Base peak learning rate `eta` (2^-8 by default).
-        #[schema(required = false, default = 0.00390625, exclusive_minimum = 0.0)]
-        lr: f64,
-        /// Base init standard deviation `sigma`.
-        #[schema(required = false, default = 0.02, exclusive_minimum = 0.0)]
-        init_std: f64,
-        /// Base AdamW epsilon.
-        #[schema(required = false, default = 1e-16, minimum = 0.0)]
-        eps: f64,
-        /// Base coupled weight decay `lambda`.
-        #[schema(required = false, default = 0.0, minimum = 0.0)]
-        weight_decay: f64,
-        /// Attention logit scale; the parameterization's default when absent.
-        attention_scale: Option<AttentionScale>,
-        #[schema(required = false, default = "alibi")]
-        positions: Positions,
-        #[schema(required = false, default = "relu2")]
-        activation: Activation,
-        /// Tie the unembedding to the token embedding.
-        #[schema(required = false, default = false)]
-        tied_embeddings: bool,
-        /// Biases on the linear layers in the blocks.
-        #[schema(required = false, default = true)]
-        biases: bool,
-        /// Sequences per step.
-        #[schema(required = false, default = 16)]
-        batch: u64,
-        /// Training tokens; when absent, `tokens_per_param` times the non-embedding parameters.
-        tokens: Option<u64>,
-        /// Training tokens per non-embedding parameter (Chinchilla-optimal is about 20); read
-        /// only when `tokens` is absent, and then the budget must come to at least one token.
-        #[schema(required = false, default = 20.0)]
-        tokens_per_param: f64,
-        /// Seed of the initial weights and of the training batches.
-        #[schema(required = false, default = 0)]
-        seed: u64,
-        #[schema(required = false, default = "linear")]
-        schedule: Schedule,
-        /// Fraction of the steps spent warming up linearly, in [0, 1).
-        #[schema(
-            required = false,
-            default = 0.1,
-            minimum = 0.0,
-            exclusive_maximum = 1.0
-        )]
-        warmup_fraction: f64,
-        /// Clip the global gradient norm to this value.
-        #[schema(exclusive_minimum = 0.0)]
-        grad_clip: Option<f64>,
-        /// AdamW beta_1, in [0, 1).
-        #[schema(
-            required = false,
-            default = 0.9,
-            minimum = 0.0,
-            exclusive_maximum = 1.0
-        )]
-        beta1: f64,
-        /// AdamW beta_2, in [0, 1).
-        #[schema(
-            required = false,
-            default = 0.95,
-            minimum = 0.0,
-            exclusive_maximum = 1.0
-        )]
-        beta2: f64,
-        /// Emit a metric point every this many steps; about 100 points per run when absent.
-        log_every: Option<u64>,
-        /// Measure validation loss every this many steps (and at the end); about 10 times per run
-        /// when absent.
-        eval_every: Option<u64>,
-        /// Validation sequences (of `context + 1` tokens) in the fixed held-out set.
-        #[schema(required = false, default = 32)]
-        val_sequences: u64,
-        /// A run whose training loss exceeds `divergence_factor * ln(V)` (or is not finite) stops
-        /// with status `diverged`. Above 1.
-        #[schema(required = false, default = 2.0, exclusive_minimum = 1.0)]
-        divergence_factor: f64,
-        #[schema(required = false, default = "cpu")]
-        device: DeviceChoice,
-        #[schema(required = false, default = json!({"kind": "builtin", "seed": 0, "vocab": 256}))]
-        data: DataSource,
-    }
-
-    /// A run to train: its scaling rule and shape, any other run setting (unknown fields are
-    /// refused), and an optional name and tags. Integers out of range are refused (422) before
-    /// anything else; so is a width that is not a multiple of `d_head`, a vocabulary below the
-    /// corpus's, or a device this build lacks.
-    #[derive(ToSchema)]
-    #[schema(example = json!({
-        "parameterization": "completep", "width": 256, "depth": 8, "lr": 0.01, "tokens": 2000000,
-        "data": {"kind": "builtin", "seed": 0, "vocab": 256}, "name": "cp-256x8", "tags": ["demo"]
-    }))]
-    pub struct CreateRun {
-        parameterization: Parameterization,
-        /// Model width `N` (a multiple of `d_head`).
-        width: u64,
-        /// Model depth `L` (blocks).
-        depth: u64,
-        /// Display name, at most 200 characters.
-        #[schema(max_length = 200)]
-        name: Option<String>,
-        /// At most 64 tags of 1 to 100 characters.
-        #[schema(max_items = 64)]
-        tags: Option<Vec<String>>,
-        #[serde(flatten)]
-        settings: RunSettings,
-    }
 
     /// One page of runs.
     #[derive(ToSchema)]
@@ -497,18 +281,6 @@ mod schemas {
         status: StoredStatus,
         /// `done`, or when the run is training: it stops before its next step.
         note: String,
-    }
-
-    /// Tags to add and remove (either may be omitted), each list at most 64 tags of 1 to 100
-    /// characters. A run keeps at most 64 tags.
-    #[derive(ToSchema)]
-    #[serde(deny_unknown_fields)]
-    #[schema(example = json!({"add": ["baseline"], "remove": ["draft"]}))]
-    pub struct TagEdit {
-        #[schema(max_items = 64)]
-        add: Option<Vec<String>>,
-        #[schema(max_items = 64)]
-        remove: Option<Vec<String>>,
     }
 
     /// The metric series of a run, by step.
@@ -745,7 +517,7 @@ mod schemas {
         #[schema(required = false, min_items = 1, default = json!([0]))]
         seeds: Vec<u64>,
         /// Settings shared by every run of the grid (the grid's `lr` and `seed` replace theirs).
-        config: Option<RunSettings>,
+        config: Option<RunConfig>,
         /// Tags of every run of the grid: at most 64 of 1 to 100 characters.
         #[schema(max_items = 64)]
         tags: Option<Vec<String>>,
@@ -1584,7 +1356,6 @@ pub fn render_docs(doc: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::StoredStatus;
     use std::collections::BTreeSet;
 
     fn doc() -> Value {
@@ -1627,33 +1398,14 @@ mod tests {
             .collect()
     }
 
-    fn names<T: serde::Serialize>(values: &[T]) -> BTreeSet<String> {
-        values
-            .iter()
-            .map(|v| {
-                serde_json::to_value(v)
-                    .unwrap()
-                    .as_str()
-                    .unwrap()
-                    .to_string()
-            })
-            .collect()
-    }
-
     #[test]
-    fn run_settings_mirror_the_run_config_and_its_defaults() {
+    fn run_config_documents_its_defaults_and_create_run_is_one_closed_object() {
         let doc = doc();
         let config = serde_json::to_value(crate::train::RunConfig::default()).unwrap();
-        let settings = schema(&doc, "RunSettings");
-        let mut documented = property_names(settings);
-        documented.extend(["parameterization", "width", "depth"].map(String::from));
-        assert_eq!(
-            documented,
-            keys(&config),
-            "RunSettings drifted from RunConfig"
-        );
+        let settings = schema(&doc, "RunConfig");
+        assert_eq!(property_names(settings), keys(&config));
         for (key, value) in config.as_object().unwrap() {
-            if value.is_null() || ["parameterization", "width", "depth"].contains(&key.as_str()) {
+            if value.is_null() {
                 continue;
             }
             assert_eq!(
@@ -1661,8 +1413,8 @@ mod tests {
                 "documented default of '{key}'"
             );
         }
-        // CreateRun: one closed object, every RunSettings field, plus the shape, the rule, name
-        // and tags.
+        // CreateRun: one closed object, every RunConfig field, the shape and the rule required,
+        // name and tags.
         let create = schema(&doc, "CreateRun");
         assert!(create.get("allOf").is_none());
         assert_eq!(create["additionalProperties"], json!(false));
@@ -1689,7 +1441,7 @@ mod tests {
             assert_eq!(property["maximum"], json!(range.max), "{}", range.key);
         }
         assert_eq!(
-            schema(&doc, "RunSettings")["additionalProperties"],
+            schema(&doc, "RunConfig")["additionalProperties"],
             json!(false)
         );
     }
@@ -1747,76 +1499,6 @@ mod tests {
             }
         }
         assert!(bodies >= 15, "{bodies} request bodies");
-    }
-
-    #[test]
-    fn enums_mirror_the_real_ones() {
-        use crate::model::{Activation as A, Positions as P};
-        use crate::param::{AttentionScale as S, Parameterization as R};
-        use crate::train::{DeviceChoice as D, Schedule as C};
-        let doc = doc();
-        // Exhaustive matches: a new variant fails to compile here until it is documented.
-        let _ = |p: R| match p {
-            R::Sp | R::Mup | R::DepthMup | R::CompleteP | R::Alpha => {}
-        };
-        let _ = |s: S| match s {
-            S::DHead | S::SqrtDHead | S::Width => {}
-        };
-        let _ = |a: A, q: P| match (a, q) {
-            (A::Relu2 | A::Gelu, P::Alibi | P::Learned) => {}
-        };
-        let _ = |c: C, d: D| match (c, d) {
-            (C::Linear | C::Cosine | C::Constant, D::Cpu | D::Gpu | D::CpuNdarray) => {}
-        };
-        let cases = [
-            ("Parameterization", names(&R::ALL)),
-            ("AttentionScale", names(&[S::DHead, S::SqrtDHead, S::Width])),
-            ("Activation", names(&[A::Relu2, A::Gelu])),
-            ("Positions", names(&[P::Alibi, P::Learned])),
-            ("Schedule", names(&[C::Linear, C::Cosine, C::Constant])),
-            ("DeviceChoice", names(&[D::Cpu, D::Gpu, D::CpuNdarray])),
-        ];
-        for (name, real) in cases {
-            assert_eq!(enum_values(schema(&doc, name)), real, "{name}");
-        }
-        use crate::data::DataSource as DS;
-        let _ = |d: DS| match d {
-            DS::Builtin { .. } | DS::Text { .. } | DS::NanoGpt { .. } => {}
-        };
-        let sources = [
-            DS::Builtin { seed: 0, vocab: 16 },
-            DS::Text {
-                path: "a.txt".into(),
-                tokenizer: Some("tokenizer.json".into()),
-            },
-            DS::NanoGpt {
-                dir: "d".into(),
-                vocab: 50304,
-            },
-        ];
-        let variants = schema(&doc, "DataSource")["oneOf"].as_array().unwrap();
-        assert_eq!(variants.len(), sources.len());
-        for source in sources {
-            let real = serde_json::to_value(&source).unwrap();
-            let kind = real["kind"].as_str().unwrap();
-            let variant = variants
-                .iter()
-                .find(|v| v.pointer("/properties/kind/enum/0") == Some(&json!(kind)))
-                .unwrap_or_else(|| panic!("DataSource lacks kind '{kind}'"));
-            assert_eq!(property_names(variant), keys(&real), "DataSource '{kind}'");
-        }
-        assert_eq!(
-            enum_values(schema(&doc, "StoredStatus")),
-            names(&[
-                StoredStatus::Queued,
-                StoredStatus::Running,
-                StoredStatus::Succeeded,
-                StoredStatus::Failed,
-                StoredStatus::Diverged,
-                StoredStatus::Cancelled,
-                StoredStatus::Interrupted,
-            ])
-        );
     }
 
     #[test]

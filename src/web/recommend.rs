@@ -15,12 +15,12 @@
 //! The page `/planner` calls [`plan_request`] with the same body, so the page and the API accept,
 //! refuse and answer alike.
 
+use super::body::json_object;
 use super::error::ApiError;
 use super::fits::{
     DataOfRuns, GroupRuns, MAX_RESAMPLES, PowerLawBounds, blocking, final_loss, fit_groups,
     parse_selection, select_runs,
 };
-use super::runs::json_object;
 use super::studies::EstimateView;
 use super::{AppState, ServerSettings};
 use crate::fit::shape::{ShapeOptions, ShapePenalty, ShapePoint, fit_shape_tolerance};

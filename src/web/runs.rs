@@ -1,5 +1,6 @@
 //! `/api/v1/runs`: create, list, inspect, cancel, delete and tag runs; their metrics, live.
 
+use super::body::json_body;
 use super::error::ApiError;
 use super::{AppState, ServerSettings};
 use crate::flops::FlopBreakdown;
@@ -17,12 +18,14 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::{Map, Value, json};
+use serde::Deserialize;
+use serde_json::json;
 use std::convert::Infallible;
 use std::path::{Path as FsPath, PathBuf};
 use std::time::Duration;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::BroadcastStream;
+use utoipa::ToSchema;
 
 /// The routes of this resource.
 pub fn router() -> Router<AppState> {
@@ -48,101 +51,120 @@ fn run_id(path: Result<Path<i64>, PathRejection>) -> Result<i64, ApiError> {
         .map_err(|_| ApiError::BadRequest("the run id must be an integer".into()))
 }
 
-/// Numbers written with a zero fraction (`4.0`) as the integers they are, as JSON Schema counts
-/// them, so that every integer field accepts them.
-fn integral_floats_as_integers(value: &mut Value) {
-    match value {
-        Value::Number(number) => {
-            if let Some(f) = number
-                .as_f64()
-                .filter(|f| number.is_f64() && f.fract() == 0.0)
-            {
-                // 2^63 and 2^64: the first floats outside each range.
-                const TWO_63: f64 = 9_223_372_036_854_775_808.0;
-                if (-TWO_63..TWO_63).contains(&f) {
-                    *value = Value::from(f as i64);
-                } else if (0.0..2.0 * TWO_63).contains(&f) {
-                    *value = Value::from(f as u64);
-                }
-            }
+/// At most [`MAX_TAGS`] tags of 1 to [`MAX_TAG_LEN`] characters, as a request gives them.
+#[derive(Clone, Debug, Default, Deserialize, ToSchema)]
+#[serde(try_from = "Vec<String>")]
+pub(crate) struct Tags(Vec<String>);
+
+impl TryFrom<Vec<String>> for Tags {
+    type Error = String;
+
+    fn try_from(tags: Vec<String>) -> Result<Tags, String> {
+        if tags.len() > MAX_TAGS {
+            return Err(format!("at most {MAX_TAGS} tags per run"));
         }
-        Value::Array(items) => items.iter_mut().for_each(integral_floats_as_integers),
-        Value::Object(map) => map.values_mut().for_each(integral_floats_as_integers),
-        _ => {}
+        let too_long = |t: &String| t.is_empty() || t.chars().count() > MAX_TAG_LEN;
+        if let Some(bad) = tags.iter().find(|t| too_long(t)) {
+            return Err(format!(
+                "tag '{bad}' must have between 1 and {MAX_TAG_LEN} characters"
+            ));
+        }
+        Ok(Tags(tags))
     }
 }
 
-/// Parses a JSON object body, mapping size and syntax problems to 413 and 400. Integral
-/// floats become integers ([`integral_floats_as_integers`]).
-pub(crate) fn json_object(
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Map<String, Value>, ApiError> {
-    let bytes = body.map_err(|e| match e {
-        BytesRejection::FailedToBufferBody(_) => {
-            ApiError::PayloadTooLarge("the request body is too large".into())
-        }
-        other => ApiError::BadRequest(other.body_text()),
-    })?;
-    match serde_json::from_slice::<Value>(&bytes) {
-        Ok(Value::Object(mut map)) => {
-            map.values_mut().for_each(integral_floats_as_integers);
-            Ok(map)
-        }
-        Ok(_) => Err(ApiError::BadRequest(
-            "the body must be a JSON object".into(),
-        )),
-        Err(e) => Err(ApiError::BadRequest(format!("invalid JSON: {e}"))),
+impl Tags {
+    pub(crate) fn into_vec(self) -> Vec<String> {
+        self.0
     }
 }
 
-fn tag_list(value: Option<Value>, field: &str) -> Result<Vec<String>, ApiError> {
-    let tags: Vec<String> = match value {
-        None | Some(Value::Null) => Vec::new(),
-        Some(v) => serde_json::from_value(v)
-            .map_err(|_| ApiError::BadRequest(format!("'{field}' must be a list of strings")))?,
-    };
-    if tags.len() > MAX_TAGS {
-        return Err(ApiError::Unprocessable(format!(
-            "at most {MAX_TAGS} tags per run"
-        )));
+/// A run to train: its scaling rule and shape (`parameterization`, `width` and `depth`, all
+/// required), any other run setting, and an optional name and tags. Unknown fields are refused
+/// (400). Integers out of range are refused (422) before
+/// anything else; so is a width that is not a multiple of `d_head`, a vocabulary below the
+/// corpus's, or a device this build lacks.
+#[derive(Debug, ToSchema)]
+#[schema(example = json!({
+    "parameterization": "completep", "width": 256, "depth": 8, "lr": 0.01, "tokens": 2000000,
+    "data": {"kind": "builtin", "seed": 0, "vocab": 256}, "name": "cp-256x8", "tags": ["demo"]
+}))]
+pub(crate) struct CreateRun {
+    /// Display name, at most 200 characters.
+    #[schema(max_length = 200)]
+    name: Option<String>,
+    /// At most 64 tags of 1 to 100 characters.
+    #[schema(value_type = Option<Vec<String>>, max_items = 64)]
+    tags: Option<Tags>,
+    /// The run settings: the shape and rule, and every other setting with its default.
+    #[serde(flatten)]
+    settings: RunConfig,
+}
+
+/// Read as a [`RunConfig`] (which refuses unknown fields) plus `name` and `tags`, rather than
+/// with `#[serde(flatten)]`, which would lose the path of an error inside the config (and let
+/// unknown fields through).
+impl<'de> Deserialize<'de> for CreateRun {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<CreateRun, D::Error> {
+        use serde::de::Error;
+        #[derive(Deserialize)]
+        struct Labels {
+            name: Option<String>,
+            tags: Option<Tags>,
+        }
+        let mut body = serde_json::Map::deserialize(deserializer)?;
+        let labels = ["name", "tags"]
+            .into_iter()
+            .filter_map(|key| body.remove_entry(key))
+            .collect();
+        let labels: Labels = at_path(labels)?;
+        if let Some(missing) = ["parameterization", "width", "depth"]
+            .into_iter()
+            .find(|key| !body.contains_key(*key))
+        {
+            return Err(D::Error::missing_field(missing));
+        }
+        let settings: RunConfig = at_path(body)?;
+        Ok(CreateRun {
+            name: labels.name,
+            tags: labels.tags,
+            settings,
+        })
     }
-    let too_long = |t: &String| t.is_empty() || t.chars().count() > MAX_TAG_LEN;
-    if let Some(bad) = tags.iter().find(|t| too_long(t)) {
-        return Err(ApiError::Unprocessable(format!(
-            "tag '{bad}' must have between 1 and {MAX_TAG_LEN} characters"
-        )));
+}
+
+/// `T` from a JSON object, an error naming the path of the field at fault.
+fn at_path<T: serde::de::DeserializeOwned, E: serde::de::Error>(
+    object: serde_json::Map<String, serde_json::Value>,
+) -> Result<T, E> {
+    serde_path_to_error::deserialize(serde_json::Value::Object(object)).map_err(|e| {
+        match e.path().to_string().as_str() {
+            "." => E::custom(e.into_inner()),
+            path => E::custom(format!("'{path}': {}", e.into_inner())),
+        }
+    })
+}
+
+impl CreateRun {
+    /// Splits the request into name, tags and the [`RunConfig`] it asks for, unchecked.
+    fn split(self) -> Result<(Option<String>, Vec<String>, RunConfig), ApiError> {
+        if self
+            .name
+            .as_ref()
+            .is_some_and(|n| n.chars().count() > MAX_NAME_LEN)
+        {
+            return Err(ApiError::Unprocessable(format!(
+                "'name' must be a string of at most {MAX_NAME_LEN} characters"
+            )));
+        }
+        let tags = self.tags.map(Tags::into_vec).unwrap_or_default();
+        Ok((self.name, tags, self.settings))
     }
-    Ok(tags)
 }
 
 /// Longest a request waits for its data to be checked (the corpus is read in full, at most
 /// [`crate::data::MAX_DATA_BYTES`]); past it the request is refused and the check is abandoned.
 const DATA_CHECK_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Splits a create-run body into name, tags and the [`RunConfig`] it asks for, unchecked.
-fn split_new_run(
-    mut body: Map<String, Value>,
-) -> Result<(Option<String>, Vec<String>, RunConfig), ApiError> {
-    let name = match body.remove("name") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) if s.chars().count() <= MAX_NAME_LEN => Some(s),
-        Some(_) => {
-            return Err(ApiError::BadRequest(format!(
-                "'name' must be a string of at most {MAX_NAME_LEN} characters"
-            )));
-        }
-    };
-    let tags = tag_list(body.remove("tags"), "tags")?;
-    for required in ["parameterization", "width", "depth"] {
-        if !body.contains_key(required) {
-            return Err(ApiError::Unprocessable(format!("'{required}' is required")));
-        }
-    }
-    super::bounds::check_run_numbers(&body)?;
-    let config: RunConfig = serde_json::from_value(Value::Object(body))
-        .map_err(|e| ApiError::Unprocessable(format!("invalid run config: {e}")))?;
-    Ok((name, tags, config))
-}
 
 /// Admission control: validates `config` (every size within [`crate::limits`]) and refuses it
 /// when its estimated peak memory is above the server's limit. Pure arithmetic, no IO.
@@ -217,10 +239,10 @@ pub(crate) async fn blocking_check<T: Send + 'static>(
 /// within its memory limit ([`admit`]), its data under the server's data roots and checked as
 /// the trainer would (the corpus read). The config returned reads its data by resolved path.
 pub(crate) async fn parse_new_run(
-    body: Map<String, Value>,
+    body: CreateRun,
     settings: &ServerSettings,
 ) -> Result<NewRun, ApiError> {
-    let (name, tags, config) = split_new_run(body)?;
+    let (name, tags, config) = body.split()?;
     admit(&config, settings)?;
     let roots = settings.data_roots.clone();
     let config = blocking_check(move || confine_and_check(config, &roots)).await?;
@@ -276,7 +298,7 @@ impl RunEstimate {
     post,
     path = "/api/v1/runs/estimate",
     tag = "runs",
-    request_body(content = super::openapi::CreateRun, content_type = "application/json"),
+    request_body(content = CreateRun, content_type = "application/json"),
     responses(
         (status = 200, description = "The estimate", body = RunEstimate),
         (status = 400, description = "Malformed JSON or a field of the wrong type", body = super::openapi::ErrorBody),
@@ -288,7 +310,7 @@ async fn estimate_run(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let (_, _, config) = split_new_run(json_object(body)?)?;
+    let (_, _, config) = json_body::<CreateRun>(body)?.split()?;
     Ok(Json(run_estimate(&config, &state.settings)?).into_response())
 }
 
@@ -346,7 +368,7 @@ pub(crate) fn run_estimate(
     post,
     path = "/api/v1/runs",
     tag = "runs",
-    request_body(content = super::openapi::CreateRun, content_type = "application/json"),
+    request_body(content = CreateRun, content_type = "application/json"),
     responses(
         (status = 201, description = "The queued run", body = crate::store::RunRecord),
         (status = 400, description = "Malformed JSON or a field of the wrong type", body = super::openapi::ErrorBody),
@@ -359,7 +381,7 @@ async fn create_run(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let new = parse_new_run(json_object(body)?, &state.settings).await?;
+    let new = parse_new_run(json_body(body)?, &state.settings).await?;
     let id = state.store.create_run(&new).await?;
     state.jobs.wake();
     let run = state.store.run(id).await?;
@@ -443,7 +465,7 @@ async fn cancel_run(
     path = "/api/v1/runs/{id}/tags",
     tag = "runs",
     params(("id" = i64, Path, description = "Run id")),
-    request_body(content = super::openapi::TagEdit, content_type = "application/json"),
+    request_body(content = TagEdit, content_type = "application/json"),
     responses(
         (status = 200, description = "The run with its new tags", body = crate::store::RunRecord),
         (status = 400, description = "Malformed body or unknown field", body = super::openapi::ErrorBody),
@@ -457,16 +479,23 @@ async fn edit_tags(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let id = run_id(path)?;
-    let mut body = json_object(body)?;
-    let add = tag_list(body.remove("add"), "add")?;
-    let remove = tag_list(body.remove("remove"), "remove")?;
-    if let Some(unknown) = body.keys().next() {
-        return Err(ApiError::BadRequest(format!(
-            "unknown field '{unknown}': a tag edit has 'add' and 'remove'"
-        )));
-    }
+    let edit: TagEdit = json_body(body)?;
+    let tags = |list: Option<Tags>| list.map(Tags::into_vec).unwrap_or_default();
+    let (add, remove) = (tags(edit.add), tags(edit.remove));
     state.store.edit_tags(id, &add, &remove).await?;
     Ok(Json(state.store.run(id).await?).into_response())
+}
+
+/// Tags to add and remove (either may be omitted), each list at most 64 tags of 1 to 100
+/// characters. A run keeps at most 64 tags.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"add": ["baseline"], "remove": ["draft"]}))]
+pub(crate) struct TagEdit {
+    #[schema(value_type = Option<Vec<String>>, max_items = 64)]
+    add: Option<Tags>,
+    #[schema(value_type = Option<Vec<String>>, max_items = 64)]
+    remove: Option<Tags>,
 }
 
 /// Keeps at most `target` points of a series in step order: the first and last, and in each of
@@ -1031,19 +1060,5 @@ mod tests {
                 "{column}"
             );
         }
-    }
-
-    #[test]
-    fn integral_floats_are_integers() {
-        let mut value = json!({"a": 4.0, "b": [1.5, -0.0, 1e300], "c": {"d": 9.3e18}});
-        value
-            .as_object_mut()
-            .unwrap()
-            .values_mut()
-            .for_each(integral_floats_as_integers);
-        assert_eq!(value["a"], json!(4));
-        assert!(value["a"].is_i64());
-        assert_eq!(value["b"], json!([1.5, 0, 1e300]));
-        assert!(value["c"]["d"].is_u64());
     }
 }

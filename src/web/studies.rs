@@ -5,8 +5,8 @@
 //! `POST /api/v1/studies` with `"dry_run": true` answers the settings and the run-time estimate
 //! without queuing anything, so a client can show the cost before launch.
 
+use super::body::json_object;
 use super::error::ApiError;
-use super::runs::json_object;
 use super::{AppState, ServerSettings};
 use crate::jobs::{DiagnosticKind, DiagnosticSpec};
 use crate::store::{

@@ -2,8 +2,9 @@
 //! the shapes a grid of widths x depths or a list; other settings shared) queued in one request,
 //! and its progress.
 
+use super::body::{from_object, json_object};
 use super::error::ApiError;
-use super::runs::{json_object, parse_new_run};
+use super::runs::parse_new_run;
 use super::{AppState, ServerSettings};
 use crate::store::{Comparison, Condition, FilterValue, NewRun, RunQuery, StoredStatus};
 use axum::body::Bytes;
@@ -233,12 +234,15 @@ pub(crate) async fn build_sweep(
                         run.insert("tags".into(), tags.clone());
                     }
                     let point = format!("{p} {w}x{d} lr {lr} seed {seed}");
-                    let new = parse_new_run(run, settings).await.map_err(|e| match e {
+                    let point_error = |e| match e {
                         ApiError::Unprocessable(m) | ApiError::BadRequest(m) => {
                             ApiError::Unprocessable(format!("grid point {point}: {m}"))
                         }
                         other => other,
-                    })?;
+                    };
+                    let new = parse_new_run(from_object(run).map_err(point_error)?, settings)
+                        .await
+                        .map_err(point_error)?;
                     runs.push(new);
                 }
             }

@@ -1,8 +1,8 @@
 //! `/api/v1/tokens` (admins): create, list and revoke API tokens; `/api/v1/whoami`.
 
 use super::AppState;
+use super::body::json_object;
 use super::error::ApiError;
-use super::runs::json_object;
 use crate::auth::{Identity, Role, TokenRecord};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};

@@ -211,7 +211,10 @@ fn bad_inputs_exit_2_with_a_one_line_message() {
             vec!["train", "--param", "alpha", "--alpha", "1.5"],
             "[0.5, 1]",
         ),
-        (vec!["train", "--tokens", "0"], "budget"),
+        (
+            vec!["train", "--tokens", "0"],
+            "'tokens' must be an integer from 1",
+        ),
         (vec!["train", "--tokens-per-param", "-1"], "budget"),
         (
             vec!["train", "--text", "/no/such/file.txt"],

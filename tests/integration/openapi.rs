@@ -389,7 +389,7 @@ async fn the_server_is_as_strict_as_the_document() {
             "/api/v1/runs".into(),
             Some(json!({"parameterization": "mup", "width": 64, "depth": 2,
                         "data": {"kind": "builtin", "seed": 0, "vocab": 64, "colour": 1}})),
-            unprocessable,
+            StatusCode::BAD_REQUEST,
         ),
         (
             "POST",

@@ -60,13 +60,10 @@ fn tag_item() -> Value {
     json!({"type": "string", "minLength": 1, "maxLength": 100})
 }
 
-/// The integers of [`RUN_INTEGERS`] that are run settings.
+/// The integers of [`RUN_INTEGERS`], each in its range.
 fn run_settings(doc: &mut Value) {
-    let settings = schema(doc, "RunSettings");
+    let settings = schema(doc, "RunConfig");
     for range in RUN_INTEGERS {
-        if ["width", "depth"].contains(&range.key) {
-            continue;
-        }
         set_range(property(settings, range.key), range);
     }
 }
@@ -97,9 +94,10 @@ fn data_sources(doc: &mut Value) {
     }
 }
 
-/// `CreateRun` as one closed object: the run settings, the shape and rule, name and tags.
+/// `CreateRun` as one closed object: the run settings with the shape and rule required, name and
+/// tags.
 fn create_run(doc: &mut Value) {
-    let settings = schema(doc, "RunSettings").clone();
+    let settings = schema(doc, "RunConfig").clone();
     let create = schema(doc, "CreateRun");
     let mut properties = Map::new();
     let mut required: Vec<Value> = Vec::new();
@@ -107,7 +105,7 @@ fn create_run(doc: &mut Value) {
         .as_object_mut()
         .and_then(|o| o.remove("allOf"))
         .and_then(|a| a.as_array().cloned())
-        .expect("CreateRun flattens RunSettings (allOf)");
+        .expect("CreateRun flattens RunConfig (allOf)");
     for part in parts {
         let part = if part.get("$ref").is_some() {
             settings.clone()
@@ -121,6 +119,7 @@ fn create_run(doc: &mut Value) {
             required.extend(r.iter().cloned());
         }
     }
+    required.extend(["parameterization", "width", "depth"].map(Value::from));
     create["type"] = json!("object");
     create["properties"] = Value::Object(properties);
     create["required"] = Value::Array(required);

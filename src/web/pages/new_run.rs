@@ -429,7 +429,11 @@ pub(super) async fn new_run_submit(
         Ok(body) => body,
         Err((message, field)) => return refuse(message, vec![field]),
     };
-    let new = match crate::web::runs::parse_new_run(body, &state.settings).await {
+    let parsed = match crate::web::body::from_object(body) {
+        Ok(parsed) => crate::web::runs::parse_new_run(parsed, &state.settings).await,
+        Err(e) => Err(e),
+    };
+    let new = match parsed {
         Ok(new) => new,
         Err(ApiError::Internal(detail)) => return Err(ApiError::Internal(detail).into()),
         Err(e) => {
