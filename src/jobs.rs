@@ -27,8 +27,9 @@ const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
 /// How long an idle worker sleeps before looking for work without being woken.
 const IDLE_POLL: Duration = Duration::from_secs(2);
 
-/// What live viewers receive.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// What live viewers receive as the `data` of each server-sent event; the event name is the
+/// `event` field.
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum RunEvent {
     /// New metric points of a run.
@@ -36,7 +37,7 @@ pub enum RunEvent {
         run_id: i64,
         points: Vec<MetricPoint>,
     },
-    /// A run changed status.
+    /// A run changed status (also sent once on connecting).
     Status { run_id: i64, status: StoredStatus },
 }
 

@@ -7,7 +7,7 @@
 //! FLOPs are the plain `6 params tokens` (the dense component of [`crate::flops`]).
 
 use super::AppState;
-use super::body::json_object;
+use super::body::{json_body, json_object};
 use super::error::ApiError;
 use crate::numbers::Count;
 use crate::param::Parameterization;
@@ -19,8 +19,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
 
 /// The routes of this resource.
 pub fn router() -> Router<AppState> {
@@ -32,17 +33,105 @@ pub fn router() -> Router<AppState> {
 const MAX_RUNS_PER_IMPORT: usize = 10_000;
 const MAX_POINTS_PER_REQUEST: usize = 100_000;
 
-/// One metric point as sent by an importer.
-#[derive(Debug, Deserialize)]
+/// One metric point sent by an importer: `step`, `tokens` or `flops` (the other is derived
+/// from `6 * params * tokens`; a point with neither, or whose derived value overflows, is
+/// refused with 422), and `train_loss` or `val_loss` (422 without either). Unknown fields
+/// are refused.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PointIn {
+#[schema(example = json!({"step": 100, "tokens": 409600, "train_loss": 4.1, "lr": 0.001}))]
+pub(crate) struct MetricPointIn {
+    #[schema(value_type = i64, minimum = 0, maximum = 9223372036854775807_i64)]
     step: Count,
+    #[schema(exclusive_minimum = 0.0)]
     tokens: Option<f64>,
+    #[schema(exclusive_minimum = 0.0)]
     flops: Option<f64>,
+    #[schema(exclusive_minimum = 0.0)]
     train_loss: Option<f64>,
+    #[schema(exclusive_minimum = 0.0)]
     val_loss: Option<f64>,
+    #[schema(exclusive_minimum = 0.0)]
     lr: Option<f64>,
     wall_secs: Option<f64>,
+}
+
+/// A run trained elsewhere. Give `tokens` or `flops` (the other is derived from
+/// `6 * params * tokens`; 422 without either, or when the derived value overflows). Fields
+/// not listed here are kept as the run's config. Counts (`params`, `width`, `depth`, a
+/// point's `step`) take any JSON number: a float within 0.01% of a whole number (as pandas
+/// and CSV files give them) is rounded; a fractional, negative or non-finite count is a 422
+/// naming the field (`run 3: 'metrics[1].step': ...`).
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = ImportedRun)]
+pub(crate) struct RunIn {
+    name: Option<String>,
+    #[schema(value_type = crate::param::Parameterization)]
+    parameterization: String,
+    /// Required (0.5 to 1) for `parameterization = "alpha"`; for the others absent or their
+    /// own (0.5 for `depth-mup`, 1 for `completep`).
+    alpha: Option<f64>,
+    /// Non-embedding parameters.
+    #[schema(value_type = i64, minimum = 1, maximum = 9223372036854775807_i64)]
+    params: Count,
+    /// The final loss (positive).
+    #[schema(exclusive_minimum = 0.0)]
+    final_loss: f64,
+    /// Training tokens.
+    #[schema(exclusive_minimum = 0.0)]
+    tokens: Option<f64>,
+    /// Training FLOPs.
+    #[schema(exclusive_minimum = 0.0)]
+    flops: Option<f64>,
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 9223372036854775807_i64)]
+    width: Option<Count>,
+    #[schema(value_type = Option<i64>, minimum = 1, maximum = 9223372036854775807_i64)]
+    depth: Option<Count>,
+    #[schema(exclusive_minimum = 0.0)]
+    lr: Option<f64>,
+    dataset: Option<String>,
+    tags: Option<Vec<String>>,
+    /// The run's metric series, at most 100000 points.
+    #[schema(max_items = 100000)]
+    metrics: Option<Vec<MetricPointIn>>,
+    /// Every other field, kept as the run's config.
+    #[serde(flatten)]
+    #[schema(ignore)]
+    extra: serde_json::Map<String, Value>,
+}
+
+/// A batch of runs to import.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"runs": [{
+    "name": "external-1", "parameterization": "mup", "width": 512, "depth": 4,
+    "params": 12582912, "tokens": 251658240, "final_loss": 3.21, "tags": ["nanogpt"],
+    "metrics": [{"step": 0, "tokens": 0.1, "train_loss": 10.8}]
+}]}))]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ImportRuns {
+    #[schema(min_items = 1, max_items = 10000)]
+    runs: Vec<RunIn>,
+}
+
+/// The ids of the imported runs, in request order.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ImportResult {
+    ids: Vec<i64>,
+}
+
+/// Points to append to an imported run.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AppendMetrics {
+    #[schema(max_items = 100000)]
+    points: Vec<MetricPointIn>,
+}
+
+/// How many points were appended.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct AppendResult {
+    run_id: i64,
+    appended: u64,
 }
 
 fn finite_positive(name: &str, value: Option<f64>, context: &str) -> Result<Option<f64>, ApiError> {
@@ -69,7 +158,11 @@ fn finite_derived(tokens: f64, flops: f64, context: &str) -> Result<(), ApiError
 }
 
 /// Validates points; `params` converts between tokens and FLOPs when only one is given.
-fn points(raw: Vec<PointIn>, params: f64, context: &str) -> Result<Vec<MetricPoint>, ApiError> {
+fn points(
+    raw: Vec<MetricPointIn>,
+    params: f64,
+    context: &str,
+) -> Result<Vec<MetricPoint>, ApiError> {
     if raw.len() > MAX_POINTS_PER_REQUEST {
         return Err(ApiError::PayloadTooLarge(format!(
             "{context}: at most {MAX_POINTS_PER_REQUEST} points per request"
@@ -120,62 +213,44 @@ fn points(raw: Vec<PointIn>, params: f64, context: &str) -> Result<Vec<MetricPoi
         .collect()
 }
 
-fn take<T: serde::de::DeserializeOwned>(
-    run: &mut serde_json::Map<String, Value>,
-    key: &str,
-    context: &str,
-) -> Result<Option<T>, ApiError> {
-    match run.remove(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => serde_path_to_error::deserialize(v).map(Some).map_err(|e| {
-            let path = e.path().to_string();
-            let field = match path.as_str() {
-                "." => key.to_string(),
-                p if p.starts_with('[') => format!("{key}{p}"),
-                p => format!("{key}.{p}"),
-            };
-            ApiError::Unprocessable(format!("{context}: '{field}': {}", e.inner()))
-        }),
-    }
-}
-
-fn imported_run(index: usize, value: Value) -> Result<ImportedRun, ApiError> {
-    let context = format!("run {index}");
-    let Value::Object(mut run) = value else {
+/// A run of an import as its typed form, errors naming `context` and the field's path.
+fn run_in(value: Value, context: &str) -> Result<RunIn, ApiError> {
+    if !value.is_object() {
         return Err(ApiError::BadRequest(format!(
             "{context} must be a JSON object"
         )));
-    };
-    let parameterization: String =
-        take(&mut run, "parameterization", &context)?.ok_or_else(|| {
-            ApiError::Unprocessable(format!("{context}: 'parameterization' is required"))
-        })?;
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let message = e.inner().to_string().replace('`', "'");
+        match e.path().to_string().as_str() {
+            "." => ApiError::Unprocessable(format!("{context}: {message}")),
+            path => ApiError::Unprocessable(format!("{context}: '{path}': {message}")),
+        }
+    })
+}
+
+/// Checks a run to import and derives what it leaves out.
+fn imported_run(run: RunIn, context: &str) -> Result<ImportedRun, ApiError> {
     let parsed: Parameterization =
-        parameterization
+        run.parameterization
             .parse()
             .map_err(|e: crate::param::ParamError| {
                 ApiError::Unprocessable(format!("{context}: {e}"))
             })?;
-    let alpha: Option<f64> = take(&mut run, "alpha", &context)?;
     let alpha = parsed
-        .depth_alpha(alpha)
+        .depth_alpha(run.alpha)
         .map_err(|e| ApiError::Unprocessable(format!("{context}: {e}")))?;
-    let params: i64 = take(&mut run, "params", &context)?
-        .and_then(|p: Count| i64::try_from(p.0).ok())
+    let params = i64::try_from(run.params.0)
+        .ok()
         .filter(|p| *p > 0)
         .ok_or_else(|| {
             ApiError::Unprocessable(format!(
-                "{context}: 'params' (non-embedding parameters, > 0) is required"
+                "{context}: 'params' (non-embedding parameters) must be above 0 and below 2^63"
             ))
         })?;
-    let final_loss = finite_positive(
-        "final_loss",
-        take(&mut run, "final_loss", &context)?,
-        &context,
-    )?
-    .ok_or_else(|| ApiError::Unprocessable(format!("{context}: 'final_loss' is required")))?;
-    let tokens = finite_positive("tokens", take(&mut run, "tokens", &context)?, &context)?;
-    let flops = finite_positive("flops", take(&mut run, "flops", &context)?, &context)?;
+    let final_loss = finite_positive("final_loss", Some(run.final_loss), context)?.expect("given");
+    let tokens = finite_positive("tokens", run.tokens, context)?;
+    let flops = finite_positive("flops", run.flops, context)?;
     let p = params as f64;
     let (tokens, flops, flops_dense) = match (tokens, flops) {
         (Some(t), Some(f)) => (t, f, None),
@@ -187,7 +262,7 @@ fn imported_run(index: usize, value: Value) -> Result<ImportedRun, ApiError> {
             )));
         }
     };
-    finite_derived(tokens, flops, &context)?;
+    finite_derived(tokens, flops, context)?;
     let positive_int = |name: &str, v: Option<Count>| match v.map(|c| i64::try_from(c.0)) {
         None => Ok(None),
         Some(Ok(x)) if x > 0 => Ok(Some(x)),
@@ -195,29 +270,22 @@ fn imported_run(index: usize, value: Value) -> Result<ImportedRun, ApiError> {
             "{context}: '{name}' must be a positive whole number below 2^63"
         ))),
     };
-    let width = positive_int("width", take(&mut run, "width", &context)?)?;
-    let depth = positive_int("depth", take(&mut run, "depth", &context)?)?;
-    let lr = finite_positive("lr", take(&mut run, "lr", &context)?, &context)?;
-    let name: Option<String> = take(&mut run, "name", &context)?;
-    let dataset: Option<String> = take(&mut run, "dataset", &context)?;
-    let tags: Vec<String> = take(&mut run, "tags", &context)?.unwrap_or_default();
-    let metrics: Vec<PointIn> = take(&mut run, "metrics", &context)?.unwrap_or_default();
     Ok(ImportedRun {
-        name,
-        parameterization,
+        name: run.name,
+        parameterization: run.parameterization,
         alpha,
-        width,
-        depth,
-        lr,
+        width: positive_int("width", run.width)?,
+        depth: positive_int("depth", run.depth)?,
+        lr: finite_positive("lr", run.lr, context)?,
         params,
         tokens: tokens.round() as i64,
         flops,
         flops_dense,
         final_loss,
-        dataset,
-        tags,
-        metrics: points(metrics, p, &context)?,
-        extra: Value::Object(run),
+        dataset: run.dataset,
+        tags: run.tags.unwrap_or_default(),
+        metrics: points(run.metrics.unwrap_or_default(), p, context)?,
+        extra: Value::Object(run.extra),
         created_by: super::auth::creator(),
     })
 }
@@ -230,9 +298,9 @@ fn imported_run(index: usize, value: Value) -> Result<ImportedRun, ApiError> {
     post,
     path = "/api/v1/runs/import",
     tag = "imports",
-    request_body(content = super::openapi::ImportRuns, content_type = "application/json"),
+    request_body(content = ImportRuns, content_type = "application/json"),
     responses(
-        (status = 201, description = "The new runs' ids, in request order", body = super::openapi::ImportResult),
+        (status = 201, description = "The new runs' ids, in request order", body = ImportResult),
         (status = 400, description = "Malformed JSON, or not `{\"runs\": [...]}`", body = super::openapi::ErrorBody),
         (status = 413, description = "The body is too large", body = super::openapi::ErrorBody),
         (status = 422, description = "An invalid run or point", body = super::openapi::ErrorBody),
@@ -243,33 +311,43 @@ async fn import_runs(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let mut body = json_object(body)?;
-    let runs = match body.remove("runs") {
-        Some(Value::Array(runs)) => runs,
-        _ => {
-            return Err(ApiError::BadRequest(
-                "the body must be {\"runs\": [...]}".into(),
-            ));
-        }
-    };
-    if let Some(unknown) = body.keys().next() {
-        return Err(ApiError::BadRequest(format!(
-            "unknown field '{unknown}': the body is {{\"runs\": [...]}}"
-        )));
-    }
-    if runs.is_empty() || runs.len() > MAX_RUNS_PER_IMPORT {
+    let object = json_object(body)?;
+    let body: ImportRuns =
+        serde_path_to_error::deserialize(Value::Object(object)).map_err(|e| {
+            // `runs[3].metrics[1].step` reads `run 3: 'metrics[1].step'`.
+            let path = e.path().to_string();
+            let message = e.inner().to_string().replace('`', "'");
+            let in_run = path
+                .strip_prefix("runs[")
+                .and_then(|rest| rest.split_once(']'));
+            match in_run {
+                Some((index, "")) => ApiError::Unprocessable(format!("run {index}: {message}")),
+                Some((index, field)) => ApiError::Unprocessable(format!(
+                    "run {index}: '{}': {message}",
+                    field.trim_start_matches('.')
+                )),
+                None if message.contains("unknown field '") => {
+                    ApiError::BadRequest(format!("{message}: the body is {{\"runs\": [...]}}"))
+                }
+                None => {
+                    ApiError::BadRequest(format!("the body must be {{\"runs\": [...]}}: {message}"))
+                }
+            }
+        })?;
+    if body.runs.is_empty() || body.runs.len() > MAX_RUNS_PER_IMPORT {
         return Err(ApiError::Unprocessable(format!(
             "an import holds between 1 and {MAX_RUNS_PER_IMPORT} runs, got {}",
-            runs.len()
+            body.runs.len()
         )));
     }
-    let runs = runs
+    let runs = body
+        .runs
         .into_iter()
         .enumerate()
-        .map(|(i, run)| imported_run(i, run))
+        .map(|(i, run)| imported_run(run, &format!("run {i}")))
         .collect::<Result<Vec<_>, _>>()?;
     let ids = state.store.import_runs(&runs).await?;
-    Ok((StatusCode::CREATED, Json(json!({"ids": ids}))).into_response())
+    Ok((StatusCode::CREATED, Json(ImportResult { ids })).into_response())
 }
 
 /// Columns of `GET /api/v1/runs.csv` that describe a run's life on the exporting server, not
@@ -363,7 +441,7 @@ fn csv_row(header: &[String], record: &csv::StringRecord, defaults: &[(String, S
     ),
     request_body(content = String, content_type = "text/csv"),
     responses(
-        (status = 201, description = "The new runs' ids, in row order", body = super::openapi::ImportResult),
+        (status = 201, description = "The new runs' ids, in row order", body = ImportResult),
         (status = 400, description = "An unknown query parameter", body = super::openapi::ErrorBody),
         (status = 413, description = "The body is too large", body = super::openapi::ErrorBody),
         (status = 422, description = "Not CSV with a header, an invalid row, or more than 10000 rows", body = super::openapi::ErrorBody),
@@ -387,7 +465,7 @@ pub(super) async fn import_runs_csv(
     let body = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let runs = runs_from_csv(&body, &defaults)?;
     let ids = state.store.import_runs(&runs).await?;
-    Ok((StatusCode::CREATED, Json(json!({"ids": ids}))).into_response())
+    Ok((StatusCode::CREATED, Json(ImportResult { ids })).into_response())
 }
 
 /// The runs of a CSV with the export's columns (see `POST /api/v1/runs/import.csv`), with
@@ -415,14 +493,8 @@ pub(crate) fn runs_from_csv(
             )));
         }
         let record = record.map_err(|e| ApiError::Unprocessable(format!("row {}: {e}", i + 1)))?;
-        let run = imported_run(i, csv_row(&header, &record, defaults)).map_err(|e| match e {
-            ApiError::Unprocessable(m) => ApiError::Unprocessable(m.replacen(
-                &format!("run {i}"),
-                &format!("row {}", i + 1),
-                1,
-            )),
-            other => other,
-        })?;
+        let row = format!("row {}", i + 1);
+        let run = imported_run(run_in(csv_row(&header, &record, defaults), &row)?, &row)?;
         runs.push(run);
     }
     if runs.is_empty() {
@@ -431,12 +503,6 @@ pub(crate) fn runs_from_csv(
         ));
     }
     Ok(runs)
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AppendBody {
-    points: Vec<PointIn>,
 }
 
 /// Appends metric points to an imported run.
@@ -448,9 +514,9 @@ struct AppendBody {
     path = "/api/v1/runs/{id}/metrics",
     tag = "imports",
     params(("id" = i64, Path, description = "Run id of an imported run")),
-    request_body(content = super::openapi::AppendMetrics, content_type = "application/json"),
+    request_body(content = AppendMetrics, content_type = "application/json"),
     responses(
-        (status = 200, description = "How many points were appended", body = super::openapi::AppendResult),
+        (status = 200, description = "How many points were appended", body = AppendResult),
         (status = 400, description = "Malformed JSON or a bad id", body = super::openapi::ErrorBody),
         (status = 404, description = "No such run", body = super::openapi::ErrorBody),
         (status = 413, description = "The body is too large, or more than 100000 points", body = super::openapi::ErrorBody),
@@ -465,10 +531,7 @@ pub(super) async fn append_metrics(
 ) -> Result<Response, ApiError> {
     let Path(id) =
         path.map_err(|_| ApiError::BadRequest("the run id must be an integer".into()))?;
-    let body: AppendBody = serde_path_to_error::deserialize(Value::Object(json_object(body)?))
-        .map_err(|e| {
-            ApiError::Unprocessable(format!("invalid metrics: '{}': {}", e.path(), e.inner()))
-        })?;
+    let body: AppendMetrics = json_body(body)?;
     let run = state.store.run(id).await?;
     if run.source != RunSource::Imported {
         return Err(ApiError::Unprocessable(format!(
@@ -478,5 +541,10 @@ pub(super) async fn append_metrics(
     let params = run.params_non_embedding.unwrap_or(1) as f64;
     let points = points(body.points, params, &format!("run {id}"))?;
     state.store.append_metrics(id, &points).await?;
-    Ok(Json(json!({"run_id": id, "appended": points.len()})).into_response())
+    let appended = points.len() as u64;
+    Ok(Json(AppendResult {
+        run_id: id,
+        appended,
+    })
+    .into_response())
 }

@@ -66,7 +66,7 @@ pub fn router() -> Router<AppState> {
         super::tokens::revoke_token,
         openapi_json,
     ),
-    components(schemas(RunEvent, ErrorKind, RunFilterValues)),
+    components(schemas(crate::jobs::RunEvent, ErrorKind, RunFilterValues)),
     tags(
         (name = "runs", description = "Create, list, inspect, cancel, delete and tag runs; their metrics, live."),
         (name = "imports", description = "Runs trained elsewhere: batch imports and appended metrics."),
@@ -197,7 +197,7 @@ async fn docs_page() -> Html<&'static str> {
 #[allow(dead_code)]
 mod schemas {
     use crate::param::{AttentionScale, Parameterization};
-    use crate::store::{MetricPoint, RunRecord, StoredStatus, SweepRecord};
+    use crate::store::{RunRecord, SweepRecord};
     use crate::train::RunConfig;
     use utoipa::{IntoParams, ToSchema};
 
@@ -240,69 +240,6 @@ mod schemas {
 
     // -----------------------------------------------------------------------------------------
     // Runs
-
-    /// One page of runs.
-    #[derive(ToSchema)]
-    pub struct RunList {
-        runs: Vec<RunRecord>,
-        /// Runs matching the filters, over all pages.
-        total: i64,
-        limit: i64,
-        offset: i64,
-    }
-
-    /// A token to create.
-    #[derive(ToSchema)]
-    #[serde(deny_unknown_fields)]
-    #[schema(example = json!({"name": "notebook-alice", "role": "writer"}))]
-    pub struct NewToken {
-        /// 1 to 100 characters, no control characters, not only spaces; shown as the creator of
-        /// the runs it makes.
-        #[schema(
-            max_length = 100,
-            pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00-\x1f\x7f-\x9f]*$"
-        )]
-        name: String,
-        role: crate::auth::Role,
-    }
-
-    /// A created token with its secret (shown once; send it as `Authorization: Bearer <secret>`).
-    #[derive(ToSchema)]
-    pub struct CreatedToken {
-        token: crate::auth::TokenRecord,
-        secret: String,
-    }
-
-    /// The outcome of a cancel request.
-    #[derive(ToSchema)]
-    pub struct CancelResult {
-        id: i64,
-        /// The run's status now.
-        status: StoredStatus,
-        /// `done`, or when the run is training: it stops before its next step.
-        note: String,
-    }
-
-    /// The metric series of a run, by step.
-    #[derive(ToSchema)]
-    pub struct MetricSeries {
-        run_id: i64,
-        points: Vec<MetricPoint>,
-    }
-
-    /// What live viewers receive as the `data` of each server-sent event; the event name is the
-    /// `event` field.
-    #[derive(ToSchema)]
-    #[serde(tag = "event", rename_all = "snake_case")]
-    pub enum RunEvent {
-        /// New metric points of the run.
-        Metrics {
-            run_id: i64,
-            points: Vec<MetricPoint>,
-        },
-        /// The run changed status (also sent once on connecting).
-        Status { run_id: i64, status: StoredStatus },
-    }
 
     /// Query parameters of the runs listing and its CSV export. Filters are ANDed; each takes a
     /// value (equality), `in:a,b,c`, or `ne:`, `lt:`, `le:`, `gt:`, `ge:` followed by a value;
@@ -382,104 +319,6 @@ mod schemas {
         flops: Option<String>,
         /// Filter on the training throughput (number).
         tokens_per_sec: Option<String>,
-    }
-
-    // -----------------------------------------------------------------------------------------
-    // Imports
-
-    /// One metric point sent by an importer: `step`, `tokens` or `flops` (the other is derived
-    /// from `6 * params * tokens`; a point with neither, or whose derived value overflows, is
-    /// refused with 422), and `train_loss` or `val_loss` (422 without either). Unknown fields
-    /// are refused.
-    #[derive(ToSchema)]
-    #[serde(deny_unknown_fields)]
-    #[schema(example = json!({"step": 100, "tokens": 409600, "train_loss": 4.1, "lr": 0.001}))]
-    pub struct MetricPointIn {
-        #[schema(minimum = 0, maximum = 9223372036854775807_i64)]
-        step: i64,
-        #[schema(exclusive_minimum = 0.0)]
-        tokens: Option<f64>,
-        #[schema(exclusive_minimum = 0.0)]
-        flops: Option<f64>,
-        #[schema(exclusive_minimum = 0.0)]
-        train_loss: Option<f64>,
-        #[schema(exclusive_minimum = 0.0)]
-        val_loss: Option<f64>,
-        #[schema(exclusive_minimum = 0.0)]
-        lr: Option<f64>,
-        wall_secs: Option<f64>,
-    }
-
-    /// A run trained elsewhere. Give `tokens` or `flops` (the other is derived from
-    /// `6 * params * tokens`; 422 without either, or when the derived value overflows). Fields
-    /// not listed here are kept as the run's config. Counts (`params`, `width`, `depth`, a
-    /// point's `step`) take any JSON number: a float within 0.01% of a whole number (as pandas
-    /// and CSV files give them) is rounded; a fractional, negative or non-finite count is a 422
-    /// naming the field (`run 3: 'metrics[1].step': ...`).
-    #[derive(ToSchema)]
-    pub struct ImportedRun {
-        name: Option<String>,
-        parameterization: Parameterization,
-        /// Required (0.5 to 1) for `parameterization = "alpha"`; for the others absent or their
-        /// own (0.5 for `depth-mup`, 1 for `completep`).
-        alpha: Option<f64>,
-        /// Non-embedding parameters.
-        #[schema(minimum = 1, maximum = 9223372036854775807_i64)]
-        params: i64,
-        /// The final loss (positive).
-        #[schema(exclusive_minimum = 0.0)]
-        final_loss: f64,
-        /// Training tokens.
-        #[schema(exclusive_minimum = 0.0)]
-        tokens: Option<f64>,
-        /// Training FLOPs.
-        #[schema(exclusive_minimum = 0.0)]
-        flops: Option<f64>,
-        #[schema(minimum = 1, maximum = 9223372036854775807_i64)]
-        width: Option<i64>,
-        #[schema(minimum = 1, maximum = 9223372036854775807_i64)]
-        depth: Option<i64>,
-        #[schema(exclusive_minimum = 0.0)]
-        lr: Option<f64>,
-        dataset: Option<String>,
-        tags: Option<Vec<String>>,
-        /// The run's metric series, at most 100000 points.
-        #[schema(max_items = 100000)]
-        metrics: Option<Vec<MetricPointIn>>,
-    }
-
-    /// A batch of runs to import.
-    #[derive(ToSchema)]
-    #[schema(example = json!({"runs": [{
-        "name": "external-1", "parameterization": "mup", "width": 512, "depth": 4,
-        "params": 12582912, "tokens": 251658240, "final_loss": 3.21, "tags": ["nanogpt"],
-        "metrics": [{"step": 0, "tokens": 0.1, "train_loss": 10.8}]
-    }]}))]
-    #[serde(deny_unknown_fields)]
-    pub struct ImportRuns {
-        #[schema(min_items = 1, max_items = 10000)]
-        runs: Vec<ImportedRun>,
-    }
-
-    /// The ids of the imported runs, in request order.
-    #[derive(ToSchema)]
-    pub struct ImportResult {
-        ids: Vec<i64>,
-    }
-
-    /// Points to append to an imported run.
-    #[derive(ToSchema)]
-    #[serde(deny_unknown_fields)]
-    pub struct AppendMetrics {
-        #[schema(max_items = 100000)]
-        points: Vec<MetricPointIn>,
-    }
-
-    /// How many points were appended.
-    #[derive(ToSchema)]
-    pub struct AppendResult {
-        run_id: i64,
-        appended: u64,
     }
 
     // -----------------------------------------------------------------------------------------

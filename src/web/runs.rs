@@ -18,8 +18,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use std::convert::Infallible;
 use std::path::{Path as FsPath, PathBuf};
 use std::time::Duration;
@@ -430,6 +429,16 @@ async fn delete_run(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The outcome of a cancel request.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct CancelResult {
+    id: i64,
+    /// The run's status now.
+    status: StoredStatus,
+    /// `done`, or when the run is training: it stops before its next step.
+    note: String,
+}
+
 /// Cancels a queued or training run.
 ///
 /// A queued run is cancelled at once; a training run stops before its next step. Cancelling a
@@ -440,7 +449,7 @@ async fn delete_run(
     tag = "runs",
     params(("id" = i64, Path, description = "Run id")),
     responses(
-        (status = 200, description = "The run's status after the request", body = super::openapi::CancelResult),
+        (status = 200, description = "The run's status after the request", body = CancelResult),
         (status = 400, description = "The id is not an integer", body = super::openapi::ErrorBody),
         (status = 404, description = "No such run", body = super::openapi::ErrorBody),
     )
@@ -456,7 +465,12 @@ async fn cancel_run(
     } else {
         "done"
     };
-    Ok(Json(json!({"id": id, "status": status, "note": note})).into_response())
+    Ok(Json(CancelResult {
+        id,
+        status,
+        note: note.into(),
+    })
+    .into_response())
 }
 
 /// Adds and removes tags of a run.
@@ -649,7 +663,7 @@ async fn run_metrics(
     params(("id" = i64, Path, description = "Run id")),
     responses(
         (status = 200, description = "With `Accept: text/event-stream`, a stream of `event: status|metrics` / `data: <RunEvent JSON>` frames until the client leaves; otherwise the current status as one `RunEvent`", content(
-            (super::openapi::RunEvent = "application/json"),
+            (crate::jobs::RunEvent = "application/json"),
             (String = "text/event-stream"),
         )),
         (status = 400, description = "The id is not an integer", body = super::openapi::ErrorBody),
@@ -669,13 +683,18 @@ async fn run_events(
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.to_ascii_lowercase().contains("text/event-stream"));
     if !streams {
-        return Ok(
-            Json(json!({"event": "status", "run_id": id, "status": run.status})).into_response(),
-        );
+        return Ok(Json(crate::jobs::RunEvent::Status {
+            run_id: id,
+            status: run.status,
+        })
+        .into_response());
     }
     let initial = Event::default()
         .event("status")
-        .json_data(json!({"event": "status", "run_id": id, "status": run.status}))
+        .json_data(crate::jobs::RunEvent::Status {
+            run_id: id,
+            status: run.status,
+        })
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     let updates = BroadcastStream::new(state.jobs.subscribe()).filter_map(move |event| {
         let event = event.ok()?;
@@ -893,6 +912,16 @@ pub fn parse_run_query(params: Vec<(String, String)>) -> Result<RunQuery, ApiErr
     Ok(query)
 }
 
+/// One page of runs.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct RunList {
+    runs: Vec<crate::store::RunRecord>,
+    /// Runs matching the filters, over all pages.
+    total: i64,
+    limit: i64,
+    offset: i64,
+}
+
 /// Lists runs, filtered, sorted and paged.
 ///
 /// Any column below filters the runs: `column=value` for equality, `column=in:a,b,c` for a list,
@@ -903,7 +932,7 @@ pub fn parse_run_query(params: Vec<(String, String)>) -> Result<RunQuery, ApiErr
     tag = "runs",
     params(super::openapi::RunFilters),
     responses(
-        (status = 200, description = "One page of runs", body = super::openapi::RunList),
+        (status = 200, description = "One page of runs", body = RunList),
         (status = 400, description = "Unknown filter, bad value or bad paging", body = super::openapi::ErrorBody),
     )
 )]
@@ -914,10 +943,13 @@ async fn list_runs(
     let Query(params) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let query = parse_run_query(params)?;
     let (runs, total) = state.store.runs(&query).await?;
-    Ok(
-        Json(json!({"runs": runs, "total": total, "limit": query.limit, "offset": query.offset}))
-            .into_response(),
-    )
+    Ok(Json(RunList {
+        runs,
+        total,
+        limit: query.limit,
+        offset: query.offset,
+    })
+    .into_response())
 }
 
 #[cfg(test)]

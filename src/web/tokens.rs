@@ -1,7 +1,7 @@
 //! `/api/v1/tokens` (admins): create, list and revoke API tokens; `/api/v1/whoami`.
 
 use super::AppState;
-use super::body::json_object;
+use super::body::json_body;
 use super::error::ApiError;
 use crate::auth::{Identity, Role, TokenRecord};
 use axum::body::Bytes;
@@ -11,7 +11,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use axum::{Json, Router};
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// The routes of this resource.
 pub fn router() -> Router<AppState> {
@@ -50,9 +51,9 @@ async fn list_tokens(State(state): State<AppState>) -> Result<Json<Vec<TokenReco
     post,
     path = "/api/v1/tokens",
     tag = "tokens",
-    request_body(content = super::openapi::NewToken, content_type = "application/json"),
+    request_body(content = NewToken, content_type = "application/json"),
     responses(
-        (status = 201, description = "The token and its secret", body = super::openapi::CreatedToken),
+        (status = 201, description = "The token and its secret", body = CreatedToken),
         (status = 400, description = "Malformed body or unknown field", body = super::openapi::ErrorBody),
         (status = 422, description = "A name that is empty, too long or has control characters", body = super::openapi::ErrorBody),
     )
@@ -61,36 +62,33 @@ async fn create_token(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let mut body = json_object(body)?;
-    let name = match body.remove("name") {
-        Some(Value::String(name)) => name,
-        _ => return Err(ApiError::BadRequest("'name' (a string) is required".into())),
-    };
-    let role = match body.remove("role") {
-        Some(Value::String(role)) => Role::parse(&role).ok_or_else(|| {
-            ApiError::BadRequest(format!(
-                "unknown role '{role}': use reader, writer or admin"
-            ))
-        })?,
-        _ => {
-            return Err(ApiError::BadRequest(
-                "'role' (reader, writer or admin) is required".into(),
-            ));
-        }
-    };
-    if let Some(unknown) = body.keys().next() {
-        return Err(ApiError::BadRequest(format!(
-            "unknown field '{unknown}': a token has 'name' and 'role'"
-        )));
-    }
+    let NewToken { name, role } = json_body(body)?;
     crate::auth::check_token_name(&name).map_err(ApiError::Unprocessable)?;
     let (token, secret) = state.store.create_token(&name, role).await?;
     tracing::info!("token {} ({}) created", token.name, token.role);
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({"token": token, "secret": secret})),
-    )
-        .into_response())
+    Ok((StatusCode::CREATED, Json(CreatedToken { token, secret })).into_response())
+}
+
+/// A token to create.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "notebook-alice", "role": "writer"}))]
+pub(crate) struct NewToken {
+    /// 1 to 100 characters, no control characters, not only spaces; shown as the creator of
+    /// the runs it makes.
+    #[schema(
+        max_length = 100,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00-\x1f\x7f-\x9f]*$"
+    )]
+    name: String,
+    role: Role,
+}
+
+/// A created token with its secret (shown once; send it as `Authorization: Bearer <secret>`).
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct CreatedToken {
+    token: TokenRecord,
+    secret: String,
 }
 
 /// Revokes a token: it authenticates nothing from now on and its browser sessions end. The

@@ -323,7 +323,7 @@ fn recommend_ranks_shapes_from_a_csv_and_refuses_bad_input_with_exit_2() {
     for (args, reason) in [
         (
             vec!["recommend", "--runs", csv, "--budget-flops", "1e22"],
-            "'parameterization' is required",
+            "missing field 'parameterization'",
         ),
         (
             vec![

@@ -277,7 +277,8 @@ async fn tokens_are_managed_by_admins_and_revocation_is_immediate() {
         ),
     )
     .await;
-    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    // A role that does not exist is a refused value, named with the ones that do.
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
     // A run created with the token records who created it.
     let run = send(
         &s.app,
