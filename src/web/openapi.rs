@@ -197,8 +197,6 @@ async fn docs_page() -> Html<&'static str> {
 #[allow(dead_code)]
 mod schemas {
     use crate::param::{AttentionScale, Parameterization};
-    use crate::store::{RunRecord, SweepRecord};
-    use crate::train::RunConfig;
     use utoipa::{IntoParams, ToSchema};
 
     // -----------------------------------------------------------------------------------------
@@ -319,89 +317,6 @@ mod schemas {
         flops: Option<String>,
         /// Filter on the training throughput (number).
         tokens_per_sec: Option<String>,
-    }
-
-    // -----------------------------------------------------------------------------------------
-    // Sweeps
-
-    /// A grid of runs: every combination of parameterization, width, depth, learning rate and seed
-    /// (at most 1000 runs, else 422), with the other settings shared. Every grid point is checked
-    /// as a run (422 naming the point). Unknown fields are refused.
-    #[derive(ToSchema)]
-    #[serde(deny_unknown_fields)]
-    #[schema(example = json!({
-        "name": "lr-sweep", "parameterizations": ["sp", "completep"], "widths": [128, 256],
-        "depths": [2, 8], "lrs": [0.001, 0.003, 0.01], "seeds": [0],
-        "config": {"tokens": 1000000, "data": {"kind": "builtin", "seed": 0, "vocab": 256}},
-        "tags": ["lr-sweep"]
-    }))]
-    pub struct CreateSweep {
-        /// 1 to 200 characters.
-        #[schema(min_length = 1, max_length = 200)]
-        name: String,
-        #[schema(min_items = 1)]
-        parameterizations: Vec<Parameterization>,
-        /// With `depths`, the grid of shapes (or give `shapes` instead).
-        #[schema(min_items = 1)]
-        widths: Option<Vec<u64>>,
-        #[schema(min_items = 1)]
-        depths: Option<Vec<u64>>,
-        /// A list of shapes instead of the grid `widths x depths`.
-        #[schema(min_items = 1, max_items = 1000)]
-        shapes: Option<Vec<SweepShape>>,
-        /// Base learning rates: one list for every parameterization, or an object with one
-        /// list per parameterization (`{"mup": [0.008], "completep": [0.008, 0.016]}`).
-        #[schema(value_type = Object)]
-        lrs: serde_json::Value,
-        #[schema(required = false, min_items = 1, default = json!([0]))]
-        seeds: Vec<u64>,
-        /// Settings shared by every run of the grid (the grid's `lr` and `seed` replace theirs).
-        config: Option<RunConfig>,
-        /// Tags of every run of the grid: at most 64 of 1 to 100 characters.
-        #[schema(max_items = 64)]
-        tags: Option<Vec<String>>,
-    }
-
-    /// One shape of a sweep's list.
-    #[derive(ToSchema)]
-    pub struct SweepShape {
-        width: u64,
-        depth: u64,
-        /// Training tokens of this shape's runs (instead of the shared `tokens` or
-        /// `tokens_per_param`).
-        tokens: Option<u64>,
-    }
-
-    /// The created sweep and its queued runs.
-    #[derive(ToSchema)]
-    pub struct SweepCreated {
-        sweep: SweepRecord,
-        run_ids: Vec<i64>,
-    }
-
-    /// Run counts of a sweep by status.
-    #[derive(ToSchema)]
-    pub struct SweepProgress {
-        total: i64,
-        /// Runs that ended (succeeded, failed, diverged or cancelled).
-        finished: i64,
-        /// Queued or interrupted (queued again).
-        queued: i64,
-        running: i64,
-        succeeded: i64,
-        diverged: i64,
-        failed: i64,
-        cancelled: i64,
-        /// `finished / total`.
-        fraction_done: f64,
-    }
-
-    /// A sweep, its progress and its runs (by id).
-    #[derive(ToSchema)]
-    pub struct SweepDetail {
-        sweep: SweepRecord,
-        progress: SweepProgress,
-        runs: Vec<RunRecord>,
     }
 
     // -----------------------------------------------------------------------------------------

@@ -1186,7 +1186,8 @@ async fn recommend_shapes(
 /// `serde_json` values of these shapes).
 #[allow(dead_code)]
 mod schemas {
-    use crate::web::openapi::{Bounds, CreateSweep, PowerLawIntervals, RunSelection};
+    use crate::web::openapi::{Bounds, PowerLawIntervals, RunSelection};
+    use crate::web::sweeps::CreateSweep;
     use utoipa::ToSchema;
 
     /// A compute budget and the model's vocabulary and context; optional limits on the shapes.

@@ -145,6 +145,15 @@ fn at_path<T: serde::de::DeserializeOwned, E: serde::de::Error>(
 }
 
 impl CreateRun {
+    /// A request for `settings` with `tags` and no name.
+    pub(crate) fn of(settings: RunConfig, tags: Vec<String>) -> CreateRun {
+        CreateRun {
+            name: None,
+            tags: Some(Tags(tags)),
+            settings,
+        }
+    }
+
     /// Splits the request into name, tags and the [`RunConfig`] it asks for, unchecked.
     fn split(self) -> Result<(Option<String>, Vec<String>, RunConfig), ApiError> {
         if self

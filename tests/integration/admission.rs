@@ -353,8 +353,7 @@ async fn a_sweep_with_one_point_above_the_limit_creates_nothing() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
     let detail = answer["detail"].as_str().unwrap();
     assert!(
-        detail
-            .starts_with(r#"grid point "completep" 4096x2 lr 0.01 seed 0: this run needs about "#),
+        detail.starts_with("grid point completep 4096x2 lr 0.01 seed 0: this run needs about "),
         "{detail}"
     );
     let mut bounded = sweep.clone();

@@ -732,7 +732,10 @@ async fn a_sweep_queues_its_grid_reports_progress_and_exports_csv() {
             json!({"mup": [0.01], "completep": [0.02], "sp": [0.1]}),
             "'lrs' names 'sp'",
         ),
-        (json!(7), "'lrs' must be a non-empty list"),
+        (
+            json!(7),
+            "'lrs': a list of learning rates, or an object of one list per",
+        ),
         (
             json!(
                 (0..1001)
