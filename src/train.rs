@@ -252,8 +252,9 @@ impl RunConfig {
 
     /// Checks every integer against its inclusive range (before any arithmetic on them): the
     /// sizes against the bounds of [`crate::limits`], counts of steps and sequences positive,
-    /// and the seeds and cadences within SQLite's `i64`. (`d_head` is further bounded by the
-    /// width: the plan requires the width to be a multiple of it.)
+    /// the seeds and cadences within SQLite's `i64`, and the data source's seed and vocabulary.
+    /// (`d_head` is further bounded by the width: the plan requires the width to be a multiple
+    /// of it.)
     pub fn check_bounds(&self) -> Result<(), TrainError> {
         use crate::limits::{
             MAX_BATCH, MAX_CONTEXT, MAX_DEPTH, MAX_TOKENS, MAX_VAL_SEQUENCES, MAX_VOCAB, MAX_WIDTH,
@@ -290,7 +291,22 @@ impl RunConfig {
                 size(MAX_VAL_SEQUENCES),
             ),
         ];
-        for (name, value, min, max) in ranges {
+        let data = match &self.data {
+            DataSource::Builtin { seed, vocab } => vec![
+                ("data.seed", Some(*seed), 0, I64),
+                (
+                    "data.vocab",
+                    Some(size(*vocab)),
+                    size(crate::data::BUILTIN_MIN_VOCAB),
+                    size(crate::data::BUILTIN_MAX_VOCAB),
+                ),
+            ],
+            DataSource::NanoGpt { vocab, .. } => {
+                vec![("data.vocab", Some(size(*vocab)), 1, 1 << 16)]
+            }
+            DataSource::Text { .. } => Vec::new(),
+        };
+        for (name, value, min, max) in ranges.into_iter().chain(data) {
             if let Some(value) = value.filter(|v| !(min..=max).contains(v)) {
                 return Err(config_error(format!(
                     "'{name}' must be an integer from {min} to {max}, got {value}"

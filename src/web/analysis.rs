@@ -12,12 +12,9 @@
 //! [`tolerance_report`], so the page and the API accept, refuse and answer alike.
 
 use super::AppState;
-use super::body::json_object;
+use super::body::{as_bad_request, json_body};
 use super::error::ApiError;
-use super::fits::{
-    blocking, bootstrap_fields, final_loss, no_unknown_fields, parse_selection, select_runs,
-    select_runs_with_status,
-};
+use super::fits::{blocking, bootstrap_options, final_loss, select_runs, select_runs_with_status};
 use crate::fit::BootstrapOptions;
 use crate::fit::shape::{
     DEFAULT_SCALE_FACTOR, DEFAULT_TOLERANCE, ShapeOptions, ShapePoint, ShapeTolerance,
@@ -35,8 +32,8 @@ use axum::extract::rejection::BytesRejection;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use serde::Serialize;
-use serde_json::{Map, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use utoipa::{OpenApi, ToSchema};
 
@@ -619,20 +616,18 @@ pub(crate) async fn tolerance_report(
 // ---------------------------------------------------------------------------------------------
 // Body parsing
 
-/// An optional positive number field.
-fn positive_field(
-    body: &mut Map<String, Value>,
+/// `value` (else `default`) where `valid`, else a 400 saying what `key` must be.
+fn checked(
+    value: Option<f64>,
     key: &str,
     default: f64,
     what: &str,
     valid: impl Fn(f64) -> bool,
 ) -> Result<f64, ApiError> {
-    match body.remove(key) {
-        None | Some(Value::Null) => Ok(default),
-        Some(value) => value
-            .as_f64()
-            .filter(|v| v.is_finite() && valid(*v))
-            .ok_or_else(|| ApiError::BadRequest(format!("'{key}' must be {what}"))),
+    match value {
+        None => Ok(default),
+        Some(v) if v.is_finite() && valid(v) => Ok(v),
+        Some(_) => Err(ApiError::BadRequest(format!("'{key}' must be {what}"))),
     }
 }
 
@@ -667,30 +662,20 @@ async fn transfer_analysis(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let mut body = json_object(body)?;
-    let query = parse_selection(body.remove("selection"))?;
-    let axis = match body.remove("axis") {
-        None | Some(Value::Null) => SizeAxis::Depth,
-        Some(Value::String(s)) if s == "depth" => SizeAxis::Depth,
-        Some(Value::String(s)) if s == "width" => SizeAxis::Width,
-        Some(_) => {
-            return Err(ApiError::BadRequest(
-                "'axis' must be \"depth\" or \"width\"".into(),
-            ));
-        }
+    let request: TransferRequest = json_body(body).map_err(as_bad_request)?;
+    let query = request.selection.query()?;
+    let axis = match request.axis {
+        None | Some(SizeAxisName::Depth) => SizeAxis::Depth,
+        Some(SizeAxisName::Width) => SizeAxis::Width,
     };
-    let threshold = positive_field(
-        &mut body,
+    let threshold = checked(
+        request.threshold,
         "threshold",
         DEFAULT_DRIFT_THRESHOLD,
         "a positive number of octaves per doubling",
         |v| v > 0.0,
     )?;
-    let bootstrap = bootstrap_fields(&mut body)?;
-    no_unknown_fields(
-        &body,
-        "'selection', 'axis', 'threshold', 'resamples', 'seed' and 'confidence'",
-    )?;
+    let bootstrap = bootstrap_options(request.resamples, request.seed, request.confidence)?;
     let options = TransferReportOptions {
         axis,
         threshold,
@@ -724,27 +709,23 @@ async fn tolerance_analysis(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let mut body = json_object(body)?;
-    let query = parse_selection(body.remove("selection"))?;
-    let tolerance = positive_field(
-        &mut body,
+    let request: ToleranceRequest = json_body(body).map_err(as_bad_request)?;
+    let query = request.selection.query()?;
+    let tolerance = checked(
+        request.tolerance,
         "tolerance",
         DEFAULT_TOLERANCE,
         "a fraction of the optimal loss in (0, 1]",
         |v| v > 0.0 && v <= 1.0,
     )?;
-    let scale_factor = positive_field(
-        &mut body,
+    let scale_factor = checked(
+        request.scale_factor,
         "scale_factor",
         DEFAULT_SCALE_FACTOR,
         "a FLOPs ratio of at least 1",
         |v| v >= 1.0,
     )?;
-    let bootstrap = bootstrap_fields(&mut body)?;
-    no_unknown_fields(
-        &body,
-        "'selection', 'tolerance', 'scale_factor', 'resamples', 'seed' and 'confidence'",
-    )?;
+    let bootstrap = bootstrap_options(request.resamples, request.seed, request.confidence)?;
     let options = ToleranceReportOptions {
         tolerance,
         scale_factor,
@@ -754,12 +735,10 @@ async fn tolerance_analysis(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Request schemas (documentation only: the handlers parse the bodies by hand so that every
-// problem maps to a precise 400)
+// Requests
 
 /// The size a transfer analysis varies.
-#[allow(dead_code)]
-#[derive(ToSchema)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 enum SizeAxisName {
     Depth,
@@ -767,12 +746,11 @@ enum SizeAxisName {
 }
 
 /// An LR-transfer analysis of the selected runs. Unknown fields are refused.
-#[allow(dead_code)]
-#[derive(ToSchema)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"selection": {"sweep_id": 3}, "axis": "depth", "threshold": 0.25, "resamples": 500, "seed": 1}))]
 struct TransferRequest {
-    selection: super::openapi::RunSelection,
+    selection: super::fits::RunSelection,
     /// Which size varies across the runs.
     #[schema(default = "depth")]
     axis: Option<SizeAxisName>,
@@ -791,12 +769,11 @@ struct TransferRequest {
 }
 
 /// A width/depth tolerance analysis of the selected runs. Unknown fields are refused.
-#[allow(dead_code)]
-#[derive(ToSchema)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"selection": {"tags": ["compute-efficiency"]}, "tolerance": 0.01, "resamples": 500}))]
 struct ToleranceRequest {
-    selection: super::openapi::RunSelection,
+    selection: super::fits::RunSelection,
     /// Relative loss above the optimum still tolerated (0.01: within 1%).
     #[schema(default = 0.01, exclusive_minimum = 0.0, maximum = 1.0)]
     tolerance: Option<f64>,

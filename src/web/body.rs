@@ -18,6 +18,15 @@ pub(crate) fn json_body<T: DeserializeOwned>(
     from_object(json_object(body)?)
 }
 
+/// A body error as a 400, for endpoints whose 422 means something else (the fits and analyses
+/// answer 422 only for selections they refuse).
+pub(crate) fn as_bad_request(error: ApiError) -> ApiError {
+    match error {
+        ApiError::Unprocessable(message) => ApiError::BadRequest(message),
+        other => other,
+    }
+}
+
 /// An already parsed JSON object as `T`, with [`json_body`]'s errors.
 pub(crate) fn from_object<T: DeserializeOwned>(object: Map<String, Value>) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(Value::Object(object)).map_err(|e| {

@@ -17,7 +17,7 @@
 //! together.
 
 use super::AppState;
-use super::body::json_object;
+use super::body::{as_bad_request, json_body};
 use super::error::ApiError;
 use super::runs::parse_run_query;
 use crate::data::{Corpus, DataSource};
@@ -40,7 +40,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use utoipa::ToSchema;
@@ -70,160 +70,173 @@ pub(crate) const MAX_RESAMPLES: u64 = 5000;
 // ---------------------------------------------------------------------------------------------
 // Body parsing
 
-/// Builds the store query of a `selection`: exactly one of `run_ids`, `sweep_id`, `tags` or
-/// `filters` (the query parameters of `GET /api/v1/runs`, as an object).
-pub(crate) fn parse_selection(value: Option<Value>) -> Result<RunQuery, ApiError> {
-    const KINDS: &str = "'run_ids', 'sweep_id', 'tags' or 'filters'";
-    let Some(Value::Object(selection)) = value else {
-        return Err(ApiError::BadRequest(format!(
-            "'selection' is required: an object with one of {KINDS}"
-        )));
-    };
-    let mut entries = selection.into_iter();
-    let (Some((kind, value)), None) = (entries.next(), entries.next()) else {
-        return Err(ApiError::BadRequest(format!(
-            "'selection' must have exactly one of {KINDS}"
-        )));
-    };
-    let bad = |what: &str| ApiError::BadRequest(format!("selection '{kind}' must be {what}"));
-    match kind.as_str() {
-        "run_ids" => {
-            let ids: Vec<i64> =
-                serde_json::from_value(value).map_err(|_| bad("a list of run ids (integers)"))?;
-            if ids.is_empty() || ids.len() > MAX_SELECTED_RUNS as usize {
-                return Err(bad(&format!("a list of 1 to {MAX_SELECTED_RUNS} run ids")));
+/// The runs an analysis uses: exactly one of `run_ids`, `sweep_id`, `tags` (runs carrying all
+/// of them) or `filters` (the filters of `GET /api/v1/runs` as an object, e.g.
+/// `{"parameterization": "in:mup,completep", "width": "ge:256"}`; no `sort`, `limit` or
+/// `offset`). Only `succeeded` runs with the numbers the fit needs are used, at most 10000.
+/// (Described in full by the document: an object with exactly one of the four.)
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[schema(example = json!({"tags": ["chinchilla"]}))]
+pub(crate) enum RunSelection {
+    RunIds(Vec<i64>),
+    SweepId(i64),
+    Tags(Vec<String>),
+    Filters(SelectionFilters),
+}
+
+/// The filters of a selection: the filters of `GET /api/v1/runs` as an object, each a
+/// string as in the query (an empty one is ignored), a number, or a list of those (ANDed,
+/// at most 4). `tag` requires a tag. (The document lists every column.)
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(
+    as = RunFilterValues,
+    value_type = Object,
+    example = json!({"parameterization": "in:mup,completep", "width": "ge:256"})
+)]
+pub(crate) struct SelectionFilters(Map<String, Value>);
+
+impl RunSelection {
+    /// The store query of the selection.
+    pub(crate) fn query(self) -> Result<RunQuery, ApiError> {
+        let bad = |kind: &str, what: &str| {
+            ApiError::BadRequest(format!("selection '{kind}' must be {what}"))
+        };
+        match self {
+            RunSelection::RunIds(ids) => {
+                if ids.is_empty() || ids.len() > MAX_SELECTED_RUNS as usize {
+                    return Err(bad(
+                        "run_ids",
+                        &format!("a list of 1 to {MAX_SELECTED_RUNS} run ids"),
+                    ));
+                }
+                Ok(RunQuery {
+                    conditions: vec![Condition {
+                        column: "id",
+                        comparison: Comparison::In,
+                        values: ids.into_iter().map(FilterValue::Int).collect(),
+                    }],
+                    ..RunQuery::default()
+                })
             }
-            Ok(RunQuery {
-                conditions: vec![Condition {
-                    column: "id",
-                    comparison: Comparison::In,
-                    values: ids.into_iter().map(FilterValue::Int).collect(),
-                }],
-                ..RunQuery::default()
-            })
-        }
-        "sweep_id" => {
-            let id = value.as_i64().ok_or_else(|| bad("an integer sweep id"))?;
-            Ok(RunQuery {
+            RunSelection::SweepId(id) => Ok(RunQuery {
                 conditions: vec![Condition {
                     column: "sweep_id",
                     comparison: Comparison::Eq,
                     values: vec![FilterValue::Int(id)],
                 }],
                 ..RunQuery::default()
-            })
+            }),
+            RunSelection::Tags(tags) => {
+                if tags.is_empty() || tags.len() > MAX_SELECTED_TAGS {
+                    return Err(bad(
+                        "tags",
+                        &format!(
+                            "a list of 1 to {MAX_SELECTED_TAGS} tags (a run must carry all of them)"
+                        ),
+                    ));
+                }
+                Ok(RunQuery {
+                    tags,
+                    ..RunQuery::default()
+                })
+            }
+            RunSelection::Filters(SelectionFilters(filters)) => filter_query(filters),
         }
-        "tags" => {
-            let tags: Vec<String> =
-                serde_json::from_value(value).map_err(|_| bad("a list of tags (strings)"))?;
-            if tags.is_empty() || tags.len() > MAX_SELECTED_TAGS {
-                return Err(bad(&format!(
-                    "a list of 1 to {MAX_SELECTED_TAGS} tags (a run must carry all of them)"
+    }
+}
+
+/// The query of a selection's `filters`: each a string as in the query string, a number, or a
+/// list of those (at most [`MAX_FILTER_VALUES`]), read by the runs listing's own parser.
+fn filter_query(filters: Map<String, Value>) -> Result<RunQuery, ApiError> {
+    let mut pairs = Vec::new();
+    for (key, value) in filters {
+        if ["sort", "limit", "offset"].contains(&key.as_str()) {
+            return Err(ApiError::BadRequest(format!(
+                "'{key}' is not a filter: a selection holds every matching run"
+            )));
+        }
+        let values = match value {
+            Value::Array(values) if values.len() > MAX_FILTER_VALUES => {
+                return Err(ApiError::BadRequest(format!(
+                    "filter '{key}' lists more than {MAX_FILTER_VALUES} values"
                 )));
             }
-            Ok(RunQuery {
-                tags,
-                ..RunQuery::default()
-            })
-        }
-        "filters" => {
-            let Value::Object(filters) = value else {
-                return Err(bad(
-                    "an object of filters as on GET /api/v1/runs, e.g. {\"width\": \"in:128,256\"}",
-                ));
-            };
-            let mut pairs = Vec::new();
-            for (key, value) in filters {
-                if ["sort", "limit", "offset"].contains(&key.as_str()) {
+            Value::Array(values) => values,
+            single => vec![single],
+        };
+        for value in values {
+            let text = match value {
+                Value::String(s) => s,
+                Value::Number(n)
+                    if super::runs::column_kind(&key) == super::runs::ColumnKind::Integer
+                        && n.as_i64().is_none() =>
+                {
                     return Err(ApiError::BadRequest(format!(
-                        "'{key}' is not a filter: a selection holds every matching run"
+                        "filter '{key}' needs an integer (64-bit), got {n}"
                     )));
                 }
-                let values = match value {
-                    Value::Array(values) if values.len() > MAX_FILTER_VALUES => {
-                        return Err(ApiError::BadRequest(format!(
-                            "filter '{key}' lists more than {MAX_FILTER_VALUES} values"
-                        )));
-                    }
-                    Value::Array(values) => values,
-                    single => vec![single],
-                };
-                for value in values {
-                    let text = match value {
-                        Value::String(s) => s,
-                        Value::Number(n)
-                            if super::runs::column_kind(&key)
-                                == super::runs::ColumnKind::Integer
-                                && n.as_i64().is_none() =>
-                        {
-                            return Err(ApiError::BadRequest(format!(
-                                "filter '{key}' needs an integer (64-bit), got {n}"
-                            )));
-                        }
-                        Value::Number(n) => n.to_string(),
-                        _ => {
-                            return Err(ApiError::BadRequest(format!(
-                                "filter '{key}' must be a string or a number"
-                            )));
-                        }
-                    };
-                    pairs.push((key.clone(), text));
+                Value::Number(n) => n.to_string(),
+                _ => {
+                    return Err(ApiError::BadRequest(format!(
+                        "filter '{key}' must be a string or a number"
+                    )));
                 }
-            }
-            parse_run_query(pairs)
+            };
+            pairs.push((key.clone(), text));
         }
-        other => Err(ApiError::BadRequest(format!(
-            "unknown selection '{other}': use {KINDS}"
-        ))),
     }
+    parse_run_query(pairs)
 }
 
-/// An optional non-negative integer field within `0..=max`.
-pub(crate) fn integer_field(
-    body: &mut Map<String, Value>,
-    key: &str,
-    default: u64,
-    max: u64,
-) -> Result<u64, ApiError> {
-    match body.remove(key) {
-        None | Some(Value::Null) => Ok(default),
-        Some(value) => value.as_u64().filter(|v| *v <= max).ok_or_else(|| {
-            ApiError::BadRequest(format!("'{key}' must be an integer in [0, {max}]"))
-        }),
-    }
-}
-
-/// The bootstrap settings `resamples`, `seed` and `confidence`.
-pub(crate) fn bootstrap_fields(
-    body: &mut Map<String, Value>,
-) -> Result<BootstrapOptions, ApiError> {
-    let resamples = integer_field(body, "resamples", 1000, MAX_RESAMPLES)? as usize;
-    let seed = integer_field(body, "seed", 0, MAX_SEED)?;
-    let confidence = match body.remove("confidence") {
-        None | Some(Value::Null) => 0.95,
-        Some(value) => value
-            .as_f64()
-            .filter(|c| *c > 0.0 && *c < 1.0)
-            .ok_or_else(|| {
-                ApiError::BadRequest(
-                    "'confidence' must be a number strictly between 0 and 1".into(),
-                )
-            })?,
+/// Builds the store query of a `selection` given as JSON (see [`RunSelection`]).
+pub(crate) fn parse_selection(value: Option<Value>) -> Result<RunQuery, ApiError> {
+    const KINDS: &str = "'run_ids', 'sweep_id', 'tags' or 'filters'";
+    let Some(value @ Value::Object(_)) = value else {
+        return Err(ApiError::BadRequest(format!(
+            "'selection' is required: an object with one of {KINDS}"
+        )));
     };
+    let selection: RunSelection = serde_path_to_error::deserialize(value).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "'selection' must have exactly one of {KINDS}: {}",
+            e.inner().to_string().replace('`', "'")
+        ))
+    })?;
+    selection.query()
+}
+
+/// The bootstrap settings every fit request takes, each checked against its range (400 naming
+/// the field): `resamples` (at most [`MAX_RESAMPLES`], 1000 by default), `seed` (at most
+/// [`MAX_SEED`], 0 by default) and `confidence` (in (0, 1), 0.95 by default).
+pub(crate) fn bootstrap_options(
+    resamples: Option<u64>,
+    seed: Option<u64>,
+    confidence: Option<f64>,
+) -> Result<BootstrapOptions, ApiError> {
+    let resamples = resamples.unwrap_or(1000);
+    if resamples > MAX_RESAMPLES {
+        return Err(ApiError::BadRequest(format!(
+            "'resamples' must be an integer in [0, {MAX_RESAMPLES}]"
+        )));
+    }
+    let seed = seed.unwrap_or(0);
+    if seed > MAX_SEED {
+        return Err(ApiError::BadRequest(format!(
+            "'seed' must be an integer in [0, {MAX_SEED}]"
+        )));
+    }
+    let confidence = confidence.unwrap_or(0.95);
+    if !(confidence > 0.0 && confidence < 1.0) {
+        return Err(ApiError::BadRequest(
+            "'confidence' must be a number strictly between 0 and 1".into(),
+        ));
+    }
     Ok(BootstrapOptions {
-        resamples,
+        resamples: resamples as usize,
         seed,
         confidence,
     })
-}
-
-pub(crate) fn no_unknown_fields(body: &Map<String, Value>, known: &str) -> Result<(), ApiError> {
-    match body.keys().next() {
-        Some(unknown) => Err(ApiError::BadRequest(format!(
-            "unknown field '{unknown}': the body has {known}"
-        ))),
-        None => Ok(()),
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -983,6 +996,77 @@ pub(crate) async fn savings_report(
 // ---------------------------------------------------------------------------------------------
 // Handlers
 
+/// A Chinchilla fit of the selected runs. Unknown fields are refused.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"selection": {"tags": ["chinchilla"]}, "exclude_highest_loss": 5, "resamples": 200, "seed": 1}))]
+pub(crate) struct ChinchillaFitRequest {
+    selection: RunSelection,
+    /// Leave out this many runs of highest final loss (Epoch left out 5); fewer than the
+    /// usable runs (else 422).
+    #[schema(default = 0, minimum = 0, maximum = 9223372036854775807_i64)]
+    exclude_highest_loss: Option<u64>,
+    /// Bootstrap resamples; 0 fits once, without intervals.
+    #[schema(default = 1000, minimum = 0, maximum = 5000)]
+    resamples: Option<u64>,
+    /// Seed of the resampling.
+    #[schema(default = 0, minimum = 0, maximum = 9223372036854775807_i64)]
+    seed: Option<u64>,
+    /// Two-sided confidence level of the intervals, in (0, 1).
+    #[schema(default = 0.95, exclusive_minimum = 0.0, exclusive_maximum = 1.0)]
+    confidence: Option<f64>,
+}
+
+/// How a compute fit groups the runs: one curve per `parameterization`, or `none` (one curve).
+#[derive(Debug, Deserialize, PartialEq, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum GroupBy {
+    Parameterization,
+    None,
+}
+
+/// Loss-versus-compute fits of the selected runs. Unknown fields are refused.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"selection": {"sweep_id": 3}, "group_by": "parameterization", "resamples": 500}))]
+pub(crate) struct ComputeFitRequest {
+    selection: RunSelection,
+    #[schema(default = "parameterization")]
+    group_by: Option<GroupBy>,
+    /// Bootstrap resamples; 0 fits once, without intervals.
+    #[schema(default = 1000, minimum = 0, maximum = 5000)]
+    resamples: Option<u64>,
+    #[schema(default = 0, minimum = 0, maximum = 9223372036854775807_i64)]
+    seed: Option<u64>,
+    /// Two-sided confidence level of the intervals, in (0, 1).
+    #[schema(default = 0.95, exclusive_minimum = 0.0, exclusive_maximum = 1.0)]
+    confidence: Option<f64>,
+}
+
+/// FLOP savings of one parameterization over another at matched loss (two different ones:
+/// the same twice is refused with 422). Unknown fields are refused.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"selection": {"tags": ["compute-efficiency"]}, "candidate": "completep", "baseline": "mup", "resamples": 500}))]
+pub(crate) struct SavingsRequest {
+    selection: RunSelection,
+    #[schema(default = "completep")]
+    candidate: Option<Parameterization>,
+    #[schema(default = "mup")]
+    baseline: Option<Parameterization>,
+    /// The loss to compare at; the midpoint of the loss range both groups observed when absent.
+    #[schema(exclusive_minimum = 0.0)]
+    loss: Option<f64>,
+    /// Bootstrap resamples of each group; 0 gives no interval.
+    #[schema(default = 1000, minimum = 0, maximum = 5000)]
+    resamples: Option<u64>,
+    #[schema(default = 0, minimum = 0, maximum = 9223372036854775807_i64)]
+    seed: Option<u64>,
+    /// Two-sided confidence level of the intervals, in (0, 1).
+    #[schema(default = 0.95, exclusive_minimum = 0.0, exclusive_maximum = 1.0)]
+    confidence: Option<f64>,
+}
+
 /// Fits the Chinchilla loss surface to the selected runs.
 ///
 /// `L(N, D) = E + A / N^alpha + B / D^beta` with `N` the non-embedding parameters, `D` the
@@ -993,7 +1077,7 @@ pub(crate) async fn savings_report(
     post,
     path = "/api/v1/fits/chinchilla",
     tag = "fits",
-    request_body(content = super::openapi::ChinchillaFitRequest, content_type = "application/json"),
+    request_body(content = ChinchillaFitRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "The fitted surface with its intervals", body = super::openapi::ChinchillaFitResult),
         (status = 400, description = "Malformed JSON, a bad selection or setting, or an unknown field", body = super::openapi::ErrorBody),
@@ -1005,14 +1089,17 @@ async fn chinchilla_fit(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let mut body = json_object(body)?;
-    let query = parse_selection(body.remove("selection"))?;
-    let exclude = integer_field(&mut body, "exclude_highest_loss", 0, i64::MAX as u64)? as usize;
-    let bootstrap = bootstrap_fields(&mut body)?;
-    no_unknown_fields(
-        &body,
-        "'selection', 'exclude_highest_loss', 'resamples', 'seed' and 'confidence'",
-    )?;
+    let request: ChinchillaFitRequest = json_body(body).map_err(as_bad_request)?;
+    let query = request.selection.query()?;
+    let exclude = request.exclude_highest_loss.unwrap_or(0);
+    if exclude > i64::MAX as u64 {
+        return Err(ApiError::BadRequest(format!(
+            "'exclude_highest_loss' must be an integer in [0, {}]",
+            i64::MAX
+        )));
+    }
+    let exclude = exclude as usize;
+    let bootstrap = bootstrap_options(request.resamples, request.seed, request.confidence)?;
 
     let mut runs: Vec<(i64, (f64, f64, f64))> = select_runs(&state, query)
         .await?
@@ -1100,7 +1187,7 @@ async fn chinchilla_fit(
     post,
     path = "/api/v1/fits/compute",
     tag = "fits",
-    request_body(content = super::openapi::ComputeFitRequest, content_type = "application/json"),
+    request_body(content = ComputeFitRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "One fit per group, and the groups that could not be fitted", body = ComputeReport),
         (status = 400, description = "Malformed JSON, a bad selection or setting, or an unknown field", body = super::openapi::ErrorBody),
@@ -1112,45 +1199,15 @@ async fn compute_fit(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let mut body = json_object(body)?;
-    let query = parse_selection(body.remove("selection"))?;
-    let by_parameterization = match body.remove("group_by") {
-        None | Some(Value::Null) => true,
-        Some(Value::String(s)) if s == "parameterization" => true,
-        Some(Value::String(s)) if s == "none" => false,
-        Some(_) => {
-            return Err(ApiError::BadRequest(
-                "'group_by' must be \"parameterization\" or \"none\"".into(),
-            ));
-        }
-    };
-    let bootstrap = bootstrap_fields(&mut body)?;
-    no_unknown_fields(
-        &body,
-        "'selection', 'group_by', 'resamples', 'seed' and 'confidence'",
-    )?;
+    let request: ComputeFitRequest = json_body(body).map_err(as_bad_request)?;
+    let query = request.selection.query()?;
+    let by_parameterization = request.group_by != Some(GroupBy::None);
+    let bootstrap = bootstrap_options(request.resamples, request.seed, request.confidence)?;
     let options = ComputeOptions {
         by_parameterization,
         bootstrap,
     };
     Ok(Json(compute_report(&state, query, options).await?).into_response())
-}
-
-fn parameterization_field(
-    body: &mut Map<String, Value>,
-    key: &str,
-    default: Parameterization,
-) -> Result<String, ApiError> {
-    match body.remove(key) {
-        None | Some(Value::Null) => Ok(default.name().to_string()),
-        Some(Value::String(s)) => s
-            .parse::<Parameterization>()
-            .map(|p| p.name().to_string())
-            .map_err(|e| ApiError::BadRequest(format!("'{key}': {e}"))),
-        Some(_) => Err(ApiError::BadRequest(format!(
-            "'{key}' must be a parameterization name"
-        ))),
-    }
 }
 
 /// FLOP savings of one parameterization over another at matched loss.
@@ -1165,7 +1222,7 @@ fn parameterization_field(
     post,
     path = "/api/v1/analysis/savings",
     tag = "fits",
-    request_body(content = super::openapi::SavingsRequest, content_type = "application/json"),
+    request_body(content = SavingsRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "The savings at the loss used, with an interval", body = super::openapi::SavingsResult),
         (status = 400, description = "Malformed JSON, a bad selection or setting, or an unknown field", body = super::openapi::ErrorBody),
@@ -1177,32 +1234,27 @@ async fn savings_analysis(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let mut body = json_object(body)?;
-    let query = parse_selection(body.remove("selection"))?;
-    let candidate = parameterization_field(&mut body, "candidate", Parameterization::CompleteP)?;
-    let baseline = parameterization_field(&mut body, "baseline", Parameterization::Mup)?;
+    let request: SavingsRequest = json_body(body).map_err(as_bad_request)?;
+    let query = request.selection.query()?;
+    let candidate = request.candidate.unwrap_or(Parameterization::CompleteP);
+    let baseline = request.baseline.unwrap_or(Parameterization::Mup);
     if candidate == baseline {
         return Err(ApiError::Unprocessable(format!(
             "'candidate' and 'baseline' are both '{candidate}': compare two parameterizations"
         )));
     }
-    let loss = match body.remove("loss") {
-        None | Some(Value::Null) => None,
-        Some(value) => Some(
-            value
-                .as_f64()
-                .filter(|l| l.is_finite() && *l > 0.0)
-                .ok_or_else(|| ApiError::BadRequest("'loss' must be a positive number".into()))?,
-        ),
+    let loss = match request.loss {
+        Some(loss) if !(loss.is_finite() && loss > 0.0) => {
+            return Err(ApiError::BadRequest(
+                "'loss' must be a positive number".into(),
+            ));
+        }
+        loss => loss,
     };
-    let bootstrap = bootstrap_fields(&mut body)?;
-    no_unknown_fields(
-        &body,
-        "'selection', 'candidate', 'baseline', 'loss', 'resamples', 'seed' and 'confidence'",
-    )?;
+    let bootstrap = bootstrap_options(request.resamples, request.seed, request.confidence)?;
     let options = SavingsOptions {
-        candidate,
-        baseline,
+        candidate: candidate.name().to_string(),
+        baseline: baseline.name().to_string(),
         loss,
         bootstrap,
     };

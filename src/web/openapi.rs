@@ -66,7 +66,7 @@ pub fn router() -> Router<AppState> {
         super::tokens::revoke_token,
         openapi_json,
     ),
-    components(schemas(crate::jobs::RunEvent, ErrorKind, RunFilterValues)),
+    components(schemas(crate::jobs::RunEvent, ErrorKind, super::fits::SelectionFilters)),
     tags(
         (name = "runs", description = "Create, list, inspect, cancel, delete and tag runs; their metrics, live."),
         (name = "imports", description = "Runs trained elsewhere: batch imports and appended metrics."),
@@ -368,49 +368,6 @@ mod schemas {
     // -----------------------------------------------------------------------------------------
     // Fits
 
-    /// The runs an analysis uses: exactly one of `run_ids`, `sweep_id`, `tags` (runs carrying all
-    /// of them) or `filters` (the filters of `GET /api/v1/runs` as an object, e.g.
-    /// `{"parameterization": "in:mup,completep", "width": "ge:256"}`; no `sort`, `limit` or
-    /// `offset`). Only `succeeded` runs with the numbers the fit needs are used, at most 10000.
-    /// (Described in full by the document: an object with exactly one of the four.)
-    #[derive(ToSchema)]
-    #[serde(rename_all = "snake_case")]
-    #[schema(example = json!({"tags": ["chinchilla"]}))]
-    pub enum RunSelection {
-        RunIds(Vec<i64>),
-        SweepId(i64),
-        Tags(Vec<String>),
-        Filters(std::collections::BTreeMap<String, String>),
-    }
-
-    /// The filters of a selection: the filters of `GET /api/v1/runs` as an object, each a
-    /// string as in the query (an empty one is ignored), a number, or a list of those (ANDed,
-    /// at most 4). `tag` requires a tag. (The document lists every column.)
-    #[derive(ToSchema)]
-    #[schema(example = json!({"parameterization": "in:mup,completep", "width": "ge:256"}))]
-    pub struct RunFilterValues {}
-
-    /// A Chinchilla fit of the selected runs.
-    #[derive(ToSchema)]
-    #[serde(deny_unknown_fields)]
-    #[schema(example = json!({"selection": {"tags": ["chinchilla"]}, "exclude_highest_loss": 5, "resamples": 200}))]
-    pub struct ChinchillaFitRequest {
-        selection: RunSelection,
-        /// Leave out this many runs of highest final loss (Epoch left out 5); fewer than the
-        /// usable runs (else 422).
-        #[schema(default = 0, minimum = 0, maximum = 9223372036854775807_i64)]
-        exclude_highest_loss: Option<u64>,
-        /// Bootstrap resamples; 0 fits once, without intervals.
-        #[schema(default = 1000, minimum = 0, maximum = 5000)]
-        resamples: Option<u64>,
-        /// Seed of the resampling.
-        #[schema(default = 0, minimum = 0, maximum = 9223372036854775807_i64)]
-        seed: Option<u64>,
-        /// Two-sided confidence level of the intervals, in (0, 1).
-        #[schema(default = 0.95, exclusive_minimum = 0.0, exclusive_maximum = 1.0)]
-        confidence: Option<f64>,
-    }
-
     /// A percentile interval `[low, high]`.
     #[derive(ToSchema)]
     #[schema(value_type = Vec<f64>, example = json!([1.78, 1.86]))]
@@ -458,32 +415,6 @@ mod schemas {
         next_runs: Option<String>,
     }
 
-    /// How runs are grouped for separate fits: `parameterization` or `none` (one group, `all`).
-    #[derive(ToSchema)]
-    #[serde(rename_all = "snake_case")]
-    pub enum GroupBy {
-        Parameterization,
-        None,
-    }
-
-    /// Loss-versus-compute fits of the selected runs.
-    #[derive(ToSchema)]
-    #[serde(deny_unknown_fields)]
-    #[schema(example = json!({"selection": {"sweep_id": 3}, "group_by": "parameterization", "resamples": 500}))]
-    pub struct ComputeFitRequest {
-        selection: RunSelection,
-        #[schema(default = "parameterization")]
-        group_by: Option<GroupBy>,
-        /// Bootstrap resamples; 0 fits once, without intervals.
-        #[schema(default = 1000, minimum = 0, maximum = 5000)]
-        resamples: Option<u64>,
-        #[schema(default = 0, minimum = 0, maximum = 9223372036854775807_i64)]
-        seed: Option<u64>,
-        /// Two-sided confidence level of the intervals, in (0, 1).
-        #[schema(default = 0.95, exclusive_minimum = 0.0, exclusive_maximum = 1.0)]
-        confidence: Option<f64>,
-    }
-
     /// Bootstrap intervals of a compute curve's parameters.
     #[derive(ToSchema)]
     pub struct PowerLawIntervals {
@@ -492,30 +423,6 @@ mod schemas {
         #[serde(rename = "A")]
         a: Bounds,
         b: Bounds,
-    }
-
-    /// FLOP savings of one parameterization over another at matched loss (two different ones:
-    /// the same twice is refused with 422).
-    #[derive(ToSchema)]
-    #[serde(deny_unknown_fields)]
-    #[schema(example = json!({"selection": {"sweep_id": 3}, "candidate": "completep", "baseline": "mup", "resamples": 500}))]
-    pub struct SavingsRequest {
-        selection: RunSelection,
-        #[schema(default = "completep")]
-        candidate: Option<Parameterization>,
-        #[schema(default = "mup")]
-        baseline: Option<Parameterization>,
-        /// The loss to compare at; the midpoint of the loss range both groups observed when absent.
-        #[schema(exclusive_minimum = 0.0)]
-        loss: Option<f64>,
-        /// Bootstrap resamples of each group; 0 gives no interval.
-        #[schema(default = 1000, minimum = 0, maximum = 5000)]
-        resamples: Option<u64>,
-        #[schema(default = 0, minimum = 0, maximum = 9223372036854775807_i64)]
-        seed: Option<u64>,
-        /// Two-sided confidence level of the intervals, in (0, 1).
-        #[schema(default = 0.95, exclusive_minimum = 0.0, exclusive_maximum = 1.0)]
-        confidence: Option<f64>,
     }
 
     /// One side of a savings comparison: its curve and the runs behind it.

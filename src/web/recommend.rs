@@ -1186,7 +1186,8 @@ async fn recommend_shapes(
 /// `serde_json` values of these shapes).
 #[allow(dead_code)]
 mod schemas {
-    use crate::web::openapi::{Bounds, PowerLawIntervals, RunSelection};
+    use crate::web::fits::RunSelection;
+    use crate::web::openapi::{Bounds, PowerLawIntervals};
     use crate::web::sweeps::CreateSweep;
     use utoipa::ToSchema;
 

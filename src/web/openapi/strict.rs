@@ -142,7 +142,16 @@ fn tag_lists(doc: &mut Value) {
 
 /// The items of a sweep's lists: in the range of the run setting each becomes.
 fn sweep_grid(doc: &mut Value) {
+    // The shared settings: a run's, less what the grid and the sweep set.
+    let mut shared = schema(doc, "RunConfig").clone();
+    for key in ["parameterization", "width", "depth"] {
+        shared["properties"]
+            .as_object_mut()
+            .expect("RunConfig has properties")
+            .remove(key);
+    }
     let sweep = schema(doc, "CreateSweep");
+    *property(sweep, "config") = json!({"oneOf": [{"type": "null"}, shared]});
     for (list, key) in [("widths", "width"), ("depths", "depth"), ("seeds", "seed")] {
         let items = &mut property(sweep, list)["items"];
         *items = json!({"type": "integer", "format": "int64"});
