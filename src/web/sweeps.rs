@@ -256,6 +256,16 @@ pub(crate) async fn build_sweep(
         ApiError::BadRequest(m) => ApiError::BadRequest(format!("'config': {m}")),
         other => other,
     })?;
+    // Every integer in range and the LR positive, even where the grid replaces them.
+    shared
+        .check_bounds()
+        .map_err(|e| ApiError::Unprocessable(format!("'config': {e}")))?;
+    if !(shared.lr.is_finite() && shared.lr > 0.0) {
+        return Err(ApiError::Unprocessable(format!(
+            "'config': 'lr' must be positive, got {}",
+            shared.lr
+        )));
+    }
     let total = [
         lrs.iter().map(Vec::len).sum(),
         shapes.len(),
