@@ -27,16 +27,22 @@ pub(crate) fn as_bad_request(error: ApiError) -> ApiError {
     }
 }
 
+/// A deserialization error as `'path': message` (just the message at the top level), with
+/// serde's backquotes as the single quotes of every other API message.
+pub(crate) fn path_message<E: std::fmt::Display>(error: serde_path_to_error::Error<E>) -> String {
+    let path = error.path().to_string();
+    let inner = error.into_inner().to_string().replace('`', "'");
+    if path == "." {
+        inner
+    } else {
+        format!("'{path}': {inner}")
+    }
+}
+
 /// An already parsed JSON object as `T`, with [`json_body`]'s errors.
 pub(crate) fn from_object<T: DeserializeOwned>(object: Map<String, Value>) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(Value::Object(object)).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner().to_string().replace('`', "'");
-        let message = if path == "." {
-            inner
-        } else {
-            format!("'{path}': {inner}")
-        };
+        let message = path_message(e);
         if message.contains("unknown field '") {
             ApiError::BadRequest(message)
         } else {

@@ -7,7 +7,7 @@
 //! FLOPs are the plain `6 params tokens` (the dense component of [`crate::flops`]).
 
 use super::AppState;
-use super::body::{json_body, json_object};
+use super::body::{json_body, json_object, path_message};
 use super::error::ApiError;
 use crate::numbers::Count;
 use crate::param::Parameterization;
@@ -220,13 +220,8 @@ fn run_in(value: Value, context: &str) -> Result<RunIn, ApiError> {
             "{context} must be a JSON object"
         )));
     }
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let message = e.inner().to_string().replace('`', "'");
-        match e.path().to_string().as_str() {
-            "." => ApiError::Unprocessable(format!("{context}: {message}")),
-            path => ApiError::Unprocessable(format!("{context}: '{path}': {message}")),
-        }
-    })
+    serde_path_to_error::deserialize(value)
+        .map_err(|e| ApiError::Unprocessable(format!("{context}: {}", path_message(e))))
 }
 
 /// Checks a run to import and derives what it leaves out.

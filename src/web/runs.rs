@@ -136,12 +136,8 @@ impl<'de> Deserialize<'de> for CreateRun {
 fn at_path<T: serde::de::DeserializeOwned, E: serde::de::Error>(
     object: serde_json::Map<String, serde_json::Value>,
 ) -> Result<T, E> {
-    serde_path_to_error::deserialize(serde_json::Value::Object(object)).map_err(|e| {
-        match e.path().to_string().as_str() {
-            "." => E::custom(e.into_inner()),
-            path => E::custom(format!("'{path}': {}", e.into_inner())),
-        }
-    })
+    serde_path_to_error::deserialize(serde_json::Value::Object(object))
+        .map_err(|e| E::custom(super::body::path_message(e)))
 }
 
 impl CreateRun {
