@@ -225,7 +225,7 @@ impl Jobs {
 // Diagnostics
 
 /// The diagnostics the runner knows (section 5 of the CompleteP spec).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum DiagnosticKind {
     /// Coordinate check over depth at a fixed width ([`crate::coord`], paper Fig. 7).
@@ -449,7 +449,7 @@ impl DiagnosticSpec {
 }
 
 /// How far a running diagnostic has got.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct DiagnosticProgress {
     /// Models done.
     pub done: u64,

@@ -225,7 +225,7 @@ impl Default for BaseHparams {
 }
 
 /// Init, learning rate, weight decay and epsilon of one parameter group after scaling.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GroupRule {
     /// Standard deviation of the normal init; `None` for LayerNorm gains and biases (init 1 and 0),
     /// `Some(0.0)` for linear biases (init 0).
@@ -239,7 +239,7 @@ pub struct GroupRule {
 }
 
 /// The parameter groups of Table 1, each with its own rule.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Groups {
     /// Token and learned position embeddings.
     pub embedding: GroupRule,
@@ -256,7 +256,7 @@ pub struct Groups {
 }
 
 /// Everything a parameterization decides for one target shape.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ParamPlan {
     /// The rule applied.
     pub parameterization: Parameterization,

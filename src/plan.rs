@@ -169,7 +169,7 @@ impl Budget {
 }
 
 /// What every proposed shape shares: vocabulary `V`, context `T`, head dimension and biases.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Architecture {
     /// Vocabulary size `V` (rows of the embedding and of the unembedding).
     pub vocab: usize,

@@ -1597,8 +1597,14 @@ pub struct DiagnosticRecord {
     pub kind: String,
     pub status: DiagnosticStatus,
     /// The options it runs with, every default filled in.
+    #[schema(value_type = Object)]
     pub options: Value,
-    /// The result (succeeded diagnostics only).
+    /// The result (succeeded diagnostics only): for a coordinate check `axis`, `rows` (mean
+    /// absolute activations per parameterization, size and step) and `slopes` (growth exponent
+    /// of the final residual at step 1 and the last step); for a linearization check `lr`,
+    /// `finite_difference_step`, `rows` (distance per parameterization and depth) and `slopes`
+    /// (exponent of distance against depth).
+    #[schema(value_type = Option<Object>)]
     pub result: Option<Value>,
     /// Why it failed (failed diagnostics only).
     pub error: Option<String>,

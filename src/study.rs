@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// The studies shapewise can run in one click.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum StudyKind {
     DepthTransfer,
@@ -85,7 +85,7 @@ impl StudyKind {
 }
 
 /// The size knob: how much compute a study spends.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StudySize {
     /// A quick look: about a quarter of the default compute or less.
@@ -424,7 +424,7 @@ where
 
 /// How fast this machine trains: `seconds = flops / flops_per_second + width_token_blocks *
 /// seconds_per_width_token_block + seconds_per_run` (see the module docs).
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Throughput {
     /// Sustained FLOP rate `R` of the matrix products.
     pub flops_per_second: f64,

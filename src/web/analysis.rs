@@ -92,10 +92,10 @@ pub(crate) struct TransferOptimum {
     pub log2_lr: f64,
     /// Bootstrap interval `[low, high]` of `log2(lr*)` over seeds; `null` without a seed
     /// bootstrap.
-    #[schema(value_type = Option<super::openapi::Bounds>)]
+    #[schema(value_type = Option<super::fits::Bounds>)]
     pub log2_lr_interval: Option<[f64; 2]>,
     /// The same interval as learning rates.
-    #[schema(value_type = Option<super::openapi::Bounds>)]
+    #[schema(value_type = Option<super::fits::Bounds>)]
     pub lr_interval: Option<[f64; 2]>,
     /// Loss at the optimum: the quadratic's value at its vertex, else the best grid point's
     /// mean loss (nats/token).
@@ -139,7 +139,7 @@ pub(crate) struct ParameterizationTransfer {
     /// `log2(lr*)` on `log2(size)`).
     pub drift: f64,
     /// Interval `[low, high]` of the drift; `null` with two sizes and one seed.
-    #[schema(value_type = Option<super::openapi::Bounds>)]
+    #[schema(value_type = Option<super::fits::Bounds>)]
     pub drift_interval: Option<[f64; 2]>,
     /// `seed_bootstrap` (at least 5 seeds per grid point) or `student_t` (fewer seeds, 3 sizes
     /// or more); `null` without an interval.
@@ -395,17 +395,17 @@ pub(crate) struct ScaleToleranceBody {
     /// Geometric mean of the scale's training FLOPs.
     pub flops: f64,
     /// `[lowest, highest]` FLOPs of the scale's runs.
-    #[schema(value_type = super::openapi::Bounds)]
+    #[schema(value_type = super::fits::Bounds)]
     pub flops_range: [f64; 2],
     /// The optimal width-to-depth ratio `N:L`.
     pub optimal_width_depth_ratio: f64,
     /// Bootstrap interval `[low, high]` of it; `null` without resamples.
-    #[schema(value_type = Option<super::openapi::Bounds>)]
+    #[schema(value_type = Option<super::fits::Bounds>)]
     pub ratio_interval: Option<[f64; 2]>,
     /// The fitted loss at the optimum (nats/token).
     pub optimal_loss: f64,
     /// `[low, high]` `N:L` whose fitted loss is within the tolerance of the optimal loss.
-    #[schema(value_type = super::openapi::Bounds)]
+    #[schema(value_type = super::fits::Bounds)]
     pub ratio_range: [f64; 2],
     /// The range stops at the lowest shape tried (it may extend below).
     pub range_clipped_low: bool,
@@ -417,7 +417,7 @@ pub(crate) struct ScaleToleranceBody {
     /// vertex is not inside them).
     pub edge: Option<String>,
     /// `[lowest, highest]` `N:L` tried.
-    #[schema(value_type = super::openapi::Bounds)]
+    #[schema(value_type = super::fits::Bounds)]
     pub observed_ratio_range: [f64; 2],
     /// Runs of the scale.
     pub points: usize,
@@ -442,7 +442,7 @@ pub(crate) struct PooledPenalty {
     pub optimal_width_depth_ratio: f64,
     pub curvature: f64,
     /// `[low, high]` `N:L` with a predicted excess below the tolerance.
-    #[schema(value_type = super::openapi::Bounds)]
+    #[schema(value_type = super::fits::Bounds)]
     pub ratio_range: [f64; 2],
 }
 
@@ -653,8 +653,8 @@ fn checked(
     request_body(content = TransferRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "The optima, drift and verdict per parameterization", body = TransferReport),
-        (status = 400, description = "Malformed JSON, a bad selection or setting, or an unknown field", body = super::openapi::ErrorBody),
-        (status = 422, description = "No usable runs in the selection, or too many", body = super::openapi::ErrorBody),
+        (status = 400, description = "Malformed JSON, a bad selection or setting, or an unknown field", body = super::error::ErrorBody),
+        (status = 422, description = "No usable runs in the selection, or too many", body = super::error::ErrorBody),
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -700,8 +700,8 @@ async fn transfer_analysis(
     request_body(content = ToleranceRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "The tolerance per compute scale and the pooled penalty, per parameterization", body = ToleranceReport),
-        (status = 400, description = "Malformed JSON, a bad selection or setting, or an unknown field", body = super::openapi::ErrorBody),
-        (status = 422, description = "No usable runs in the selection, or too many", body = super::openapi::ErrorBody),
+        (status = 400, description = "Malformed JSON, a bad selection or setting, or an unknown field", body = super::error::ErrorBody),
+        (status = 422, description = "No usable runs in the selection, or too many", body = super::error::ErrorBody),
     )
 )]
 #[tracing::instrument(skip_all)]

@@ -18,12 +18,12 @@
 //! other checks still apply.
 
 use super::AppState;
+use super::error::{ErrorBody, ErrorKind};
 use crate::auth::{Identity, Role};
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
-use serde_json::json;
 
 /// The session cookie's name.
 pub const SESSION_COOKIE: &str = "shapewise_session";
@@ -176,8 +176,8 @@ fn is_api(path: &str) -> bool {
     path.starts_with("/api/")
 }
 
-fn json_error(status: StatusCode, kind: &str, detail: &str) -> Response {
-    (status, axum::Json(json!({"error": kind, "detail": detail}))).into_response()
+fn json_error(status: StatusCode, kind: ErrorKind, detail: &str) -> Response {
+    ErrorBody::response(status, kind, detail)
 }
 
 /// Whether `host` (a `Host` header value, with or without a port) names this machine's
@@ -229,7 +229,7 @@ pub async fn screen(State(state): State<AppState>, request: Request, next: Next)
         if host.as_deref().is_some_and(|h| !is_loopback_host(h)) {
             return json_error(
                 StatusCode::MISDIRECTED_REQUEST,
-                "misdirected",
+                ErrorKind::Misdirected,
                 "this server listens on loopback and answers only requests addressed to localhost, 127.0.0.1 or [::1]",
             );
         }
@@ -253,7 +253,7 @@ fn refuse_api_write(headers: &HeaderMap) -> Option<Response> {
     if has_body(headers) && !is_api_body_type(headers.get(header::CONTENT_TYPE)) {
         return Some(json_error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ErrorKind::UnsupportedMediaType,
             "API writes must be sent with 'Content-Type: application/json' (or 'text/csv' to \
              POST /api/v1/runs/import.csv)",
         ));
@@ -262,7 +262,7 @@ fn refuse_api_write(headers: &HeaderMap) -> Option<Response> {
     if browser && !same_origin(headers) {
         return Some(json_error(
             StatusCode::FORBIDDEN,
-            "forbidden",
+            ErrorKind::Forbidden,
             "API writes from another site's pages are refused",
         ));
     }
@@ -349,7 +349,7 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
         if !allowed.is_empty() {
             let mut response = json_error(
                 StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
+                ErrorKind::MethodNotAllowed,
                 &format!(
                     "{method} is not allowed on {template}: use {}",
                     allowed.join(", ")
@@ -363,7 +363,7 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
         tracing::error!("route {method} {template} has no access policy: refused");
         return json_error(
             StatusCode::FORBIDDEN,
-            "forbidden",
+            ErrorKind::Forbidden,
             "this route has no access policy",
         );
     };
@@ -407,7 +407,7 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
                 tracing::error!("looking up a credential failed: {e}");
                 return json_error(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
+                    ErrorKind::Unavailable,
                     "the server could not check the credential; try again",
                 );
             }
@@ -438,8 +438,8 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
 fn refuse(api: bool, status: StatusCode, detail: &str) -> Response {
     if api {
         let kind = match status {
-            StatusCode::UNAUTHORIZED => "unauthorized",
-            _ => "forbidden",
+            StatusCode::UNAUTHORIZED => ErrorKind::Unauthorized,
+            _ => ErrorKind::Forbidden,
         };
         json_error(status, kind, detail)
     } else {
@@ -482,7 +482,7 @@ pub async fn not_found(request: Request) -> Response {
     if is_api(path) {
         json_error(
             StatusCode::NOT_FOUND,
-            "not_found",
+            ErrorKind::NotFound,
             "no such API endpoint; see /api/v1/openapi.json",
         )
     } else {

@@ -5,7 +5,7 @@
 //! diagnostics worker (queued -> running -> succeeded or failed) and keeps its result. Kinds:
 //! `coord-depth` and `coord-width` ([`crate::coord`]), `linearization` ([`crate::linearize`]).
 
-use super::body::json_object;
+use super::body::json_body;
 use super::error::ApiError;
 use super::{AppState, ServerSettings};
 use crate::jobs::{DiagnosticError, DiagnosticKind, DiagnosticProgress, DiagnosticSpec};
@@ -18,9 +18,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::Serialize;
-use serde_json::{Value, json};
-use utoipa::OpenApi;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{OpenApi, ToSchema};
 
 /// The routes of this resource.
 pub fn router() -> Router<AppState> {
@@ -36,11 +36,11 @@ pub fn router() -> Router<AppState> {
 #[openapi(
     paths(create_diagnostic, list_diagnostics, get_diagnostic),
     components(schemas(
-        schemas::CreateDiagnostic,
-        schemas::DiagnosticDetail,
-        schemas::DiagnosticList,
-        schemas::DiagnosticKind,
-        schemas::DiagnosticProgress,
+        CreateDiagnostic,
+        DiagnosticView,
+        DiagnosticList,
+        DiagnosticKind,
+        DiagnosticProgress,
         crate::store::DiagnosticStatus,
     )),
     tags((name = "diagnostics", description = "Coordinate checks over depth and width, and the relative distance from linearization over depth, run in the background."))
@@ -65,12 +65,36 @@ impl From<DiagnosticError> for ApiError {
     }
 }
 
+/// A diagnostic to queue: its kind, and options of that kind (the document describes each
+/// kind's options). Unknown fields are refused.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"kind": "linearization", "options": {"depths": [2, 4, 8], "seeds": 1}}))]
+pub(crate) struct CreateDiagnostic {
+    kind: DiagnosticKind,
+    /// The kind's options; every field is optional. Coordinate checks: `parameterizations`,
+    /// `depths` and `width` (coord-depth) or `widths` and `depth` (coord-width), `steps`,
+    /// `seeds`, `lr`, `batch`, `context`, `d_head`, `attention_scale`. Linearization:
+    /// `parameterizations`, `depths`, `width`, `seeds`, `lr`, `batch`, `context`, `d_head`,
+    /// `attention_scale`.
+    #[schema(value_type = Option<Object>)]
+    options: Option<Value>,
+}
+
 /// A stored diagnostic and, while it runs, its progress.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = DiagnosticDetail)]
 pub(crate) struct DiagnosticView {
     #[serde(flatten)]
     pub record: DiagnosticRecord,
+    /// While it runs.
     pub progress: Option<DiagnosticProgress>,
+}
+
+/// The diagnostics, newest first.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct DiagnosticList {
+    diagnostics: Vec<DiagnosticView>,
 }
 
 pub(crate) fn view(state: &AppState, record: DiagnosticRecord) -> DiagnosticView {
@@ -113,13 +137,6 @@ pub(crate) fn admit_spec(spec: &DiagnosticSpec, settings: &ServerSettings) -> Re
     Ok(())
 }
 
-/// The kinds as a sentence: `coord-depth, coord-width or linearization`.
-fn kind_names() -> String {
-    let names: Vec<&str> = DiagnosticKind::ALL.iter().map(|k| k.name()).collect();
-    let (last, rest) = names.split_last().unwrap_or((&"", &[]));
-    format!("{} or {last}", rest.join(", "))
-}
-
 /// Queues a diagnostic.
 ///
 /// `options` may leave out any field (each takes the kind's default) and is checked before
@@ -131,12 +148,12 @@ fn kind_names() -> String {
     post,
     path = "/api/v1/diagnostics",
     tag = "diagnostics",
-    request_body(content = schemas::CreateDiagnostic, content_type = "application/json"),
+    request_body(content = CreateDiagnostic, content_type = "application/json"),
     responses(
-        (status = 202, description = "The queued diagnostic", body = schemas::DiagnosticDetail),
-        (status = 400, description = "Malformed JSON, an unknown field or an unknown option", body = super::openapi::ErrorBody),
-        (status = 413, description = "The body is too large", body = super::openapi::ErrorBody),
-        (status = 422, description = "A missing or unknown kind, an option the diagnostic refuses, or a largest model above the server's memory limit", body = super::openapi::ErrorBody),
+        (status = 202, description = "The queued diagnostic", body = DiagnosticView),
+        (status = 400, description = "Malformed JSON, an unknown field or an unknown option", body = super::error::ErrorBody),
+        (status = 413, description = "The body is too large", body = super::error::ErrorBody),
+        (status = 422, description = "A missing or unknown kind, an option the diagnostic refuses, or a largest model above the server's memory limit", body = super::error::ErrorBody),
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -144,24 +161,8 @@ async fn create_diagnostic(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let mut body = json_object(body)?;
-    let kind = match body.remove("kind") {
-        Some(Value::String(name)) => DiagnosticKind::parse(&name).ok_or_else(|| {
-            ApiError::Unprocessable(format!("unknown kind '{name}': use {}", kind_names()))
-        })?,
-        _ => {
-            return Err(ApiError::Unprocessable(format!(
-                "'kind' is required: {}",
-                kind_names()
-            )));
-        }
-    };
-    let options = body.remove("options").unwrap_or(Value::Null);
-    if let Some(unknown) = body.keys().next() {
-        return Err(ApiError::BadRequest(format!(
-            "unknown field '{unknown}': a diagnostic has kind and options"
-        )));
-    }
+    let CreateDiagnostic { kind, options } = json_body(body)?;
+    let options = options.unwrap_or(Value::Null);
     admit_diagnostic(kind, &options, &state.settings)?;
     let id = state.jobs.enqueue_diagnostic(kind, &options, None).await?;
     let record = state
@@ -178,7 +179,7 @@ async fn create_diagnostic(
     path = "/api/v1/diagnostics",
     tag = "diagnostics",
     responses(
-        (status = 200, description = "The diagnostics, newest first, with their results", body = schemas::DiagnosticList),
+        (status = 200, description = "The diagnostics, newest first, with their results", body = DiagnosticList),
     )
 )]
 async fn list_diagnostics(State(state): State<AppState>) -> Result<Response, ApiError> {
@@ -189,7 +190,7 @@ async fn list_diagnostics(State(state): State<AppState>) -> Result<Response, Api
         .into_iter()
         .map(|record| view(&state, record))
         .collect();
-    Ok(Json(json!({ "diagnostics": diagnostics })).into_response())
+    Ok(Json(DiagnosticList { diagnostics }).into_response())
 }
 
 /// Returns a diagnostic: its status, options, progress and, once it succeeded, its result.
@@ -199,9 +200,9 @@ async fn list_diagnostics(State(state): State<AppState>) -> Result<Response, Api
     tag = "diagnostics",
     params(("id" = i64, Path, description = "Diagnostic id")),
     responses(
-        (status = 200, description = "The diagnostic", body = schemas::DiagnosticDetail),
-        (status = 400, description = "The id is not an integer", body = super::openapi::ErrorBody),
-        (status = 404, description = "No such diagnostic", body = super::openapi::ErrorBody),
+        (status = 200, description = "The diagnostic", body = DiagnosticView),
+        (status = 400, description = "The id is not an integer", body = super::error::ErrorBody),
+        (status = 404, description = "No such diagnostic", body = super::error::ErrorBody),
     )
 )]
 async fn get_diagnostic(
@@ -216,82 +217,4 @@ async fn get_diagnostic(
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("diagnostic {id} not found")))?;
     Ok(Json(view(&state, record)).into_response())
-}
-
-/// The documentation-only request and response shapes (the handlers parse and answer with
-/// `serde_json` values of these shapes).
-#[allow(dead_code)]
-mod schemas {
-    use crate::store::DiagnosticStatus;
-    use utoipa::ToSchema;
-
-    /// A diagnostic: `coord-depth` (mean activation sizes over depth at a fixed width, paper
-    /// Fig. 7), `coord-width` (the same over width at a fixed depth) or `linearization` (relative
-    /// distance of a block's one-step update from its linearization over depth, paper Fig. 6).
-    #[derive(ToSchema)]
-    #[serde(rename_all = "kebab-case")]
-    pub enum DiagnosticKind {
-        CoordDepth,
-        CoordWidth,
-        Linearization,
-    }
-
-    /// A diagnostic to queue: its kind, and options of that kind (the document describes each
-    /// kind's options).
-    #[derive(ToSchema)]
-    #[schema(example = json!({"kind": "linearization", "options": {"depths": [2, 4, 8], "seeds": 1}}))]
-    pub struct CreateDiagnostic {
-        kind: DiagnosticKind,
-        /// The kind's options; every field is optional. Coordinate checks: `parameterizations`,
-        /// `depths` and `width` (coord-depth) or `widths` and `depth` (coord-width), `steps`,
-        /// `seeds`, `lr`, `batch`, `context`, `d_head`, `attention_scale`. Linearization:
-        /// `parameterizations`, `depths`, `width`, `seeds`, `lr`, `batch`, `context`, `d_head`,
-        /// `attention_scale`.
-        #[schema(value_type = Option<Object>)]
-        options: Option<serde_json::Value>,
-    }
-
-    /// How far a running diagnostic has got.
-    #[derive(ToSchema)]
-    pub struct DiagnosticProgress {
-        /// Models done.
-        done: u64,
-        /// Models in all.
-        total: u64,
-        /// The last model done.
-        last: String,
-    }
-
-    /// A stored diagnostic.
-    #[derive(ToSchema)]
-    pub struct DiagnosticDetail {
-        id: i64,
-        kind: DiagnosticKind,
-        status: DiagnosticStatus,
-        /// Every option it runs with, defaults filled in.
-        #[schema(value_type = Object)]
-        options: serde_json::Value,
-        /// Once succeeded: for a coordinate check `axis`, `rows` (mean absolute activations per
-        /// parameterization, size and step) and `slopes` (growth exponent of the final residual
-        /// at step 1 and the last step); for a linearization check `lr`,
-        /// `finite_difference_step`, `rows` (distance per parameterization and depth) and
-        /// `slopes` (exponent of distance against depth).
-        #[schema(value_type = Option<Object>)]
-        result: Option<serde_json::Value>,
-        /// Why it failed.
-        error: Option<String>,
-        /// The study it belongs to.
-        sweep_id: Option<i64>,
-        created_at: String,
-        started_at: Option<String>,
-        finished_at: Option<String>,
-        /// While it runs.
-        progress: Option<DiagnosticProgress>,
-    }
-
-    /// The diagnostics, newest first.
-    #[derive(ToSchema)]
-    pub struct DiagnosticList {
-        diagnostics: Vec<DiagnosticDetail>,
-    }
 }

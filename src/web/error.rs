@@ -5,7 +5,8 @@ use crate::store::StoreError;
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 /// An API failure.
 #[derive(Debug, thiserror::Error)]
@@ -45,17 +46,62 @@ impl ApiError {
         }
     }
 
-    fn kind(&self) -> &'static str {
+    fn kind(&self) -> ErrorKind {
         match self {
-            ApiError::BadRequest(_) => "bad_request",
-            ApiError::Unprocessable(_) => "invalid",
-            ApiError::NotFound(_) => "not_found",
-            ApiError::Forbidden(_) => "forbidden",
-            ApiError::Conflict(_) => "conflict",
-            ApiError::PayloadTooLarge(_) => "payload_too_large",
-            ApiError::Internal(_) => "internal",
+            ApiError::BadRequest(_) => ErrorKind::BadRequest,
+            ApiError::Unprocessable(_) => ErrorKind::Invalid,
+            ApiError::NotFound(_) => ErrorKind::NotFound,
+            ApiError::Forbidden(_) => ErrorKind::Forbidden,
+            ApiError::Conflict(_) => ErrorKind::Conflict,
+            ApiError::PayloadTooLarge(_) => ErrorKind::PayloadTooLarge,
+            ApiError::Internal(_) => ErrorKind::Internal,
         }
     }
+}
+
+/// Every error response: a machine-readable kind and a message that says what to change.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"error": "not_found", "detail": "run 42 not found"}))]
+pub struct ErrorBody {
+    pub error: ErrorKind,
+    /// What went wrong, and usually what to change.
+    pub detail: String,
+}
+
+impl ErrorBody {
+    /// The response of an error of `kind` with `status`.
+    pub fn response(status: StatusCode, error: ErrorKind, detail: impl Into<String>) -> Response {
+        let body = ErrorBody {
+            error,
+            detail: detail.into(),
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+/// The kind of an error, one per status: `bad_request` (400: malformed JSON, unknown field or
+/// parameter), `invalid` (422: well-formed but refused, e.g. a config the trainer would reject),
+/// `not_found` (404), `payload_too_large` (413), `unauthorized` (401: no valid token),
+/// `forbidden` (403: the token's role may not), `method_not_allowed` (405), `conflict` (409),
+/// `unsupported_media_type` (415: an API write without `Content-Type: application/json`),
+/// `misdirected` (421: a loopback server addressed by another host name), `timeout` (408),
+/// `unavailable` (503) and `internal` (500: details are logged, not returned).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    BadRequest,
+    Invalid,
+    NotFound,
+    PayloadTooLarge,
+    Unauthorized,
+    Forbidden,
+    Conflict,
+    MethodNotAllowed,
+    UnsupportedMediaType,
+    Misdirected,
+    Timeout,
+    Unavailable,
+    Internal,
 }
 
 impl IntoResponse for ApiError {
@@ -63,8 +109,7 @@ impl IntoResponse for ApiError {
         if let ApiError::Internal(detail) = &self {
             tracing::error!("internal error: {detail}");
         }
-        let body = json!({"error": self.kind(), "detail": self.to_string()});
-        (self.status_code(), Json(body)).into_response()
+        ErrorBody::response(self.status_code(), self.kind(), self.to_string())
     }
 }
 

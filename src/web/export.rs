@@ -93,10 +93,10 @@ fn csv_response(body: String, filename: &str) -> Response {
     get,
     path = "/api/v1/runs.csv",
     tag = "export",
-    params(super::openapi::RunFilters),
+    params(super::runs::RunFilters),
     responses(
         (status = 200, description = "`runs.csv`, one row per run", body = String, content_type = "text/csv"),
-        (status = 400, description = "Unknown filter, bad value or bad paging", body = super::openapi::ErrorBody),
+        (status = 400, description = "Unknown filter, bad value or bad paging", body = super::error::ErrorBody),
     )
 )]
 async fn runs_csv(
@@ -125,8 +125,8 @@ async fn runs_csv(
     params(("id" = i64, Path, description = "Run id")),
     responses(
         (status = 200, description = "`run-{id}-metrics.csv`, one row per step", body = String, content_type = "text/csv"),
-        (status = 400, description = "The id is not an integer", body = super::openapi::ErrorBody),
-        (status = 404, description = "No such run", body = super::openapi::ErrorBody),
+        (status = 400, description = "The id is not an integer", body = super::error::ErrorBody),
+        (status = 404, description = "No such run", body = super::error::ErrorBody),
     )
 )]
 async fn metrics_csv(

@@ -41,7 +41,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use utoipa::ToSchema;
 
@@ -189,23 +189,6 @@ fn filter_query(filters: Map<String, Value>) -> Result<RunQuery, ApiError> {
     parse_run_query(pairs)
 }
 
-/// Builds the store query of a `selection` given as JSON (see [`RunSelection`]).
-pub(crate) fn parse_selection(value: Option<Value>) -> Result<RunQuery, ApiError> {
-    const KINDS: &str = "'run_ids', 'sweep_id', 'tags' or 'filters'";
-    let Some(value @ Value::Object(_)) = value else {
-        return Err(ApiError::BadRequest(format!(
-            "'selection' is required: an object with one of {KINDS}"
-        )));
-    };
-    let selection: RunSelection = serde_path_to_error::deserialize(value).map_err(|e| {
-        ApiError::BadRequest(format!(
-            "'selection' must have exactly one of {KINDS}: {}",
-            e.inner().to_string().replace('`', "'")
-        ))
-    })?;
-    selection.query()
-}
-
 /// The bootstrap settings every fit request takes, each checked against its range (400 naming
 /// the field): `resamples` (at most [`MAX_RESAMPLES`], 1000 by default), `seed` (at most
 /// [`MAX_SEED`], 0 by default) and `confidence` (in (0, 1), 0.95 by default).
@@ -316,8 +299,16 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::Internal(format!("fit task failed: {e}")))?
 }
 
-fn pair(interval: &Interval) -> Value {
-    json!([interval.low, interval.high])
+/// A percentile interval `[low, high]`; its schema is that of every `[f64; 2]` interval of the
+/// API.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, ToSchema)]
+#[schema(value_type = Vec<f64>, example = json!([1.78, 1.86]))]
+pub(crate) struct Bounds(pub [f64; 2]);
+
+impl From<&Interval> for Bounds {
+    fn from(interval: &Interval) -> Bounds {
+        Bounds(bounds(interval))
+    }
 }
 
 fn bounds(interval: &Interval) -> [f64; 2] {
@@ -349,12 +340,12 @@ impl Default for ComputeOptions {
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, ToSchema)]
 pub(crate) struct PowerLawBounds {
     #[serde(rename = "E")]
-    #[schema(value_type = super::openapi::Bounds)]
+    #[schema(value_type = Bounds)]
     pub e: [f64; 2],
     #[serde(rename = "A")]
-    #[schema(value_type = super::openapi::Bounds)]
+    #[schema(value_type = Bounds)]
     pub a: [f64; 2],
-    #[schema(value_type = super::openapi::Bounds)]
+    #[schema(value_type = Bounds)]
     pub b: [f64; 2],
 }
 
@@ -740,7 +731,7 @@ fn compute_groups(runs: &[RunRecord], by_parameterization: bool) -> BTreeMap<Str
 // FLOP savings at matched loss
 
 /// Where the loss of a savings comparison came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum LossSource {
     /// The request gave it.
@@ -750,7 +741,7 @@ pub(crate) enum LossSource {
 }
 
 /// How the headline savings were measured.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum SavingsMethod {
     /// From the runs both sides trained at the same FLOPs ([`crate::fit::matched`]).
@@ -759,42 +750,55 @@ pub(crate) enum SavingsMethod {
     Curves,
 }
 
-/// The matched-compute estimate as the API shows it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// Savings from runs matched at equal compute: at each compute both trained, the
+/// baseline's loss minus the candidate's, worth `exp(dL / sigma)` times the baseline's
+/// compute with `sigma = -dL/d ln C` of its fitted frontier; averaged in log.
+#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
 pub(crate) struct MatchedView {
+    /// Computes trained by both.
     pub computes: usize,
+    /// The smallest and largest matched compute (FLOPs).
+    #[schema(value_type = Bounds)]
     pub compute_range: [f64; 2],
+    /// Mean log compute ratio `r`; the savings are `1 - exp(-r)`.
     pub log_ratio: f64,
+    /// Standard error of `r` from the scatter of the pairs.
     pub se_pairs: f64,
+    /// Standard error of `r` from the baseline slope's bootstrap.
     pub se_slope: f64,
+    /// Mean loss difference (baseline minus candidate, nats/token) per matched compute.
     pub loss_differences: Vec<f64>,
 }
 
 /// FLOP savings of one fitted group over another: from the runs matched at equal compute when
 /// there are at least [`crate::fit::matched::MIN_MATCHED_COMPUTES`] such computes, else read
 /// off the two fitted curves at one loss (both readings are kept).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
 pub(crate) struct Savings {
-    /// The headline savings, by `method`.
+    /// The share of the baseline's FLOPs the candidate does without (0.2: 20% fewer FLOPs;
+    /// negative: more), by `method`.
     pub savings: f64,
-    /// Its interval; `None` when the curves are the method and have no resamples reaching the
+    /// Its interval; `null` when the curves are the method and have no resamples reaching the
     /// loss.
+    #[schema(value_type = Option<Bounds>)]
     pub interval: Option<[f64; 2]>,
     pub method: SavingsMethod,
-    /// The matched-compute estimate, when there are enough matched computes.
+    /// The matched-compute estimate; `null` with fewer than 4 computes trained by both.
     pub matched: Option<MatchedView>,
     /// `1 - C_candidate(L) / C_baseline(L)` off the fitted curves.
     pub curve_savings: f64,
     /// Percentile interval of `curve_savings` from the resample curves paired by index; `None`
     /// without resamples or when no pair reaches the loss.
+    #[schema(value_type = Option<Bounds>)]
     pub curve_interval: Option<[f64; 2]>,
     /// The loss the curves are compared at.
     pub loss: f64,
     pub loss_source: LossSource,
     /// Resample pairs left out because a curve never reaches the loss.
     pub unreachable_resamples: usize,
-    /// Whether the savings are supported: the interval's width and sign, and both curves'
-    /// findings.
+    /// `conclusive` is `false` when the runs cannot support the savings (see `warnings`): an
+    /// interval wider than ±10 points or spanning 0, fewer than 4 compute scales or less than a
+    /// decade, or either curve's own findings.
     #[serde(flatten)]
     pub verdict: Verdict,
 }
@@ -917,8 +921,8 @@ pub(crate) struct SavingsOptions {
     pub bootstrap: BootstrapOptions,
 }
 
-/// One side of a savings comparison.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// One side of a savings comparison: its curve and the runs behind it.
+#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
 pub(crate) struct SavingsCurve {
     pub parameterization: String,
     #[serde(rename = "E")]
@@ -928,7 +932,9 @@ pub(crate) struct SavingsCurve {
     pub b: f64,
     pub intervals: Option<PowerLawBounds>,
     pub n_runs: usize,
+    /// Whether `E` is shared with the other parameterizations (the runs name the same data).
     pub shared_e: bool,
+    /// FLOPs of each compute scale's best run (the frontier the curve is fitted on).
     pub compute_scales: Vec<f64>,
 }
 
@@ -947,8 +953,8 @@ impl From<&ComputeGroupFit> for SavingsCurve {
     }
 }
 
-/// The answer of `POST /api/v1/analysis/savings`.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// The answer of `POST /api/v1/analysis/savings`: how much compute the candidate saves.
+#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
 pub(crate) struct SavingsReport {
     #[serde(flatten)]
     pub savings: Savings,
@@ -1017,6 +1023,49 @@ pub(crate) struct ChinchillaFitRequest {
     confidence: Option<f64>,
 }
 
+/// Bootstrap intervals of the surface's parameters.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ChinchillaBounds {
+    #[serde(rename = "E")]
+    #[schema(value_type = Bounds)]
+    e: [f64; 2],
+    #[serde(rename = "A")]
+    #[schema(value_type = Bounds)]
+    a: [f64; 2],
+    #[serde(rename = "B")]
+    #[schema(value_type = Bounds)]
+    b: [f64; 2],
+    #[schema(value_type = Bounds)]
+    alpha: [f64; 2],
+    #[schema(value_type = Bounds)]
+    beta: [f64; 2],
+}
+
+/// The fitted surface `L(N, D) = E + A / N^alpha + B / D^beta`; `conclusive` is `false` when
+/// the runs cover fewer than 4 compute scales (`6 N D`) or less than a decade (see `warnings`).
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ChinchillaFit {
+    /// Irreducible loss.
+    #[serde(rename = "E")]
+    e: f64,
+    #[serde(rename = "A")]
+    a: f64,
+    #[serde(rename = "B")]
+    b: f64,
+    alpha: f64,
+    beta: f64,
+    /// `null` with `resamples: 0`.
+    intervals: Option<ChinchillaBounds>,
+    /// Runs fitted.
+    n_runs: usize,
+    /// Summed Huber loss of the log-loss residuals at the optimum.
+    objective: f64,
+    /// The highest-loss runs left out.
+    excluded_run_ids: Vec<i64>,
+    #[serde(flatten)]
+    verdict: Verdict,
+}
+
 /// How a compute fit groups the runs: one curve per `parameterization`, or `none` (one curve).
 #[derive(Debug, Deserialize, PartialEq, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -1079,9 +1128,9 @@ pub(crate) struct SavingsRequest {
     tag = "fits",
     request_body(content = ChinchillaFitRequest, content_type = "application/json"),
     responses(
-        (status = 200, description = "The fitted surface with its intervals", body = super::openapi::ChinchillaFitResult),
-        (status = 400, description = "Malformed JSON, a bad selection or setting, or an unknown field", body = super::openapi::ErrorBody),
-        (status = 422, description = "A selection the fit refuses: too few runs or scales, too many runs", body = super::openapi::ErrorBody),
+        (status = 200, description = "The fitted surface with its intervals", body = ChinchillaFit),
+        (status = 400, description = "Malformed JSON, a bad selection or setting, or an unknown field", body = super::error::ErrorBody),
+        (status = 422, description = "A selection the fit refuses: too few runs or scales, too many runs", body = super::error::ErrorBody),
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -1141,10 +1190,13 @@ async fn chinchilla_fit(
             return Ok((fit, None));
         }
         let b = bootstrap_chinchilla(&points, &bootstrap, &options).map_err(unprocessable)?;
-        let intervals = json!({
-            "E": pair(&b.e), "A": pair(&b.a), "B": pair(&b.b),
-            "alpha": pair(&b.alpha), "beta": pair(&b.beta),
-        });
+        let intervals = ChinchillaBounds {
+            e: bounds(&b.e),
+            a: bounds(&b.a),
+            b: bounds(&b.b),
+            alpha: bounds(&b.alpha),
+            beta: bounds(&b.beta),
+        };
         Ok((b.fit, Some(intervals)))
     })
     .await?;
@@ -1163,16 +1215,18 @@ async fn chinchilla_fit(
         .collect();
     let mut verdict = Verdict::new();
     verdict.check_coverage(&scales);
-    Ok(Json(json!({
-        "E": s.e, "A": s.a, "B": s.b, "alpha": s.alpha, "beta": s.beta,
-        "intervals": intervals,
-        "n_runs": fit.n,
-        "objective": fit.objective,
-        "excluded_run_ids": excluded,
-        "conclusive": verdict.conclusive,
-        "warnings": verdict.warnings,
-        "next_runs": verdict.next_runs,
-    }))
+    Ok(Json(ChinchillaFit {
+        e: s.e,
+        a: s.a,
+        b: s.b,
+        alpha: s.alpha,
+        beta: s.beta,
+        intervals,
+        n_runs: fit.n,
+        objective: fit.objective,
+        excluded_run_ids: excluded,
+        verdict,
+    })
     .into_response())
 }
 
@@ -1190,8 +1244,8 @@ async fn chinchilla_fit(
     request_body(content = ComputeFitRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "One fit per group, and the groups that could not be fitted", body = ComputeReport),
-        (status = 400, description = "Malformed JSON, a bad selection or setting, or an unknown field", body = super::openapi::ErrorBody),
-        (status = 422, description = "No usable runs in the selection, or too many", body = super::openapi::ErrorBody),
+        (status = 400, description = "Malformed JSON, a bad selection or setting, or an unknown field", body = super::error::ErrorBody),
+        (status = 422, description = "No usable runs in the selection, or too many", body = super::error::ErrorBody),
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -1224,9 +1278,9 @@ async fn compute_fit(
     tag = "fits",
     request_body(content = SavingsRequest, content_type = "application/json"),
     responses(
-        (status = 200, description = "The savings at the loss used, with an interval", body = super::openapi::SavingsResult),
-        (status = 400, description = "Malformed JSON, a bad selection or setting, or an unknown field", body = super::openapi::ErrorBody),
-        (status = 422, description = "The same parameterization as candidate and baseline, a group missing or refused by the fit, a loss no curve reaches, or ranges that do not overlap", body = super::openapi::ErrorBody),
+        (status = 200, description = "The savings at the loss used, with an interval", body = SavingsReport),
+        (status = 400, description = "Malformed JSON, a bad selection or setting, or an unknown field", body = super::error::ErrorBody),
+        (status = 422, description = "The same parameterization as candidate and baseline, a group missing or refused by the fit, a loss no curve reaches, or ranges that do not overlap", body = super::error::ErrorBody),
     )
 )]
 #[tracing::instrument(skip_all)]

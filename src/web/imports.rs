@@ -296,9 +296,9 @@ fn imported_run(run: RunIn, context: &str) -> Result<ImportedRun, ApiError> {
     request_body(content = ImportRuns, content_type = "application/json"),
     responses(
         (status = 201, description = "The new runs' ids, in request order", body = ImportResult),
-        (status = 400, description = "Malformed JSON, or not `{\"runs\": [...]}`", body = super::openapi::ErrorBody),
-        (status = 413, description = "The body is too large", body = super::openapi::ErrorBody),
-        (status = 422, description = "An invalid run or point", body = super::openapi::ErrorBody),
+        (status = 400, description = "Malformed JSON, or not `{\"runs\": [...]}`", body = super::error::ErrorBody),
+        (status = 413, description = "The body is too large", body = super::error::ErrorBody),
+        (status = 422, description = "An invalid run or point", body = super::error::ErrorBody),
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -437,9 +437,9 @@ fn csv_row(header: &[String], record: &csv::StringRecord, defaults: &[(String, S
     request_body(content = String, content_type = "text/csv"),
     responses(
         (status = 201, description = "The new runs' ids, in row order", body = ImportResult),
-        (status = 400, description = "An unknown query parameter", body = super::openapi::ErrorBody),
-        (status = 413, description = "The body is too large", body = super::openapi::ErrorBody),
-        (status = 422, description = "Not CSV with a header, an invalid row, or more than 10000 rows", body = super::openapi::ErrorBody),
+        (status = 400, description = "An unknown query parameter", body = super::error::ErrorBody),
+        (status = 413, description = "The body is too large", body = super::error::ErrorBody),
+        (status = 422, description = "Not CSV with a header, an invalid row, or more than 10000 rows", body = super::error::ErrorBody),
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -512,10 +512,10 @@ pub(crate) fn runs_from_csv(
     request_body(content = AppendMetrics, content_type = "application/json"),
     responses(
         (status = 200, description = "How many points were appended", body = AppendResult),
-        (status = 400, description = "Malformed JSON or a bad id", body = super::openapi::ErrorBody),
-        (status = 404, description = "No such run", body = super::openapi::ErrorBody),
-        (status = 413, description = "The body is too large, or more than 100000 points", body = super::openapi::ErrorBody),
-        (status = 422, description = "An invalid point, or a run trained by shapewise", body = super::openapi::ErrorBody),
+        (status = 400, description = "Malformed JSON or a bad id", body = super::error::ErrorBody),
+        (status = 404, description = "No such run", body = super::error::ErrorBody),
+        (status = 413, description = "The body is too large, or more than 100000 points", body = super::error::ErrorBody),
+        (status = 422, description = "An invalid point, or a run trained by shapewise", body = super::error::ErrorBody),
     )
 )]
 #[tracing::instrument(skip_all)]

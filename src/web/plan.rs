@@ -8,27 +8,54 @@ use axum::extract::rejection::QueryRejection;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
+use utoipa::IntoParams;
 
 /// The routes of this resource.
 pub fn router() -> Router<AppState> {
     Router::new().route("/api/v1/plan", get(get_plan))
 }
 
-/// Query parameters, named as the CLI's flags.
-#[derive(Debug, Deserialize)]
+/// Query parameters of the plan, named as the flags of `shapewise plan`; sizes within the
+/// bounds of a run config. Unknown parameters are refused.
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct PlanQuery {
+    /// The parameterization.
+    #[param(value_type = Parameterization, inline, example = "alpha")]
     param: String,
+    /// Alpha, for `param=alpha`.
+    #[param(example = 0.75)]
     alpha: Option<f64>,
+    /// Target width `N`.
+    #[param(example = 1024)]
     width: usize,
+    /// Target depth `L`.
+    #[param(example = 32)]
     depth: usize,
+    /// Base width `N_base`.
+    #[param(default = json!(256), example = 256)]
     base_width: Option<usize>,
+    /// Base depth `L_base`.
+    #[param(default = json!(2), example = 2)]
     base_depth: Option<usize>,
+    /// Base learning rate.
+    #[param(default = json!(0.00390625), example = 0.01, exclusive_minimum = 0.0)]
     lr: Option<f64>,
+    /// Base init standard deviation.
+    #[param(default = json!(0.02), example = 0.02, exclusive_minimum = 0.0)]
     init_std: Option<f64>,
+    /// Base AdamW epsilon.
+    #[param(default = json!(1e-16), example = 1e-8, minimum = 0.0)]
     eps: Option<f64>,
+    /// Base weight decay.
+    #[param(default = json!(0.0), example = 0.1, minimum = 0.0)]
     weight_decay: Option<f64>,
+    /// Head dimension.
+    #[param(default = json!(64), example = 64)]
     d_head: Option<usize>,
+    /// Attention logit scale; the parameterization's default when absent.
+    #[param(value_type = Option<AttentionScale>, inline, example = "d_head")]
     attention_scale: Option<String>,
 }
 
@@ -69,11 +96,11 @@ fn finite(plan: &crate::param::ParamPlan) -> bool {
     get,
     path = "/api/v1/plan",
     tag = "plan",
-    params(super::openapi::PlanParams),
+    params(PlanQuery),
     responses(
-        (status = 200, description = "The plan", body = super::openapi::ParamPlan),
-        (status = 400, description = "A missing, malformed or unknown parameter", body = super::openapi::ErrorBody),
-        (status = 422, description = "Settings the parameterization refuses, a size out of range, or a plan whose numbers overflow", body = super::openapi::ErrorBody),
+        (status = 200, description = "The plan", body = crate::param::ParamPlan),
+        (status = 400, description = "A missing, malformed or unknown parameter", body = super::error::ErrorBody),
+        (status = 422, description = "Settings the parameterization refuses, a size out of range, or a plan whose numbers overflow", body = super::error::ErrorBody),
     )
 )]
 async fn get_plan(

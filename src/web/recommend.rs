@@ -15,11 +15,11 @@
 //! The page `/planner` calls [`plan_request`] with the same body, so the page and the API accept,
 //! refuse and answer alike.
 
-use super::body::json_object;
+use super::body::{as_bad_request, from_object, json_object};
 use super::error::ApiError;
 use super::fits::{
-    DataOfRuns, GroupRuns, MAX_RESAMPLES, PowerLawBounds, blocking, final_loss, fit_groups,
-    parse_selection, select_runs,
+    Bounds, DataOfRuns, GroupRuns, PowerLawBounds, blocking, bootstrap_options, final_loss,
+    fit_groups, select_runs,
 };
 use super::studies::EstimateView;
 use super::{AppState, ServerSettings};
@@ -58,16 +58,16 @@ pub fn api_doc() -> utoipa::openapi::OpenApi {
 #[openapi(
     paths(recommend_shapes),
     components(schemas(
-        schemas::RecommendRequest,
-        schemas::RecommendResult,
-        schemas::ParameterizationRecommendation,
-        schemas::PlannedFit,
-        schemas::ShapePenaltyBody,
-        schemas::RecommendedShape,
-        schemas::CandidateShape,
-        schemas::MatchedComputeBody,
-        schemas::RefusedParameterization,
-        schemas::CreatedSweep,
+        RecommendRequest,
+        RecommendResult,
+        ParameterizationRecommendation,
+        PlannedFit,
+        ShapePenaltyBody,
+        RecommendedShape,
+        CandidateShape,
+        MatchedComputeBody,
+        RefusedParameterization,
+        CreatedSweep,
     )),
     tags((name = "planner", description = "From a compute budget to ranked shapes and token counts per fitted parameterization, and the sweep that confirms them."))
 )]
@@ -133,11 +133,6 @@ pub(crate) struct PlanRequest {
     pub create_sweep: bool,
 }
 
-/// The fields a request may have, for the unknown-field message.
-const FIELDS: &str = "'selection', 'budget_flops', 'device_hours', 'flops_per_second', 'vocab', \
-    'context', 'd_head', 'tokens_per_param', 'max_depth', 'min_width', 'max_width', 'memory_gib', \
-    'batch', 'top', 'resamples', 'seed', 'confidence' and 'create_sweep'";
-
 fn bad(message: impl Into<String>) -> ApiError {
     ApiError::BadRequest(message.into())
 }
@@ -151,36 +146,42 @@ fn plan_error(e: PlanError) -> ApiError {
     }
 }
 
-/// An optional positive number.
-fn number(body: &mut Map<String, Value>, key: &str) -> Result<Option<f64>, ApiError> {
-    match body.remove(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(value) => value
-            .as_f64()
-            .filter(|v| v.is_finite() && *v > 0.0)
-            .map(Some)
-            .ok_or_else(|| bad(format!("'{key}' must be a positive number"))),
+/// An optional positive number at most `max`.
+fn positive(value: Option<f64>, key: &str, max: f64) -> Result<Option<f64>, ApiError> {
+    match value {
+        Some(v) if !(v.is_finite() && v > 0.0) => {
+            Err(bad(format!("'{key}' must be a positive number")))
+        }
+        Some(v) if v > max => Err(bad(format!("'{key}' must be at most {max:e}"))),
+        v => Ok(v),
     }
 }
 
 /// An optional integer in `1..=max`.
-fn integer(body: &mut Map<String, Value>, key: &str, max: u64) -> Result<Option<u64>, ApiError> {
-    match body.remove(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(value) => value
-            .as_u64()
-            .filter(|v| (1..=max).contains(v))
-            .map(Some)
-            .ok_or_else(|| bad(format!("'{key}' must be an integer from 1 to {max}"))),
+fn integer(value: Option<u64>, key: &str, max: u64) -> Result<Option<u64>, ApiError> {
+    match value {
+        Some(v) if !(1..=max).contains(&v) => {
+            Err(bad(format!("'{key}' must be an integer from 1 to {max}")))
+        }
+        v => Ok(v),
     }
 }
 
 /// Parses and checks a planner body (the JSON object `POST /api/v1/plan/recommend` takes).
-pub(crate) fn parse_request(mut body: Map<String, Value>) -> Result<PlanRequest, ApiError> {
-    let selection = parse_selection(body.remove("selection"))?;
-    let budget_flops = number(&mut body, "budget_flops")?;
-    let device_hours = number(&mut body, "device_hours")?;
-    let flops_per_second = number(&mut body, "flops_per_second")?;
+pub(crate) fn parse_request(body: Map<String, Value>) -> Result<PlanRequest, ApiError> {
+    let request: RecommendRequest = from_object(body).map_err(as_bad_request)?;
+    let selection = request
+        .selection
+        .ok_or_else(|| {
+            bad(
+                "'selection' is required: an object with one of 'run_ids', 'sweep_id', 'tags' \
+                 or 'filters'",
+            )
+        })?
+        .query()?;
+    let budget_flops = positive(request.budget_flops, "budget_flops", f64::MAX)?;
+    let device_hours = positive(request.device_hours, "device_hours", f64::MAX)?;
+    let flops_per_second = positive(request.flops_per_second, "flops_per_second", f64::MAX)?;
     let budget = match (budget_flops, device_hours, flops_per_second) {
         (Some(flops), None, None) => Budget::from_flops(flops).map_err(plan_error)?,
         // Each number is positive and finite: a refusal is about their product (422).
@@ -204,63 +205,38 @@ pub(crate) fn parse_request(mut body: Map<String, Value>) -> Result<PlanRequest,
             ));
         }
     };
-    let vocab = integer(&mut body, "vocab", 1 << 24)?
+    let vocab = integer(request.vocab, "vocab", 1 << 24)?
         .ok_or_else(|| bad("'vocab' is required: the model's vocabulary size"))?;
-    let context = integer(&mut body, "context", 1 << 24)?
+    let context = integer(request.context, "context", 1 << 24)?
         .ok_or_else(|| bad("'context' is required: the context length in tokens"))?;
-    let d_head = integer(&mut body, "d_head", 4096)?.unwrap_or(DEFAULT_D_HEAD);
-    let tokens_per_param = number(&mut body, "tokens_per_param")?;
-    if tokens_per_param.is_some_and(|r| r > 1e6) {
-        return Err(bad("'tokens_per_param' must be at most 1e6"));
-    }
-    let max_depth = integer(&mut body, "max_depth", crate::plan::MAX_DEPTH as u64)?
-        .unwrap_or(DEFAULT_MAX_DEPTH as u64);
-    let max_width = integer(&mut body, "max_width", crate::plan::MAX_WIDTH as u64)?;
-    let min_width = integer(&mut body, "min_width", crate::plan::MAX_WIDTH as u64)?.unwrap_or(1);
-    let memory = number(&mut body, "memory_gib")?;
-    if memory.is_some_and(|gib| gib > MAX_MEMORY_GIB) {
-        return Err(bad(format!(
-            "'memory_gib' must be at most {MAX_MEMORY_GIB:e}"
-        )));
-    }
-    let memory = memory.map(|gib| gib * GIB);
-    let batch = integer(&mut body, "batch", 1 << 20)?;
-    let top = integer(&mut body, "top", MAX_TOP)?.unwrap_or(DEFAULT_TOP);
-    let resamples = match body.remove("resamples") {
-        None | Some(Value::Null) => DEFAULT_RESAMPLES,
-        Some(value) => value
-            .as_u64()
-            .filter(|v| *v <= MAX_RESAMPLES)
-            .ok_or_else(|| {
-                bad(format!(
-                    "'resamples' must be an integer in [0, {MAX_RESAMPLES}]"
-                ))
-            })?,
-    };
-    let seed = match body.remove("seed") {
-        None | Some(Value::Null) => 0,
-        Some(value) => value
-            .as_u64()
-            .filter(|s| *s <= super::fits::MAX_SEED)
-            .ok_or_else(|| bad("'seed' must be an integer from 0 to 2^63 - 1"))?,
-    };
-    let confidence = match body.remove("confidence") {
-        None | Some(Value::Null) => 0.95,
-        Some(value) => value
-            .as_f64()
-            .filter(|c| *c > 0.0 && *c < 1.0)
-            .ok_or_else(|| bad("'confidence' must be a number strictly between 0 and 1"))?,
-    };
-    let create_sweep = match body.remove("create_sweep") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => b,
-        Some(_) => return Err(bad("'create_sweep' must be true or false")),
-    };
-    if let Some(unknown) = body.keys().next() {
-        return Err(bad(format!(
-            "unknown field '{unknown}': the body has {FIELDS}"
-        )));
-    }
+    let d_head = integer(request.d_head, "d_head", 4096)?.unwrap_or(DEFAULT_D_HEAD);
+    let tokens_per_param = positive(request.tokens_per_param, "tokens_per_param", 1e6)?;
+    let max_depth = integer(
+        request.max_depth,
+        "max_depth",
+        crate::plan::MAX_DEPTH as u64,
+    )?
+    .unwrap_or(DEFAULT_MAX_DEPTH as u64);
+    let max_width = integer(
+        request.max_width,
+        "max_width",
+        crate::plan::MAX_WIDTH as u64,
+    )?;
+    let min_width = integer(
+        request.min_width,
+        "min_width",
+        crate::plan::MAX_WIDTH as u64,
+    )?
+    .unwrap_or(1);
+    let memory = positive(request.memory_gib, "memory_gib", MAX_MEMORY_GIB)?.map(|gib| gib * GIB);
+    let batch = integer(request.batch, "batch", 1 << 20)?;
+    let top = integer(request.top, "top", MAX_TOP)?.unwrap_or(DEFAULT_TOP);
+    let bootstrap = bootstrap_options(
+        Some(request.resamples.unwrap_or(DEFAULT_RESAMPLES)),
+        request.seed,
+        request.confidence,
+    )?;
+    let create_sweep = request.create_sweep.unwrap_or(false);
     Ok(PlanRequest {
         selection,
         budget,
@@ -280,11 +256,7 @@ pub(crate) fn parse_request(mut body: Map<String, Value>) -> Result<PlanRequest,
         },
         batch_given: batch.is_some(),
         top: top as usize,
-        bootstrap: BootstrapOptions {
-            resamples: resamples as usize,
-            seed,
-            confidence,
-        },
+        bootstrap,
         create_sweep,
     })
 }
@@ -980,48 +952,39 @@ pub(crate) async fn create_confirming_sweep(
 // ---------------------------------------------------------------------------------------------
 // The answer
 
-fn bounds(interval: &Option<Interval>) -> Value {
-    interval.map_or(Value::Null, |i| json!([i.low, i.high]))
+fn bounds(interval: &Option<Interval>) -> Option<Bounds> {
+    interval.as_ref().map(Bounds::from)
 }
 
-fn candidate_json(c: &Candidate) -> Map<String, Value> {
-    let mut value = Map::new();
-    for (key, v) in [
-        ("width", json!(c.width)),
-        ("depth", json!(c.depth)),
-        ("heads", json!(c.heads)),
-        ("width_depth_ratio", json!(c.width_depth_ratio)),
-        ("params_non_embedding", json!(c.params_non_embedding)),
-        ("params_total", json!(c.params_total)),
-        ("tokens", json!(c.tokens)),
-        ("tokens_per_param", json!(c.tokens_per_param)),
-        ("flops", json!(c.flops.total())),
-        ("memory_gib", json!(c.memory_bytes / GIB)),
-    ] {
-        value.insert(key.into(), v);
+impl From<&Candidate> for CandidateShape {
+    fn from(c: &Candidate) -> CandidateShape {
+        CandidateShape {
+            width: c.width,
+            depth: c.depth,
+            heads: c.heads,
+            width_depth_ratio: c.width_depth_ratio,
+            params_non_embedding: c.params_non_embedding,
+            params_total: c.params_total,
+            tokens: c.tokens,
+            tokens_per_param: c.tokens_per_param,
+            flops: c.flops.total(),
+            memory_gib: c.memory_bytes / GIB,
+        }
     }
-    value
 }
 
-fn ranked_json(rank: usize, s: &RankedShape) -> Value {
-    let mut value = candidate_json(&s.shape);
-    value.insert("rank".into(), json!(rank));
-    value.insert("relative_penalty".into(), json!(s.relative_penalty));
-    value.insert("predicted_loss".into(), json!(s.loss));
-    value.insert("interval".into(), bounds(&s.interval));
-    Value::Object(value)
-}
-
-fn matched_json(m: &MatchedCompute) -> Value {
-    json!({
-        "parameterization": m.parameterization,
-        "loss": m.loss,
-        "flops": m.flops,
-        "ratio": m.ratio,
-        "interval": bounds(&m.interval),
-        "unreachable_resamples": m.unreachable_resamples,
-        "refusal": m.refusal,
-    })
+impl From<&MatchedCompute> for MatchedComputeBody {
+    fn from(m: &MatchedCompute) -> MatchedComputeBody {
+        MatchedComputeBody {
+            parameterization: m.parameterization.clone(),
+            loss: m.loss,
+            flops: m.flops,
+            ratio: m.ratio,
+            interval: bounds(&m.interval),
+            unreachable_resamples: m.unreachable_resamples,
+            refusal: m.refusal.clone(),
+        }
+    }
 }
 
 /// The note of a parameterization planned without a shape penalty, with the tolerance
@@ -1038,73 +1001,84 @@ pub(crate) fn no_penalty_note(outcome: &PlanOutcome, name: &str) -> String {
 }
 
 /// The answer of `POST /api/v1/plan/recommend` (without the created sweep).
-pub(crate) fn outcome_json(outcome: &PlanOutcome, top: usize) -> Value {
+pub(crate) fn outcome_body(outcome: &PlanOutcome, top: usize) -> RecommendResult {
     let budget = outcome.budget.flops();
-    let parameterizations: Vec<Value> = outcome
+    let parameterizations = outcome
         .plans
         .iter()
         .map(|plan| {
             let group = outcome.group(&plan.parameterization);
             let fit = group.and_then(|g| g.fit.as_ref().ok());
             let c = plan.curve;
-            let intervals = fit.and_then(|f| f.intervals);
             let largest = fit.map_or(f64::NAN, |f| f.largest_run_flops);
-            json!({
-                "parameterization": plan.parameterization,
-                "n_runs": group.map_or(0, |g| g.n_runs),
-                "tokens_per_param": plan.tokens_per_param,
-                "fit": {
-                    "E": c.e, "A": c.a, "b": c.b, "intervals": intervals,
-                    "shared_e": fit.is_some_and(|f| f.shared_e),
-                    "largest_run_flops": largest,
-                    "extrapolation": budget / largest,
+            ParameterizationRecommendation {
+                parameterization: plan.parameterization.clone(),
+                n_runs: group.map_or(0, |g| g.n_runs),
+                tokens_per_param: plan.tokens_per_param,
+                fit: PlannedFit {
+                    e: c.e,
+                    a: c.a,
+                    b: c.b,
+                    intervals: fit.and_then(|f| f.intervals),
+                    shared_e: fit.is_some_and(|f| f.shared_e),
+                    largest_run_flops: largest,
+                    extrapolation: budget / largest,
                 },
-                "conclusive": fit.is_some_and(|f| f.verdict.conclusive),
-                "warnings": fit.map(|f| f.verdict.warnings.clone()).unwrap_or_default(),
-                "next_runs": fit.and_then(|f| f.verdict.next_runs.clone()),
-                "loss_at_budget": plan.loss_at_budget,
-                "loss_at_budget_interval": bounds(&plan.loss_at_budget_interval),
-                "shape_penalty": plan.penalty.map(|p| json!({
-                    "log_ratio_optimum": p.log_ratio_optimum,
-                    "optimal_width_depth_ratio": p.log_ratio_optimum.exp(),
-                    "curvature": p.curvature,
-                })),
-                "shape_note": plan.penalty.is_none()
+                loss_at_budget: plan.loss_at_budget,
+                loss_at_budget_interval: bounds(&plan.loss_at_budget_interval),
+                shape_penalty: plan.penalty.map(|p| ShapePenaltyBody {
+                    log_ratio_optimum: p.log_ratio_optimum,
+                    optimal_width_depth_ratio: p.log_ratio_optimum.exp(),
+                    curvature: p.curvature,
+                }),
+                shape_note: (plan.penalty.is_none())
                     .then(|| no_penalty_note(outcome, &plan.parameterization)),
-                "shapes": plan.shapes.iter().take(top).enumerate()
-                    .map(|(i, s)| ranked_json(i + 1, s)).collect::<Vec<_>>(),
-                "matched_compute": plan.matched_compute.iter().map(matched_json).collect::<Vec<_>>(),
+                shapes: (plan.shapes.iter().take(top).enumerate())
+                    .map(|(i, s)| RecommendedShape {
+                        rank: i + 1,
+                        shape: CandidateShape::from(&s.shape),
+                        relative_penalty: s.relative_penalty,
+                        predicted_loss: s.loss,
+                        interval: bounds(&s.interval),
+                    })
+                    .collect(),
+                matched_compute: plan.matched_compute.iter().map(Into::into).collect(),
+                verdict: fit.map(|f| f.verdict.clone()).unwrap_or_default(),
+            }
+        })
+        .collect();
+    let refused = (outcome.groups.iter())
+        .filter_map(|g| {
+            Some(RefusedParameterization {
+                parameterization: g.name.clone(),
+                n_runs: g.n_runs,
+                error: g.fit.as_ref().err()?.clone(),
             })
         })
         .collect();
-    let refused: Vec<Value> = outcome
-        .groups
-        .iter()
-        .filter_map(|g| {
-            let error = g.fit.as_ref().err()?;
-            Some(json!({"parameterization": g.name, "n_runs": g.n_runs, "error": error}))
-        })
-        .collect();
-    let a = outcome.architecture;
-    json!({
-        "budget_flops": budget,
-        "architecture": {"vocab": a.vocab, "context": a.context, "d_head": a.d_head, "biases": a.biases},
-        "parameterizations": parameterizations,
-        "refused": refused,
-        "tokens_per_param": outcome.tokens_per_param,
-        "candidate_shapes": outcome.candidates.iter().take(top)
-            .map(|c| Value::Object(candidate_json(c))).collect::<Vec<_>>(),
-        "note": outcome.note,
-        "conclusive": outcome.verdict.conclusive,
-        "warnings": outcome.verdict.warnings,
-        "next_runs": outcome.verdict.next_runs,
-        "data": outcome.datasets,
-        "confirm_sweep": outcome.confirm_sweep,
-        "extend_sweep": outcome.extension.as_ref().map(|e| json!({
-            "computes": e.computes, "sweep": e.sweep, "estimate": e.estimate,
-        })),
-        "sweep": Value::Null,
-    })
+    RecommendResult {
+        budget_flops: budget,
+        architecture: outcome.architecture,
+        parameterizations,
+        refused,
+        tokens_per_param: outcome.tokens_per_param,
+        candidate_shapes: outcome
+            .candidates
+            .iter()
+            .take(top)
+            .map(Into::into)
+            .collect(),
+        note: outcome.note.clone(),
+        verdict: outcome.verdict.clone(),
+        data: outcome.datasets.clone(),
+        confirm_sweep: outcome.confirm_sweep.clone(),
+        extend_sweep: outcome.extension.as_ref().map(|e| ExtendSweep {
+            computes: e.computes.clone(),
+            sweep: e.sweep.clone(),
+            estimate: e.estimate.clone(),
+        }),
+        sweep: None,
+    }
 }
 
 /// The planner's answer (as `POST /api/v1/plan/recommend` gives it) for the runs of a CSV with
@@ -1134,7 +1108,8 @@ pub async fn recommend_from_csv(
         body.insert("selection".into(), json!({"filters": {}}));
         let request = parse_request(body)?;
         let outcome = plan_request(&state, &request).await?;
-        Ok::<_, ApiError>(outcome_json(&outcome, request.top))
+        serde_json::to_value(outcome_body(&outcome, request.top))
+            .map_err(|e| ApiError::Internal(e.to_string()))
     }
     .await;
     let _ = std::fs::remove_dir_all(&dir);
@@ -1155,12 +1130,12 @@ pub async fn recommend_from_csv(
     post,
     path = "/api/v1/plan/recommend",
     tag = "planner",
-    request_body(content = schemas::RecommendRequest, content_type = "application/json"),
+    request_body(content = RecommendRequest, content_type = "application/json"),
     responses(
-        (status = 200, description = "Ranked shapes per fitted parameterization, the refused ones, and the confirming sweep's body", body = schemas::RecommendResult),
-        (status = 201, description = "The same, with the confirming sweep created (`create_sweep: true`)", body = schemas::RecommendResult),
-        (status = 400, description = "Malformed JSON, a missing or out-of-range setting, a bad selection, or an unknown field", body = super::openapi::ErrorBody),
-        (status = 422, description = "Limits no shape meets, a budget too small for any model, too many runs, or a sweep that cannot be created", body = super::openapi::ErrorBody),
+        (status = 200, description = "Ranked shapes per fitted parameterization, the refused ones, and the confirming sweep's body", body = RecommendResult),
+        (status = 201, description = "The same, with the confirming sweep created (`create_sweep: true`)", body = RecommendResult),
+        (status = 400, description = "Malformed JSON, a missing or out-of-range setting, a bad selection, or an unknown field", body = super::error::ErrorBody),
+        (status = 422, description = "Limits no shape meets, a budget too small for any model, too many runs, or a sweep that cannot be created", body = super::error::ErrorBody),
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -1173,268 +1148,259 @@ async fn recommend_shapes(
         super::auth::require(crate::auth::Role::Writer)?;
     }
     let outcome = plan_request(&state, &request).await?;
-    let mut answer = outcome_json(&outcome, request.top);
+    let mut answer = outcome_body(&outcome, request.top);
     if !request.create_sweep {
         return Ok(Json(answer).into_response());
     }
     let (id, run_ids) = create_confirming_sweep(&state, &outcome).await?;
-    answer["sweep"] = json!({"id": id, "run_ids": run_ids});
+    answer.sweep = Some(CreatedSweep { id, run_ids });
     Ok((StatusCode::CREATED, Json(answer)).into_response())
 }
 
-/// The documentation-only request and response shapes (the handler parses and answers with
-/// `serde_json` values of these shapes).
-#[allow(dead_code)]
-mod schemas {
-    use crate::web::fits::RunSelection;
-    use crate::web::openapi::{Bounds, PowerLawIntervals};
+/// The request and response bodies.
+mod bodies {
+    use crate::plan::Architecture;
+    use crate::verdict::Verdict;
+    use crate::web::fits::{Bounds, PowerLawBounds, RunSelection};
+    use crate::web::studies::EstimateView;
     use crate::web::sweeps::CreateSweep;
+    use serde::{Deserialize, Serialize};
+    use serde_json::{Map, Value};
     use utoipa::ToSchema;
 
     /// A compute budget and the model's vocabulary and context; optional limits on the shapes.
     /// The budget is `budget_flops`, or `device_hours` times `flops_per_second` times 3600 (at
     /// most 1e35 FLOPs, else 422): exactly one of the two ways. Unknown fields are refused.
-    #[derive(ToSchema)]
+    #[derive(Debug, Deserialize, ToSchema)]
     #[serde(deny_unknown_fields)]
     #[schema(example = json!({
         "selection": {"tags": ["compute-study"]}, "budget_flops": 1e20, "vocab": 50257,
         "context": 1024, "max_depth": 64, "memory_gib": 80, "batch": 8, "top": 3
     }))]
     pub struct RecommendRequest {
-        selection: RunSelection,
+        #[schema(required = true, value_type = RunSelection)]
+        pub selection: Option<RunSelection>,
         /// Training FLOPs to spend.
         #[schema(exclusive_minimum = 0.0, maximum = 1e35)]
-        budget_flops: Option<f64>,
+        pub budget_flops: Option<f64>,
         /// Device-hours to spend (with `flops_per_second`).
         #[schema(exclusive_minimum = 0.0)]
-        device_hours: Option<f64>,
+        pub device_hours: Option<f64>,
         /// FLOP/s one device sustains in training (peak times utilisation).
         #[schema(exclusive_minimum = 0.0)]
-        flops_per_second: Option<f64>,
+        pub flops_per_second: Option<f64>,
         /// Vocabulary size `V`.
-        #[schema(minimum = 1, maximum = 16777216)]
-        vocab: u64,
+        #[schema(required = true, value_type = u64, minimum = 1, maximum = 16777216)]
+        pub vocab: Option<u64>,
         /// Context length `T`, in tokens.
-        #[schema(minimum = 1, maximum = 16777216)]
-        context: u64,
+        #[schema(required = true, value_type = u64, minimum = 1, maximum = 16777216)]
+        pub context: Option<u64>,
         /// Head dimension; widths are multiples of it.
         #[schema(default = 64, minimum = 1, maximum = 4096)]
-        d_head: Option<u64>,
+        pub d_head: Option<u64>,
         /// Tokens per non-embedding parameter; by default the median of each parameterization's
         /// runs (20 without any).
         #[schema(exclusive_minimum = 0.0, maximum = 1e6)]
-        tokens_per_param: Option<f64>,
+        pub tokens_per_param: Option<f64>,
         /// Deepest model considered (blocks).
         #[schema(default = 256, minimum = 1, maximum = 10000)]
-        max_depth: Option<u64>,
+        pub max_depth: Option<u64>,
         /// Narrowest width allowed.
         #[schema(default = 1, minimum = 1, maximum = 1048576)]
-        min_width: Option<u64>,
+        pub min_width: Option<u64>,
         /// Widest width allowed (at least `min_width`, with a multiple of `d_head` in between,
         /// else 422).
         #[schema(minimum = 1, maximum = 1048576)]
-        max_width: Option<u64>,
+        pub max_width: Option<u64>,
         /// Training memory allowed per replica, GiB: fp32 weights, gradients and AdamW moments
         /// (16 bytes per parameter, embeddings included) plus one micro-batch's activations
         /// (Korthikanti et al. 2022, adapted to fp32 without dropout).
         #[schema(exclusive_minimum = 0.0, maximum = 1e12)]
-        memory_gib: Option<f64>,
+        pub memory_gib: Option<f64>,
         /// Sequences per micro-batch, for the memory estimate (and the confirming sweep).
         #[schema(default = 16, minimum = 1, maximum = 1048576)]
-        batch: Option<u64>,
+        pub batch: Option<u64>,
         /// Ranked shapes returned per parameterization.
         #[schema(default = 5, minimum = 1, maximum = 100)]
-        top: Option<u64>,
+        pub top: Option<u64>,
         /// Bootstrap resamples per parameterization; 0 fits once, without intervals.
         #[schema(default = 200, minimum = 0, maximum = 5000)]
-        resamples: Option<u64>,
+        pub resamples: Option<u64>,
         #[schema(default = 0, minimum = 0, maximum = 9223372036854775807_i64)]
-        seed: Option<u64>,
+        pub seed: Option<u64>,
         /// Two-sided confidence level of the intervals, in (0, 1).
         #[schema(default = 0.95, exclusive_minimum = 0.0, exclusive_maximum = 1.0)]
-        confidence: Option<f64>,
+        pub confidence: Option<f64>,
         /// Create the confirming sweep (201, its id in `sweep`; needs the writer role).
         #[schema(default = false)]
-        create_sweep: Option<bool>,
+        pub create_sweep: Option<bool>,
     }
 
     /// The fitted `L(C) = E + A C^-b` a plan uses.
-    #[derive(ToSchema)]
+    #[derive(Serialize, ToSchema)]
     pub struct PlannedFit {
         #[serde(rename = "E")]
-        e: f64,
+        pub e: f64,
         #[serde(rename = "A")]
-        a: f64,
-        b: f64,
+        pub a: f64,
+        pub b: f64,
         /// `null` with `resamples: 0`.
-        intervals: Option<PowerLawIntervals>,
+        pub intervals: Option<PowerLawBounds>,
         /// Whether `E` is shared with the other parameterizations (the runs name the same data).
-        shared_e: bool,
+        pub shared_e: bool,
         /// FLOPs of the largest run fitted.
-        largest_run_flops: f64,
+        pub largest_run_flops: f64,
         /// The budget over `largest_run_flops`: how far the plan extrapolates the fit.
-        extrapolation: f64,
+        pub extrapolation: f64,
     }
 
     /// The width/depth penalty: relative excess loss `curvature (ln(N:L) - log_ratio_optimum)^2`.
-    #[derive(ToSchema)]
+    #[derive(Serialize, ToSchema)]
     pub struct ShapePenaltyBody {
-        log_ratio_optimum: f64,
+        pub log_ratio_optimum: f64,
         /// `exp(log_ratio_optimum)`.
-        optimal_width_depth_ratio: f64,
-        curvature: f64,
+        pub optimal_width_depth_ratio: f64,
+        pub curvature: f64,
     }
 
     /// A shape that uses the budget, without a loss prediction.
-    #[derive(ToSchema)]
+    #[derive(Serialize, ToSchema)]
     pub struct CandidateShape {
         /// Width `N`, a multiple of `d_head`.
-        width: u64,
+        pub width: usize,
         /// Depth `L` (blocks).
-        depth: u64,
-        heads: u64,
+        pub depth: usize,
+        pub heads: usize,
         /// `N:L`.
-        width_depth_ratio: f64,
-        params_non_embedding: u64,
+        pub width_depth_ratio: f64,
+        pub params_non_embedding: u64,
         /// With the untied embedding and unembedding.
-        params_total: u64,
+        pub params_total: u64,
         /// Training tokens: the budget over the FLOPs per token.
-        tokens: u64,
-        tokens_per_param: f64,
+        pub tokens: u64,
+        pub tokens_per_param: f64,
         /// Training FLOPs, the budget to within one token.
-        flops: f64,
+        pub flops: f64,
         /// Estimated training memory per replica, GiB.
-        memory_gib: f64,
+        pub memory_gib: f64,
     }
 
     /// A ranked shape with its predicted loss.
-    #[derive(ToSchema)]
+    #[derive(Serialize, ToSchema)]
     pub struct RecommendedShape {
         /// 1 for the best.
-        rank: u64,
-        width: u64,
-        depth: u64,
-        heads: u64,
-        width_depth_ratio: f64,
-        params_non_embedding: u64,
-        params_total: u64,
-        tokens: u64,
-        tokens_per_param: f64,
-        flops: f64,
-        memory_gib: f64,
+        pub rank: usize,
+        #[serde(flatten)]
+        pub shape: CandidateShape,
         /// `curvature (ln(N:L) - optimum)^2`; 0 without a penalty.
-        relative_penalty: f64,
+        pub relative_penalty: f64,
         /// Predicted final loss, nats/token.
-        predicted_loss: f64,
+        pub predicted_loss: f64,
         /// `null` with `resamples: 0`.
-        interval: Option<Bounds>,
+        pub interval: Option<Bounds>,
     }
 
     /// The compute another parameterization needs, at its optimal shape, to reach the predicted
     /// loss of this one's best shape.
-    #[derive(ToSchema)]
+    #[derive(Serialize, ToSchema)]
     pub struct MatchedComputeBody {
-        parameterization: String,
-        loss: f64,
+        pub parameterization: String,
+        pub loss: f64,
         /// `null` when its curve never reaches the loss (see `refusal`).
-        flops: Option<f64>,
+        pub flops: Option<f64>,
         /// `flops` over the budget.
-        ratio: Option<f64>,
+        pub ratio: Option<f64>,
         /// Bootstrap interval of `flops`, resamples paired by index.
-        interval: Option<Bounds>,
-        unreachable_resamples: u64,
-        refusal: Option<String>,
+        pub interval: Option<Bounds>,
+        pub unreachable_resamples: usize,
+        pub refusal: Option<String>,
     }
 
-    /// The plan of one fitted parameterization.
-    #[derive(ToSchema)]
+    /// The plan of one fitted parameterization; `conclusive` is `false` when the runs cannot
+    /// support it (see `warnings`: extrapolation, compute coverage, `E` on a bound, a loss
+    /// below the known floor, a target unlike the runs), with what to run in `next_runs`.
+    #[derive(Serialize, ToSchema)]
     pub struct ParameterizationRecommendation {
-        parameterization: String,
-        n_runs: u64,
+        pub parameterization: String,
+        pub n_runs: usize,
         /// Tokens per non-embedding parameter of its shapes.
-        tokens_per_param: f64,
-        fit: PlannedFit,
+        pub tokens_per_param: f64,
+        pub fit: PlannedFit,
         /// `L(budget)`, the loss at the optimal shape.
-        loss_at_budget: f64,
-        loss_at_budget_interval: Option<Bounds>,
+        pub loss_at_budget: f64,
+        pub loss_at_budget_interval: Option<Bounds>,
         /// `null` when no width/depth penalty is fitted (see `shape_note`).
-        shape_penalty: Option<ShapePenaltyBody>,
-        shape_note: Option<String>,
+        pub shape_penalty: Option<ShapePenaltyBody>,
+        pub shape_note: Option<String>,
         /// The best `top` shapes.
-        shapes: Vec<RecommendedShape>,
-        matched_compute: Vec<MatchedComputeBody>,
-        /// `false` when the runs cannot support the plan (see `warnings`).
-        conclusive: bool,
-        /// Every rule that fired (extrapolation, compute coverage, `E` on a bound, a loss below
-        /// the known floor, a target unlike the runs), reasons for `conclusive: false` first.
-        warnings: Vec<String>,
-        /// What to run next to make the plan conclusive.
-        next_runs: Option<String>,
+        pub shapes: Vec<RecommendedShape>,
+        pub matched_compute: Vec<MatchedComputeBody>,
+        #[serde(flatten)]
+        pub verdict: Verdict,
     }
 
     /// A parameterization the fit refused.
-    #[derive(ToSchema)]
+    #[derive(Serialize, ToSchema)]
     pub struct RefusedParameterization {
-        parameterization: String,
-        n_runs: u64,
+        pub parameterization: String,
+        pub n_runs: usize,
         /// Why, e.g. too few distinct compute scales.
-        error: String,
+        pub error: String,
     }
 
     /// The sweep that makes an inconclusive plan conclusive: the compute scales its coverage
     /// lacks and, past 100 times the largest run, the budget over 100, each with the best
     /// plan's recommended shape there, under every fitted parameterization at its runs' base LR.
-    #[derive(ToSchema)]
+    #[derive(Serialize, ToSchema)]
     pub struct ExtendSweep {
         /// The compute scales (FLOPs) it adds.
-        computes: Vec<f64>,
+        pub computes: Vec<f64>,
         /// A body for `POST /api/v1/sweeps`.
-        sweep: CreateSweep,
+        #[schema(value_type = CreateSweep)]
+        pub sweep: Map<String, Value>,
         /// Its cost on this server.
-        estimate: crate::web::studies::shapes::EstimateBody,
+        pub estimate: EstimateView,
     }
 
     /// The created confirming sweep.
-    #[derive(ToSchema)]
+    #[derive(Serialize, ToSchema)]
     pub struct CreatedSweep {
-        id: i64,
-        run_ids: Vec<i64>,
+        pub id: i64,
+        pub run_ids: Vec<i64>,
     }
 
-    /// The planner's answer.
-    #[derive(ToSchema)]
+    /// The planner's answer; `conclusive` is `false` when the runs cannot support the plan (see
+    /// `warnings`), with what to run in `next_runs`.
+    #[derive(Serialize, ToSchema)]
     pub struct RecommendResult {
-        budget_flops: f64,
+        pub budget_flops: f64,
         /// Vocabulary, context, head dimension, and whether blocks have biases (from the runs).
-        architecture: std::collections::BTreeMap<String, serde_json::Value>,
+        pub architecture: Architecture,
         /// Fitted parameterizations, best predicted loss first.
-        parameterizations: Vec<ParameterizationRecommendation>,
-        refused: Vec<RefusedParameterization>,
+        pub parameterizations: Vec<ParameterizationRecommendation>,
+        pub refused: Vec<RefusedParameterization>,
         /// `r` of `candidate_shapes`.
-        tokens_per_param: f64,
+        pub tokens_per_param: f64,
         /// The best `top` shapes that use the budget, by closeness of N:L to 62, without a loss.
-        candidate_shapes: Vec<CandidateShape>,
+        pub candidate_shapes: Vec<CandidateShape>,
         /// What to run, when nothing is fitted.
-        note: Option<String>,
-        /// `false` when the runs cannot support the plan (see `warnings`).
-        conclusive: bool,
-        /// Every rule that fired (extrapolation, compute coverage, `E` on a bound, a loss below
-        /// the known floor, a target unlike the runs), reasons for `conclusive: false` first.
-        warnings: Vec<String>,
-        /// What to run next to make the plan conclusive.
-        next_runs: Option<String>,
+        pub note: Option<String>,
+        #[serde(flatten)]
+        pub verdict: Verdict,
         /// The data the selected runs trained on: each distinct `dataset` they record
         /// (`unrecorded` for runs that name none).
-        data: Vec<String>,
+        pub data: Vec<String>,
         /// A body for `POST /api/v1/sweeps`; `null` when nothing is fitted.
-        confirm_sweep: Option<CreateSweep>,
+        #[schema(value_type = Option<CreateSweep>)]
+        pub confirm_sweep: Option<Map<String, Value>>,
         /// The runs that would make an inconclusive plan conclusive; `null` when it is
         /// conclusive or no runs would help.
-        extend_sweep: Option<ExtendSweep>,
+        pub extend_sweep: Option<ExtendSweep>,
         /// The created sweep (`create_sweep: true`), else `null`.
-        sweep: Option<CreatedSweep>,
+        pub sweep: Option<CreatedSweep>,
     }
 }
+use bodies::*;
 
 #[cfg(test)]
 mod tests {

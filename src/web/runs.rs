@@ -305,9 +305,9 @@ impl RunEstimate {
     request_body(content = CreateRun, content_type = "application/json"),
     responses(
         (status = 200, description = "The estimate", body = RunEstimate),
-        (status = 400, description = "Malformed JSON or a field of the wrong type", body = super::openapi::ErrorBody),
-        (status = 413, description = "The body is too large", body = super::openapi::ErrorBody),
-        (status = 422, description = "A config the trainer would refuse", body = super::openapi::ErrorBody),
+        (status = 400, description = "Malformed JSON or a field of the wrong type", body = super::error::ErrorBody),
+        (status = 413, description = "The body is too large", body = super::error::ErrorBody),
+        (status = 422, description = "A config the trainer would refuse", body = super::error::ErrorBody),
     )
 )]
 async fn estimate_run(
@@ -375,9 +375,9 @@ pub(crate) fn run_estimate(
     request_body(content = CreateRun, content_type = "application/json"),
     responses(
         (status = 201, description = "The queued run", body = crate::store::RunRecord),
-        (status = 400, description = "Malformed JSON or a field of the wrong type", body = super::openapi::ErrorBody),
-        (status = 413, description = "The body is too large", body = super::openapi::ErrorBody),
-        (status = 422, description = "A config the trainer would refuse, a run above the server's memory limit, or data that is not a readable file or folder under the server's data roots", body = super::openapi::ErrorBody),
+        (status = 400, description = "Malformed JSON or a field of the wrong type", body = super::error::ErrorBody),
+        (status = 413, description = "The body is too large", body = super::error::ErrorBody),
+        (status = 422, description = "A config the trainer would refuse, a run above the server's memory limit, or data that is not a readable file or folder under the server's data roots", body = super::error::ErrorBody),
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -400,8 +400,8 @@ async fn create_run(
     params(("id" = i64, Path, description = "Run id")),
     responses(
         (status = 200, description = "The run", body = crate::store::RunRecord),
-        (status = 400, description = "The id is not an integer", body = super::openapi::ErrorBody),
-        (status = 404, description = "No such run", body = super::openapi::ErrorBody),
+        (status = 400, description = "The id is not an integer", body = super::error::ErrorBody),
+        (status = 404, description = "No such run", body = super::error::ErrorBody),
     )
 )]
 async fn get_run(
@@ -420,8 +420,8 @@ async fn get_run(
     params(("id" = i64, Path, description = "Run id")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 400, description = "The id is not an integer", body = super::openapi::ErrorBody),
-        (status = 404, description = "No such run", body = super::openapi::ErrorBody),
+        (status = 400, description = "The id is not an integer", body = super::error::ErrorBody),
+        (status = 404, description = "No such run", body = super::error::ErrorBody),
     )
 )]
 async fn delete_run(
@@ -455,8 +455,8 @@ pub(crate) struct CancelResult {
     params(("id" = i64, Path, description = "Run id")),
     responses(
         (status = 200, description = "The run's status after the request", body = CancelResult),
-        (status = 400, description = "The id is not an integer", body = super::openapi::ErrorBody),
-        (status = 404, description = "No such run", body = super::openapi::ErrorBody),
+        (status = 400, description = "The id is not an integer", body = super::error::ErrorBody),
+        (status = 404, description = "No such run", body = super::error::ErrorBody),
     )
 )]
 async fn cancel_run(
@@ -487,9 +487,9 @@ async fn cancel_run(
     request_body(content = TagEdit, content_type = "application/json"),
     responses(
         (status = 200, description = "The run with its new tags", body = crate::store::RunRecord),
-        (status = 400, description = "Malformed body or unknown field", body = super::openapi::ErrorBody),
-        (status = 404, description = "No such run", body = super::openapi::ErrorBody),
-        (status = 422, description = "Too many tags, or a tag that is empty or too long", body = super::openapi::ErrorBody),
+        (status = 400, description = "Malformed body or unknown field", body = super::error::ErrorBody),
+        (status = 404, description = "No such run", body = super::error::ErrorBody),
+        (status = 422, description = "Too many tags, or a tag that is empty or too long", body = super::error::ErrorBody),
     )
 )]
 async fn edit_tags(
@@ -575,9 +575,9 @@ pub struct MetricSeries {
     ),
     responses(
         (status = 200, description = "The page or the downsampled series, by step", body = MetricSeries),
-        (status = 400, description = "Bad id, bad `points`, `limit` or `after_step`, or an unknown parameter", body = super::openapi::ErrorBody),
-        (status = 404, description = "No such run", body = super::openapi::ErrorBody),
-        (status = 422, description = "`points` combined with `limit` or `after_step`", body = super::openapi::ErrorBody),
+        (status = 400, description = "Bad id, bad `points`, `limit` or `after_step`, or an unknown parameter", body = super::error::ErrorBody),
+        (status = 404, description = "No such run", body = super::error::ErrorBody),
+        (status = 422, description = "`points` combined with `limit` or `after_step`", body = super::error::ErrorBody),
     )
 )]
 async fn run_metrics(
@@ -671,8 +671,8 @@ async fn run_metrics(
             (crate::jobs::RunEvent = "application/json"),
             (String = "text/event-stream"),
         )),
-        (status = 400, description = "The id is not an integer", body = super::openapi::ErrorBody),
-        (status = 404, description = "No such run", body = super::openapi::ErrorBody),
+        (status = 400, description = "The id is not an integer", body = super::error::ErrorBody),
+        (status = 404, description = "No such run", body = super::error::ErrorBody),
     )
 )]
 async fn run_events(
@@ -844,6 +844,89 @@ fn parse_condition(column: &'static str, value: &str) -> Result<Condition, ApiEr
     })
 }
 
+/// Query parameters of the runs listing and its CSV export. Filters are ANDed; each takes a
+/// value (equality), `in:a,b,c`, or `ne:`, `lt:`, `le:`, `gt:`, `ge:` followed by a value;
+/// integer columns take integers and real columns decimal numbers (the `pattern` of each
+/// parameter). An empty filter or tag is ignored, as HTML forms send the fields left blank.
+/// At most 200 filters and tags, and 10000 values, in all. The filters are dynamic (any
+/// column, with an operator; `tag` repeated), so [`parse_run_query`] reads the pairs and this
+/// type only describes them.
+#[allow(dead_code)]
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct RunFilters {
+    /// Only runs carrying this tag; repeat the parameter to require several (at most 100).
+    #[param(max_items = 100)]
+    tag: Option<Vec<String>>,
+    /// Column to sort by (any filter column), `-column` for descending. Newest first by default.
+    #[param(example = "-final_val_loss")]
+    sort: Option<String>,
+    /// Page size, 1 to 1000.
+    #[param(minimum = 1, maximum = 1000, default = json!(100), example = 20)]
+    limit: Option<i64>,
+    /// Runs to skip.
+    #[param(minimum = 0, maximum = 9223372036854775807_i64, default = json!(0), example = 0)]
+    offset: Option<i64>,
+    /// Filter on the run id (integer).
+    id: Option<String>,
+    /// Filter on the name (text).
+    name: Option<String>,
+    /// Filter on the source: `local` or `imported`.
+    #[param(example = "imported")]
+    source: Option<String>,
+    /// Filter on the status: `queued`, `running`, `succeeded`, `failed`, `diverged`,
+    /// `cancelled` or `interrupted`.
+    #[param(example = "in:succeeded,diverged")]
+    status: Option<String>,
+    /// Filter on the parameterization (text).
+    #[param(example = "completep")]
+    parameterization: Option<String>,
+    /// Filter on alpha (number).
+    alpha: Option<String>,
+    /// Filter on the width (integer).
+    #[param(example = "ge:256")]
+    width: Option<String>,
+    /// Filter on the depth (integer).
+    depth: Option<String>,
+    /// Filter on the head dimension (integer).
+    d_head: Option<String>,
+    /// Filter on the context length (integer).
+    context: Option<String>,
+    /// Filter on the vocabulary (integer).
+    vocab: Option<String>,
+    /// Filter on the base learning rate (number).
+    lr: Option<String>,
+    /// Filter on the base init standard deviation (number).
+    init_std: Option<String>,
+    /// Filter on the base AdamW epsilon (number).
+    eps: Option<String>,
+    /// Filter on the base weight decay (number).
+    weight_decay: Option<String>,
+    /// Filter on the batch size (integer).
+    batch: Option<String>,
+    /// Filter on the training tokens (integer).
+    tokens: Option<String>,
+    /// Filter on the seed (integer).
+    seed: Option<String>,
+    /// Filter on the dataset (text).
+    dataset: Option<String>,
+    /// Filter on the sweep id (integer).
+    sweep_id: Option<String>,
+    /// Filter on the creation time (text, ISO 8601 UTC such as `2026-01-31T12:00:00.000Z`).
+    created_at: Option<String>,
+    /// Filter on the final training loss (number).
+    final_train_loss: Option<String>,
+    /// Filter on the final validation loss (number).
+    #[param(example = "lt:3.5")]
+    final_val_loss: Option<String>,
+    /// Filter on the non-embedding parameters (integer).
+    params_non_embedding: Option<String>,
+    /// Filter on the training FLOPs (number).
+    flops: Option<String>,
+    /// Filter on the training throughput (number).
+    tokens_per_sec: Option<String>,
+}
+
 /// Builds a [`RunQuery`] from query parameters: `column=value`, `column=in:a,b`,
 /// `column=ge:x` (also `gt`, `le`, `lt`, `ne`), `tag=t` (repeatable), `sort=column` or
 /// `sort=-column` (descending), `limit` (1..=1000, default 100), `offset`. An empty filter or
@@ -935,10 +1018,10 @@ pub(crate) struct RunList {
     get,
     path = "/api/v1/runs",
     tag = "runs",
-    params(super::openapi::RunFilters),
+    params(RunFilters),
     responses(
         (status = 200, description = "One page of runs", body = RunList),
-        (status = 400, description = "Unknown filter, bad value or bad paging", body = super::openapi::ErrorBody),
+        (status = 400, description = "Unknown filter, bad value or bad paging", body = super::error::ErrorBody),
     )
 )]
 async fn list_runs(

@@ -15,7 +15,7 @@ use axum::Router;
 use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -43,14 +43,14 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
 pub async fn request_timeout(request: Request, next: Next) -> Response {
     match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
         Ok(response) => response,
-        Err(_) => (
+        Err(_) => super::error::ErrorBody::response(
             StatusCode::REQUEST_TIMEOUT,
-            axum::Json(serde_json::json!({
-                "error": "timeout",
-                "detail": format!("the request took longer than {} s", REQUEST_TIMEOUT.as_secs()),
-            })),
-        )
-            .into_response(),
+            super::error::ErrorKind::Timeout,
+            format!(
+                "the request took longer than {} s",
+                REQUEST_TIMEOUT.as_secs()
+            ),
+        ),
     }
 }
 

@@ -5,7 +5,7 @@
 //! `POST /api/v1/studies` with `"dry_run": true` answers the settings and the run-time estimate
 //! without queuing anything, so a client can show the cost before launch.
 
-use super::body::json_object;
+use super::body::json_body;
 use super::error::ApiError;
 use super::{AppState, ServerSettings};
 use crate::jobs::{DiagnosticKind, DiagnosticSpec};
@@ -44,7 +44,7 @@ pub fn api_doc() -> utoipa::openapi::OpenApi {
 #[derive(OpenApi)]
 #[openapi(
     paths(create_study, list_studies, get_study),
-    components(schemas(CreateStudy, StudyPreview, StudyCreated, StudySummary, StudyDetail, EstimateBody, ThroughputBody)),
+    components(schemas(CreateStudy, StudyPlan, StudyCreated, StudySummary, StudyDetail, EstimateView, Throughput)),
     tags((name = "studies", description = "One-click studies: depth transfer, coordinate check, compute efficiency; their run-time estimates and results."))
 )]
 struct Doc;
@@ -55,40 +55,53 @@ const CALIBRATION_RUNS: i64 = 200;
 // ---------------------------------------------------------------------------------------------
 // Expanding a request
 
-/// A study ready to launch: its settings, its runs and what they cost.
-#[derive(Clone, Debug, Serialize)]
+/// A study ready to launch: its settings, its runs and what they cost. Serialized, it is the
+/// dry run's answer.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = StudyPreview)]
 pub(crate) struct StudyPlan {
     pub kind: StudyKind,
     pub size: StudySize,
     pub name: String,
-    /// The full settings (the size's defaults with the request's overrides).
+    /// Every setting: the size's defaults with the request's overrides.
+    #[schema(value_type = Object)]
     pub settings: Value,
     #[serde(skip)]
+    #[schema(ignore)]
     pub runs: Vec<RunConfig>,
     #[serde(skip)]
+    #[schema(ignore)]
     pub tags: Vec<String>,
     /// Whether finished runs of the same configuration are reused (the request's `reuse`).
     #[serde(skip)]
+    #[schema(ignore)]
     pub reuse: bool,
     /// For each run, the finished run it reuses, if any.
     #[serde(skip)]
+    #[schema(ignore)]
     pub reused: Vec<Option<i64>>,
     /// The diagnostics of a coordinate-check study, validated.
     #[serde(skip)]
+    #[schema(ignore)]
     pub diagnostics: Vec<(DiagnosticKind, Value)>,
     pub estimate: EstimateView,
 }
 
-/// An [`Estimate`] with its duration in words.
-#[derive(Clone, Debug, Serialize)]
+/// What a study will cost: an [`Estimate`] with its duration in words.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = EstimateBody)]
 pub(crate) struct EstimateView {
     /// Runs to train.
     pub runs: usize,
-    /// Runs taken from finished runs of the same configuration (not trained, not counted).
+    /// Runs reused from finished runs of the same configuration (not trained, not counted).
     pub reused: usize,
+    /// Training FLOPs of all runs, validation passes included.
     pub flops: f64,
+    /// Estimated seconds, one run at a time.
     pub seconds: f64,
+    /// The same in words, e.g. "52 min".
     pub duration: String,
+    /// The measured speed behind the estimate.
     pub throughput: Throughput,
 }
 
@@ -177,66 +190,32 @@ pub(crate) async fn throughput(state: &AppState) -> Result<Throughput, ApiError>
 /// estimated cost. The runs are not yet checked against the corpus: see [`check_study`].
 pub(crate) async fn plan_study(
     state: &AppState,
-    mut body: Map<String, Value>,
+    body: Map<String, Value>,
 ) -> Result<StudyPlan, ApiError> {
-    let kinds = StudyKind::ALL.map(StudyKind::name).join(", ");
-    let kind = match body.remove("kind") {
-        Some(Value::String(name)) => StudyKind::parse(&name).ok_or_else(|| {
-            ApiError::Unprocessable(format!("unknown study kind '{name}': use one of {kinds}"))
-        })?,
-        _ => {
-            return Err(ApiError::Unprocessable(format!(
-                "'kind' is required: one of {kinds}"
-            )));
-        }
-    };
-    let size = match body.remove("size") {
-        None | Some(Value::Null) => StudySize::Default,
-        Some(Value::String(name)) => StudySize::parse(&name).ok_or_else(|| {
-            ApiError::Unprocessable(format!(
-                "unknown size '{name}': use small, default or large"
-            ))
-        })?,
-        Some(_) => {
-            return Err(ApiError::BadRequest(
-                "'size' must be a string: small, default or large".into(),
-            ));
-        }
-    };
-    let name = match body.remove("name") {
-        None | Some(Value::Null) => format!("{} ({})", kind.title(), size.name()),
-        Some(Value::String(s)) if !s.is_empty() && s.chars().count() <= 200 => s,
+    plan_requested_study(state, super::body::from_object(body)?).await
+}
+
+/// [`plan_study`] of a parsed request.
+async fn plan_requested_study(
+    state: &AppState,
+    request: CreateStudy,
+) -> Result<StudyPlan, ApiError> {
+    let kind = request.kind;
+    let size = request.size.unwrap_or_default();
+    let name = match request.name {
+        None => format!("{} ({})", kind.title(), size.name()),
+        Some(s) if !s.is_empty() && s.chars().count() <= 200 => s,
         Some(_) => {
             return Err(ApiError::Unprocessable(
                 "'name' must be a string of 1 to 200 characters".into(),
             ));
         }
     };
-    let overrides = match body.remove("settings") {
-        None | Some(Value::Null) => None,
-        Some(Value::Object(map)) => Some(map),
-        Some(_) => {
-            return Err(ApiError::BadRequest(
-                "'settings' must be an object of the study's settings to change".into(),
-            ));
-        }
-    };
-    let tags: Vec<String> = match body.remove("tags") {
-        None | Some(Value::Null) => vec![kind.name().to_string()],
-        Some(value) => serde_json::from_value(value)
-            .map_err(|_| ApiError::BadRequest("'tags' must be a list of strings".into()))?,
-    };
-    let reuse = match body.remove("reuse") {
-        None | Some(Value::Null) => true,
-        Some(Value::Bool(b)) => b,
-        Some(_) => return Err(ApiError::BadRequest("'reuse' must be true or false".into())),
-    };
-    body.remove("dry_run");
-    if let Some(unknown) = body.keys().next() {
-        return Err(ApiError::BadRequest(format!(
-            "unknown field '{unknown}': a study has kind, size, name, settings, tags, reuse, dry_run"
-        )));
-    }
+    let overrides = request.settings;
+    let tags = request
+        .tags
+        .unwrap_or_else(|| vec![kind.name().to_string()]);
+    let reuse = request.reuse.unwrap_or(true);
     let (settings, runs) = match kind {
         StudyKind::DepthTransfer => {
             let s = settings_with_overrides(&DepthTransferSettings::for_size(size), overrides)
@@ -536,10 +515,10 @@ pub(crate) async fn launch_study(
     tag = "studies",
     request_body(content = CreateStudy, content_type = "application/json"),
     responses(
-        (status = 200, description = "Dry run: the settings and the estimate; nothing queued", body = StudyPreview),
+        (status = 200, description = "Dry run: the settings and the estimate; nothing queued", body = StudyPlan),
         (status = 201, description = "The study and its queued runs", body = StudyCreated),
-        (status = 400, description = "Malformed JSON or an unknown field", body = super::openapi::ErrorBody),
-        (status = 422, description = "An unknown kind or size, or settings that give invalid runs", body = super::openapi::ErrorBody),
+        (status = 400, description = "Malformed JSON or an unknown field", body = super::error::ErrorBody),
+        (status = 422, description = "An unknown kind or size, or settings that give invalid runs", body = super::error::ErrorBody),
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -547,24 +526,20 @@ async fn create_study(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let body = json_object(body)?;
-    let dry_run = match body.get("dry_run") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => {
-            return Err(ApiError::BadRequest(
-                "'dry_run' must be true or false".into(),
-            ));
-        }
-    };
-    let plan = check_study(&state, plan_study(&state, body).await?).await?;
+    let request: CreateStudy = json_body(body)?;
+    let dry_run = request.dry_run.unwrap_or(false);
+    let plan = check_study(&state, plan_requested_study(&state, request).await?).await?;
     if dry_run {
         return Ok(Json(plan).into_response());
     }
     let (study, run_ids) = launch_study(&state, &plan).await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({"study": study, "run_ids": run_ids, "estimate": plan.estimate})),
+        Json(StudyCreated {
+            study,
+            run_ids,
+            estimate: plan.estimate,
+        }),
     )
         .into_response())
 }
@@ -577,13 +552,17 @@ async fn create_study(
     responses((status = 200, description = "The studies", body = Vec<StudySummary>))
 )]
 async fn list_studies(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let studies: Vec<Value> = state
+    let studies: Vec<StudySummary> = state
         .store
         .sweeps()
         .await?
         .into_iter()
         .filter(|(sweep, _, _)| sweep.kind != "grid")
-        .map(|(study, runs, finished)| json!({"study": study, "runs": runs, "finished": finished}))
+        .map(|(study, runs, finished)| StudySummary {
+            study,
+            runs,
+            finished,
+        })
         .collect();
     Ok(Json(studies).into_response())
 }
@@ -596,8 +575,8 @@ async fn list_studies(State(state): State<AppState>) -> Result<Response, ApiErro
     params(("id" = i64, Path, description = "Study id")),
     responses(
         (status = 200, description = "The study", body = StudyDetail),
-        (status = 400, description = "The id is not an integer", body = super::openapi::ErrorBody),
-        (status = 404, description = "No such study", body = super::openapi::ErrorBody),
+        (status = 400, description = "The id is not an integer", body = super::error::ErrorBody),
+        (status = 404, description = "No such study", body = super::error::ErrorBody),
     )
 )]
 async fn get_study(
@@ -617,11 +596,15 @@ async fn get_study(
         .store
         .runs(&super::sweeps::sweep_runs_query(id))
         .await?;
-    let mut counts = Map::new();
-    for status in StoredStatus::ALL {
-        let n = runs.iter().filter(|r| r.status == status).count();
-        counts.insert(status.name().into(), n.into());
-    }
+    let counts = StoredStatus::ALL
+        .into_iter()
+        .map(|status| {
+            (
+                status.name(),
+                runs.iter().filter(|r| r.status == status).count(),
+            )
+        })
+        .collect();
     let query = super::sweeps::sweep_runs_query(id);
     let analysis = match StudyKind::parse(&study.kind) {
         Some(StudyKind::DepthTransfer) => {
@@ -646,11 +629,14 @@ async fn get_study(
         }
         None => json!({}),
     };
-    Ok(Json(json!({
-        "study": study,
-        "progress": {"total": runs.len(), "counts": counts},
-        "analysis": analysis,
-    }))
+    Ok(Json(StudyDetail {
+        study,
+        progress: StudyProgress {
+            total: runs.len(),
+            counts,
+        },
+        analysis,
+    })
     .into_response())
 }
 
@@ -663,128 +649,78 @@ fn report_json<T: Serialize>(report: Result<T, ApiError>) -> Value {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Documentation-only shapes
+// Request and response bodies
 
-#[allow(dead_code)]
-pub(crate) mod shapes {
+pub(crate) mod bodies {
+    use super::EstimateView;
+    use crate::store::SweepRecord;
+    use crate::study::{StudyKind, StudySize};
+    use serde::{Deserialize, Serialize};
+    use serde_json::{Map, Value};
+    use std::collections::BTreeMap;
     use utoipa::ToSchema;
 
     /// A study request. Unknown fields are refused.
-    #[derive(ToSchema)]
+    #[derive(Debug, Deserialize, ToSchema)]
     #[serde(deny_unknown_fields)]
     #[schema(example = json!({"kind": "depth-transfer", "size": "small", "settings": {"width": 64}, "dry_run": true}))]
     pub struct CreateStudy {
-        #[schema(inline)]
-        kind: StudyKindName,
+        pub kind: StudyKind,
         /// `default` when absent.
-        #[schema(inline)]
-        size: Option<StudySizeName>,
+        pub size: Option<StudySize>,
         /// 1 to 200 characters; defaults to the kind's title and the size.
         #[schema(min_length = 1, max_length = 200)]
-        name: Option<String>,
+        pub name: Option<String>,
         /// Settings to change from the size's defaults (the dry-run answer lists them all); a
         /// setting the kind does not have, or a value it refuses, is a 422.
         #[schema(value_type = Option<Object>)]
-        settings: Option<serde_json::Value>,
+        pub settings: Option<Map<String, Value>>,
         /// Tags of the study's runs (default: the kind).
-        tags: Option<Vec<String>>,
+        pub tags: Option<Vec<String>>,
         /// Take finished runs of exactly the same configuration (trained here, succeeded or
         /// diverged) instead of training them again; default true.
-        reuse: Option<bool>,
+        pub reuse: Option<bool>,
         /// Only plan and estimate.
-        dry_run: Option<bool>,
-    }
-
-    /// A study's kind.
-    #[derive(ToSchema)]
-    #[serde(rename_all = "kebab-case")]
-    pub enum StudyKindName {
-        DepthTransfer,
-        CoordCheck,
-        ComputeEfficiency,
-    }
-
-    /// A study's size: `small`, `default` (on a 2-core CPU: about three hours for the depth
-    /// transfer, at most 75 minutes for the compute efficiency) or `large`.
-    #[derive(ToSchema)]
-    #[serde(rename_all = "snake_case")]
-    pub enum StudySizeName {
-        Small,
-        Default,
-        Large,
-    }
-
-    /// The measured speed behind an estimate.
-    #[derive(ToSchema)]
-    pub struct ThroughputBody {
-        /// Sustained FLOP rate `R` of the matrix products.
-        flops_per_second: f64,
-        /// Seconds of element-wise work per training token, block and unit of width.
-        seconds_per_width_token_block: f64,
-        /// Fixed seconds per run.
-        seconds_per_run: f64,
-        /// Finished runs the defaults were scaled to (0: the built-in defaults).
-        calibrated_on: u64,
-    }
-
-    /// What a study will cost.
-    #[derive(ToSchema)]
-    pub struct EstimateBody {
-        /// Runs to train.
-        runs: u64,
-        /// Runs reused from finished runs of the same configuration (not trained).
-        reused: u64,
-        /// Training FLOPs of all runs, validation passes included.
-        flops: f64,
-        /// Estimated seconds, one run at a time.
-        seconds: f64,
-        /// The same in words, e.g. "52 min".
-        duration: String,
-        throughput: ThroughputBody,
-    }
-
-    /// A planned study (dry run).
-    #[derive(ToSchema)]
-    pub struct StudyPreview {
-        kind: String,
-        size: String,
-        name: String,
-        /// Every setting, defaults included.
-        #[schema(value_type = Object)]
-        settings: serde_json::Value,
-        estimate: EstimateBody,
+        pub dry_run: Option<bool>,
     }
 
     /// A launched study.
-    #[derive(ToSchema)]
+    #[derive(Serialize, ToSchema)]
     pub struct StudyCreated {
-        study: crate::store::SweepRecord,
-        run_ids: Vec<i64>,
-        estimate: EstimateBody,
+        pub study: SweepRecord,
+        pub run_ids: Vec<i64>,
+        pub estimate: EstimateView,
     }
 
     /// A study in the list.
-    #[derive(ToSchema)]
+    #[derive(Serialize, ToSchema)]
     pub struct StudySummary {
-        study: crate::store::SweepRecord,
-        runs: i64,
+        pub study: SweepRecord,
+        pub runs: i64,
         /// Runs that have ended.
-        finished: i64,
+        pub finished: i64,
+    }
+
+    /// Run counts of a study.
+    #[derive(Serialize, ToSchema)]
+    pub struct StudyProgress {
+        pub total: usize,
+        /// Runs per status (every status, zeros included).
+        pub counts: BTreeMap<&'static str, usize>,
     }
 
     /// One study.
-    #[derive(ToSchema)]
+    #[derive(Serialize, ToSchema)]
     pub struct StudyDetail {
-        study: crate::store::SweepRecord,
-        /// `total` runs and a count per status.
-        #[schema(value_type = Object)]
-        progress: serde_json::Value,
+        pub study: SweepRecord,
+        pub progress: StudyProgress,
         /// The analysis of the finished runs so far: `transfer` (depth transfer, as
         /// `POST /api/v1/analysis/transfer`), `compute` and `shape_tolerance` (compute
-        /// efficiency, as `POST /api/v1/fits/compute` and `/api/v1/analysis/shape-tolerance`);
-        /// each is `{"error": reason}` while the runs cannot support it.
+        /// efficiency, as `POST /api/v1/fits/compute` and `/api/v1/analysis/shape-tolerance`),
+        /// or `diagnostics` (coordinate check); each report is `{"error": reason}` while the
+        /// runs cannot support it.
         #[schema(value_type = Object)]
-        analysis: serde_json::Value,
+        pub analysis: Value,
     }
 }
-use shapes::*;
+use bodies::*;

@@ -330,9 +330,9 @@ pub(crate) async fn build_sweep(
     request_body(content = CreateSweep, content_type = "application/json"),
     responses(
         (status = 201, description = "The sweep and its queued runs", body = SweepCreated),
-        (status = 400, description = "Malformed JSON or an unknown field", body = super::openapi::ErrorBody),
-        (status = 413, description = "The body is too large", body = super::openapi::ErrorBody),
-        (status = 422, description = "A missing list, too many runs, or an invalid grid point", body = super::openapi::ErrorBody),
+        (status = 400, description = "Malformed JSON or an unknown field", body = super::error::ErrorBody),
+        (status = 413, description = "The body is too large", body = super::error::ErrorBody),
+        (status = 422, description = "A missing list, too many runs, or an invalid grid point", body = super::error::ErrorBody),
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -370,8 +370,8 @@ pub(crate) fn sweep_runs_query(id: i64) -> RunQuery {
     params(("id" = i64, Path, description = "Sweep id")),
     responses(
         (status = 200, description = "The sweep, its progress and its runs", body = SweepDetail),
-        (status = 400, description = "The id is not an integer", body = super::openapi::ErrorBody),
-        (status = 404, description = "No such sweep", body = super::openapi::ErrorBody),
+        (status = 400, description = "The id is not an integer", body = super::error::ErrorBody),
+        (status = 404, description = "No such sweep", body = super::error::ErrorBody),
     )
 )]
 async fn get_sweep(

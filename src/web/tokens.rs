@@ -54,8 +54,8 @@ async fn list_tokens(State(state): State<AppState>) -> Result<Json<Vec<TokenReco
     request_body(content = NewToken, content_type = "application/json"),
     responses(
         (status = 201, description = "The token and its secret", body = CreatedToken),
-        (status = 400, description = "Malformed body or unknown field", body = super::openapi::ErrorBody),
-        (status = 422, description = "A name that is empty, too long or has control characters", body = super::openapi::ErrorBody),
+        (status = 400, description = "Malformed body or unknown field", body = super::error::ErrorBody),
+        (status = 422, description = "A name that is empty, too long or has control characters", body = super::error::ErrorBody),
     )
 )]
 async fn create_token(
@@ -100,9 +100,9 @@ pub(crate) struct CreatedToken {
     params(("id" = i64, Path, description = "Token id")),
     responses(
         (status = 204, description = "Revoked (or already revoked)"),
-        (status = 400, description = "The id is not an integer", body = super::openapi::ErrorBody),
-        (status = 404, description = "No such token", body = super::openapi::ErrorBody),
-        (status = 409, description = "The token making the request", body = super::openapi::ErrorBody),
+        (status = 400, description = "The id is not an integer", body = super::error::ErrorBody),
+        (status = 404, description = "No such token", body = super::error::ErrorBody),
+        (status = 409, description = "The token making the request", body = super::error::ErrorBody),
     )
 )]
 async fn revoke_token(

@@ -259,11 +259,15 @@ async fn bad_requests_are_refused_with_a_reason_and_store_nothing() {
     let cases: [(&str, StatusCode, &str); 10] = [
         ("{", StatusCode::BAD_REQUEST, "invalid JSON"),
         ("[1]", StatusCode::BAD_REQUEST, "JSON object"),
-        ("{}", StatusCode::UNPROCESSABLE_ENTITY, "'kind' is required"),
+        (
+            "{}",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "missing field 'kind'",
+        ),
         (
             r#"{"kind": "coord-height"}"#,
             StatusCode::UNPROCESSABLE_ENTITY,
-            "coord-depth, coord-width or linearization",
+            "unknown variant 'coord-height', expected one of 'coord-depth', 'coord-width', 'linearization'",
         ),
         (
             r#"{"kind": "linearization", "name": "x"}"#,

@@ -86,7 +86,23 @@ async fn recommend(app: &axum::Router, body: Value) -> (StatusCode, Value) {
 /// The property names of a component schema of the OpenAPI document.
 async fn documented(app: &axum::Router, schema: &str) -> BTreeSet<String> {
     let (_, doc) = call(app, "GET", "/api/v1/openapi.json", None).await;
-    keys(&doc["components"]["schemas"][schema]["properties"])
+    property_names(&doc, &doc["components"]["schemas"][schema])
+}
+
+/// The properties of a schema, through `allOf` parts (flattened fields) and references.
+fn property_names(doc: &Value, schema: &Value) -> BTreeSet<String> {
+    if let Some(name) = schema["$ref"].as_str() {
+        let name = name.trim_start_matches("#/components/schemas/");
+        return property_names(doc, &doc["components"]["schemas"][name]);
+    }
+    let mut names: BTreeSet<String> = schema["properties"]
+        .as_object()
+        .map(|p| p.keys().cloned().collect())
+        .unwrap_or_default();
+    for part in schema["allOf"].as_array().into_iter().flatten() {
+        names.extend(property_names(doc, part));
+    }
+    names
 }
 
 fn keys(value: &Value) -> BTreeSet<String> {
@@ -405,7 +421,7 @@ async fn bad_bodies_are_refused_with_the_reason() {
         (
             with("d_head", json!("64")),
             StatusCode::BAD_REQUEST,
-            "'d_head' must be an integer",
+            "'d_head': invalid type: string \"64\"",
         ),
         (
             with("confidence", json!(1.5)),

@@ -102,21 +102,25 @@ async fn bad_study_requests_are_refused_and_change_nothing() {
     let (app, store) = app("refusals", 0).await;
     for (body, expected, says) in [
         ("not json", StatusCode::BAD_REQUEST, "invalid JSON"),
-        ("{}", StatusCode::UNPROCESSABLE_ENTITY, "'kind' is required"),
+        (
+            "{}",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "missing field 'kind'",
+        ),
         (
             r#"{"kind": "width-transfer"}"#,
             StatusCode::UNPROCESSABLE_ENTITY,
-            "unknown study kind",
+            "unknown variant 'width-transfer'",
         ),
         (
             r#"{"kind": "depth-transfer", "size": "huge"}"#,
             StatusCode::UNPROCESSABLE_ENTITY,
-            "unknown size",
+            "'size': unknown variant 'huge'",
         ),
         (
             r#"{"kind": "depth-transfer", "size": 3}"#,
-            StatusCode::BAD_REQUEST,
-            "'size' must be",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "'size': invalid type: integer '3'",
         ),
         (
             r#"{"kind": "depth-transfer", "settings": {"widht": 64}}"#,
@@ -135,13 +139,13 @@ async fn bad_study_requests_are_refused_and_change_nothing() {
         ),
         (
             r#"{"kind": "depth-transfer", "settings": [1]}"#,
-            StatusCode::BAD_REQUEST,
-            "'settings' must be an object",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "'settings': invalid type: sequence, expected a map",
         ),
         (
             r#"{"kind": "depth-transfer", "dry_run": "yes"}"#,
-            StatusCode::BAD_REQUEST,
-            "'dry_run'",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "'dry_run': invalid type",
         ),
         (
             r#"{"kind": "depth-transfer", "colour": "red"}"#,
