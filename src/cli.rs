@@ -55,6 +55,8 @@ enum Command {
     Linearize(LinearizeArgs),
     /// Measure training throughput on three fixed shapes.
     Bench(BenchArgs),
+    /// Train a server's queued runs on this machine: claim, train, stream metrics, repeat.
+    Worker(WorkerArgs),
     /// Create, list and revoke the server's API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -493,6 +495,7 @@ pub fn run() -> ExitCode {
         Command::Bench(args) => bench_command(args),
         Command::Token(command) => token_command(command),
         Command::Recommend(args) => recommend::recommend_command(args),
+        Command::Worker(args) => worker_command(args),
     };
     match result {
         Ok(code) => code,
@@ -501,6 +504,78 @@ pub fn run() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+#[derive(Args, Debug)]
+struct WorkerArgs {
+    /// The server, `http://HOST:PORT`.
+    #[arg(long, env = "SHAPEWISE_SERVER")]
+    server: String,
+    /// A writer's API token (with authentication on).
+    #[arg(long, env = "SHAPEWISE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The device to train on; the worker claims only runs that ask for it (`gpu` needs a
+    /// build with `--features vulkan`).
+    #[arg(long, env = "SHAPEWISE_DEVICE", value_enum, default_value_t = crate::web::workers::WorkerDevice::Cpu)]
+    device: crate::web::workers::WorkerDevice,
+    /// The name on the workers page (default: HOST-PID).
+    #[arg(long, env = "SHAPEWISE_WORKER_NAME")]
+    name: Option<String>,
+    /// Leave after this many runs (default: run until SIGTERM).
+    #[arg(long)]
+    max_runs: Option<u64>,
+}
+
+fn worker_command(args: WorkerArgs) -> Result<ExitCode, UsageError> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    #[cfg(not(feature = "vulkan"))]
+    if args.device == crate::web::workers::WorkerDevice::Gpu {
+        return Err(UsageError(
+            "--device gpu needs a build with `--features vulkan`".into(),
+        ));
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // SIGTERM and SIGINT raise the stop flag: the run stops between two steps and is handed back.
+    let signalled = stop.clone();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::spawn(move || {
+        runtime.block_on(async {
+            let interrupt = tokio::signal::ctrl_c();
+            #[cfg(unix)]
+            {
+                use tokio::signal::unix::{SignalKind, signal};
+                match signal(SignalKind::terminate()) {
+                    Ok(mut terminate) => tokio::select! {
+                        _ = interrupt => {}
+                        _ = terminate.recv() => {}
+                    },
+                    Err(_) => {
+                        let _ = interrupt.await;
+                    }
+                }
+            }
+            #[cfg(not(unix))]
+            let _ = interrupt.await;
+            tracing::info!("stopping: handing the current run back");
+            signalled.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+    });
+    let options = crate::worker::WorkerOptions {
+        server: args.server,
+        token: args.token,
+        device: args.device,
+        name: args.name,
+        max_runs: args.max_runs,
+    };
+    crate::worker::run_worker(&options, stop).map_err(|e| UsageError(e.to_string()))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn serve_command(config: ServeConfig) -> Result<ExitCode, UsageError> {

@@ -27,7 +27,8 @@ pub fn params_non_embedding(width: usize, depth: usize, biases: bool) -> u64 {
 }
 
 /// Training FLOPs split by where they are spent, for a number of tokens.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct FlopBreakdown {
     /// `6 P D`: the matmuls with non-embedding weights (the "6ND" of Kaplan et al. 2020).
     pub dense: f64,

@@ -121,6 +121,29 @@ impl Jobs {
         handles
     }
 
+    /// Starts the task that releases the jobs of remote workers whose lease lapsed (see
+    /// [`Store::expire_leases`]), looking every quarter of the lease (at most every 5 s).
+    pub fn spawn_lease_reaper(&self, lease_secs: f64) -> tokio::task::JoinHandle<()> {
+        let jobs = self.clone();
+        let period = Duration::from_secs_f64((lease_secs / 4.0).clamp(0.25, 5.0));
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(period);
+            loop {
+                ticker.tick().await;
+                match jobs.store.expire_leases().await {
+                    Ok(released) if !released.is_empty() => {
+                        for (run_id, what) in released {
+                            jobs.publish_status(run_id, what.status());
+                        }
+                        jobs.wake();
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::error!("releasing lapsed leases failed: {e}"),
+                }
+            }
+        })
+    }
+
     async fn work(self) {
         loop {
             // Register interest before looking, so a wake between the two is not lost.

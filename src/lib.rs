@@ -29,6 +29,7 @@
 pub mod auth;
 pub mod bench;
 pub mod cli;
+pub mod client;
 pub mod coord;
 pub mod data;
 pub mod fit;
@@ -47,3 +48,4 @@ pub mod study;
 pub mod train;
 pub mod verdict;
 pub mod web;
+pub mod worker;

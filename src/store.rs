@@ -33,9 +33,11 @@ use std::time::Duration;
 use tokio_stream::StreamExt;
 
 mod tracking;
+mod workers;
 pub use tracking::{
     COLUMN_PARAMS, Experiment, LogBatch, LoggedMetric, SeriesKey, TrackedRun, now_ms, series_points,
 };
+pub use workers::{LeaseError, WorkerRecord, unix_now};
 
 /// A storage failure. `NotFound` and `Invalid` are the caller's fault; the rest are internal.
 #[derive(Debug, thiserror::Error)]
@@ -179,6 +181,7 @@ pub struct RunRecord {
 
 /// One stored metric point.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct MetricPoint {
     pub step: i64,
     pub tokens: i64,
@@ -340,6 +343,9 @@ pub struct SweepRecord {
 pub struct ClaimedJob {
     pub job_id: i64,
     pub run_id: i64,
+    /// Which claim of the job this is (1 for the first): a worker's requests name it, so those
+    /// of an attempt whose lease lapsed are refused.
+    pub attempt: i64,
     pub config: RunConfig,
 }
 
@@ -936,17 +942,42 @@ impl Store {
         Ok(sampler.finish())
     }
 
-    /// Claims the oldest queued job and marks its run running.
+    /// Claims the oldest queued job of a device this build trains on, for the server's own
+    /// workers (no lease), and marks its run running.
     pub async fn claim_job(&self) -> Result<Option<ClaimedJob>, StoreError> {
+        let devices: Vec<&str> = (crate::train::available_devices().into_iter())
+            .map(|d| d.name())
+            .collect();
+        self.claim(None, &devices, None).await
+    }
+
+    /// Claims the oldest queued job of one of `devices`: for `worker` (its id) leased until
+    /// now + `lease_secs`, for the server (`None`) without a lease. The run restarts from step
+    /// 0, so the metrics an earlier attempt stored are deleted: the series never holds two
+    /// attempts.
+    pub(crate) async fn claim(
+        &self,
+        worker: Option<i64>,
+        devices: &[&str],
+        lease_secs: Option<f64>,
+    ) -> Result<Option<ClaimedJob>, StoreError> {
+        let devices =
+            serde_json::to_string(devices).map_err(|e| StoreError::Invalid(e.to_string()))?;
         let (_turn, mut tx) = self.begin_write().await?;
-        let job: Option<(i64, i64, String)> = sqlx::query_as(
-            "UPDATE jobs SET state = 'running', attempts = attempts + 1 \
-             WHERE id = (SELECT id FROM jobs WHERE state = 'queued' ORDER BY id LIMIT 1) \
-             RETURNING id, run_id, (SELECT config FROM runs WHERE runs.id = jobs.run_id)",
+        let job: Option<(i64, i64, i64, String)> = sqlx::query_as(
+            "UPDATE jobs SET state = 'running', attempts = attempts + 1, worker_id = ?1, \
+             lease_until = ?2 + ?3 \
+             WHERE id = (SELECT id FROM jobs WHERE state = 'queued' \
+             AND device IN (SELECT value FROM json_each(?4)) ORDER BY id LIMIT 1) \
+             RETURNING id, run_id, attempts, (SELECT config FROM runs WHERE runs.id = jobs.run_id)",
         )
+        .bind(worker)
+        .bind(lease_secs.map(|_| unix_now()))
+        .bind(lease_secs)
+        .bind(devices)
         .fetch_optional(&mut *tx)
         .await?;
-        let Some((job_id, run_id, config)) = job else {
+        let Some((job_id, run_id, attempt, config)) = job else {
             return Ok(None);
         };
         sqlx::query(
@@ -955,12 +986,17 @@ impl Store {
         .bind(run_id)
         .execute(&mut *tx)
         .await?;
+        sqlx::query("DELETE FROM metrics WHERE run_id = ?")
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         let config =
             serde_json::from_str(&config).map_err(|e| StoreError::Invalid(e.to_string()))?;
         Ok(Some(ClaimedJob {
             job_id,
             run_id,
+            attempt,
             config,
         }))
     }
@@ -972,36 +1008,7 @@ impl Store {
         outcome: Result<&RunSummary, &str>,
     ) -> Result<(), StoreError> {
         let (_turn, mut tx) = self.begin_write().await?;
-        let update = match outcome {
-            Ok(s) => sqlx::query(
-                "UPDATE runs SET status = ?, finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), \
-                 final_train_loss = ?, final_val_loss = ?, tokens = ?, flops = ?, flops_dense = ?, \
-                 flops_unembedding = ?, flops_attention = ?, tokens_per_sec = ?, params_non_embedding = ? \
-                 WHERE id = ?",
-            )
-            .bind(StoredStatus::from(s.status).name())
-            .bind(Some(s.final_train_loss).filter(|l| l.is_finite()))
-            .bind(s.final_val_loss)
-            .bind(s.tokens as i64)
-            .bind(s.flops)
-            .bind(s.flops_breakdown.dense)
-            .bind(s.flops_breakdown.unembedding)
-            .bind(s.flops_breakdown.attention)
-            .bind(s.tokens_per_sec)
-            .bind(s.params_non_embedding as i64)
-            .bind(job.run_id),
-            Err(message) => sqlx::query(
-                "UPDATE runs SET status = 'failed', finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), \
-                 error = ? WHERE id = ?",
-            )
-            .bind(message)
-            .bind(job.run_id),
-        };
-        update.execute(&mut *tx).await?;
-        sqlx::query("UPDATE jobs SET state = 'done' WHERE id = ?")
-            .bind(job.job_id)
-            .execute(&mut *tx)
-            .await?;
+        finish_in(&mut tx, job.job_id, job.run_id, outcome).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -1040,17 +1047,19 @@ impl Store {
         Ok(flag.is_none_or(|f| f != 0))
     }
 
-    /// At start-up: jobs left `running` by a stopped server are released as interrupted (see
+    /// At start-up: jobs the server's own workers left `running` are released as interrupted (see
     /// [`Store::release_interrupted_job`]): queued again while they have attempts left (they
-    /// restart from step 0; training is deterministic, so the metrics they had committed are
-    /// rewritten with the same values), failed once they have been interrupted
-    /// [`MAX_ATTEMPTS`] times. Returns how many were queued again.
+    /// restart from step 0, their stored metrics replaced), failed once they have been
+    /// interrupted [`MAX_ATTEMPTS`] times. Jobs leased by remote workers keep their lease: the
+    /// worker may still be training, and a lapsed lease releases the job. Returns how many were
+    /// queued again.
     pub async fn requeue_interrupted(&self) -> Result<u64, StoreError> {
         let (_turn, mut tx) = self.begin_write().await?;
-        let running: Vec<i64> =
-            sqlx::query_scalar("SELECT id FROM jobs WHERE state = 'running' ORDER BY id")
-                .fetch_all(&mut *tx)
-                .await?;
+        let running: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM jobs WHERE state = 'running' AND worker_id IS NULL ORDER BY id",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
         let mut requeued = 0;
         for job_id in running {
             let released = release_job(&mut tx, job_id, "server or worker crash").await?;
@@ -1090,6 +1099,18 @@ pub enum Released {
     Failed,
     /// Its cancellation had been requested: its run is `cancelled`.
     Cancelled,
+}
+
+impl Released {
+    /// The run's status after the release. A job a worker handed back is `queued`; one
+    /// released after a crash or a lapsed lease is `interrupted` (both wait in the queue).
+    pub fn status(self) -> StoredStatus {
+        match self {
+            Released::Requeued => StoredStatus::Interrupted,
+            Released::Failed => StoredStatus::Failed,
+            Released::Cancelled => StoredStatus::Cancelled,
+        }
+    }
 }
 
 /// The release of one interrupted job, inside a write transaction.
@@ -1147,6 +1168,46 @@ async fn release_job(
 
 type Transaction<'a> = sqlx::Transaction<'a, Sqlite>;
 
+/// Records how job `job_id` of run `run_id` ended, inside a write transaction.
+async fn finish_in(
+    tx: &mut Transaction<'_>,
+    job_id: i64,
+    run_id: i64,
+    outcome: Result<&RunSummary, &str>,
+) -> Result<(), StoreError> {
+    let update = match outcome {
+        Ok(s) => sqlx::query(
+            "UPDATE runs SET status = ?, finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), \
+             final_train_loss = ?, final_val_loss = ?, tokens = ?, flops = ?, flops_dense = ?, \
+             flops_unembedding = ?, flops_attention = ?, tokens_per_sec = ?, params_non_embedding = ? \
+             WHERE id = ?",
+        )
+        .bind(StoredStatus::from(s.status).name())
+        .bind(Some(s.final_train_loss).filter(|l| l.is_finite()))
+        .bind(s.final_val_loss)
+        .bind(s.tokens as i64)
+        .bind(s.flops)
+        .bind(s.flops_breakdown.dense)
+        .bind(s.flops_breakdown.unembedding)
+        .bind(s.flops_breakdown.attention)
+        .bind(s.tokens_per_sec)
+        .bind(s.params_non_embedding as i64)
+        .bind(run_id),
+        Err(message) => sqlx::query(
+            "UPDATE runs SET status = 'failed', finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), \
+             error = ? WHERE id = ?",
+        )
+        .bind(message)
+        .bind(run_id),
+    };
+    update.execute(&mut **tx).await?;
+    sqlx::query("UPDATE jobs SET state = 'done', lease_until = NULL WHERE id = ?")
+        .bind(job_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 async fn insert_local_run(tx: &mut Transaction<'_>, new: &NewRun) -> Result<i64, StoreError> {
     let c = &new.config;
     let config = serde_json::to_string(c).map_err(|e| StoreError::Invalid(e.to_string()))?;
@@ -1190,8 +1251,9 @@ async fn insert_local_run(tx: &mut Transaction<'_>, new: &NewRun) -> Result<i64,
     .fetch_one(&mut **tx)
     .await?;
     insert_tags(tx, id, &new.tags).await?;
-    sqlx::query("INSERT INTO jobs (run_id, state) VALUES (?, 'queued')")
+    sqlx::query("INSERT INTO jobs (run_id, state, device) VALUES (?, 'queued', ?)")
         .bind(id)
+        .bind(c.device.name())
         .execute(&mut **tx)
         .await?;
     Ok(id)

@@ -51,6 +51,17 @@ pub enum DeviceChoice {
     CpuNdarray,
 }
 
+impl DeviceChoice {
+    /// The name in configs, the job queue and worker registrations.
+    pub fn name(self) -> &'static str {
+        match self {
+            DeviceChoice::Cpu => "cpu",
+            DeviceChoice::Gpu => "gpu",
+            DeviceChoice::CpuNdarray => "cpu_ndarray",
+        }
+    }
+}
+
 /// Everything that defines a training run. Every field has a default; TOML files, the CLI and
 /// API requests set any subset.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -365,13 +376,13 @@ impl RunConfig {
         Ok(self)
     }
 
-    /// Everything [`Trainer::new`] checks, without building the model: the config, the corpus
-    /// (opened and validated), the vocabulary and the device.
+    /// Everything [`Trainer::new`] checks but the device, without building the model: the
+    /// config, the corpus (opened and validated) and the vocabulary. The device is checked
+    /// where the run trains (a server queues GPU runs for GPU workers).
     pub fn check(&self) -> Result<(), TrainError> {
         self.validate()?;
         let corpus = Corpus::open(&self.data, self.context)?;
         self.model_config(corpus.vocab_size())?;
-        training_device(self.device)?;
         Ok(())
     }
 
@@ -394,6 +405,18 @@ impl RunConfig {
             biases: self.biases,
         })
     }
+}
+
+/// The devices this build trains on: `cpu`, and `gpu` and `cpu_ndarray` with their features.
+pub fn available_devices() -> Vec<DeviceChoice> {
+    let mut devices = vec![DeviceChoice::Cpu];
+    if cfg!(feature = "vulkan") {
+        devices.push(DeviceChoice::Gpu);
+    }
+    if cfg!(feature = "ndarray") {
+        devices.push(DeviceChoice::CpuNdarray);
+    }
+    devices
 }
 
 /// Picks the burn device for a [`DeviceChoice`], with autodiff.
@@ -476,7 +499,7 @@ fn group_rule(plan: &ParamPlan, kind: ParamGroupKind) -> GroupRule {
 }
 
 /// How a run ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
     /// Trained through its whole budget.
@@ -554,7 +577,8 @@ pub enum Flow {
 }
 
 /// The result of a run.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RunSummary {
     pub status: RunStatus,
     pub final_train_loss: f64,

@@ -7,10 +7,10 @@
 //! (`--json` prints it as is).
 
 use super::UsageError;
+use crate::client::{ApiClient, ClientError};
 use crate::numbers::significant as sig;
 use clap::Args;
 use serde_json::{Map, Value, json};
-use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -150,90 +150,25 @@ pub(super) fn recommend_command(args: RecommendArgs) -> Result<ExitCode, UsageEr
     Ok(ExitCode::SUCCESS)
 }
 
-/// `POST`s a JSON body over plain HTTP/1.1 and returns the JSON answer; a refusal (4xx) is a
-/// usage error with the server's reason.
+/// `POST`s a JSON body and returns the JSON answer; a refusal is a usage error with the
+/// server's reason.
 fn post_json(
     server: &str,
     path: &str,
     token: Option<&str>,
     body: &Map<String, Value>,
 ) -> Result<Value, UsageError> {
-    let rest = server.strip_prefix("http://").ok_or_else(|| {
-        UsageError(format!(
-            "--server must be an http:// URL (put a TLS proxy's plain side here), got '{server}'"
-        ))
-    })?;
-    let (authority, prefix) = match rest.split_once('/') {
-        Some((authority, prefix)) => (authority, format!("/{}", prefix.trim_end_matches('/'))),
-        None => (rest, String::new()),
-    };
-    let address = if authority.contains(':') {
-        authority.to_string()
-    } else {
-        format!("{authority}:80")
-    };
-    let unreachable = |e: std::io::Error| UsageError(format!("cannot reach {server}: {e}"));
-    let mut stream = std::net::TcpStream::connect(&address).map_err(unreachable)?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(600)))
-        .map_err(unreachable)?;
-    let payload = serde_json::to_vec(body)?;
-    let mut request = format!(
-        "POST {prefix}{path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n",
-        payload.len()
-    );
-    if let Some(token) = token {
-        request.push_str(&format!("Authorization: Bearer {token}\r\n"));
-    }
-    request.push_str("\r\n");
-    stream.write_all(request.as_bytes()).map_err(unreachable)?;
-    stream.write_all(&payload).map_err(unreachable)?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).map_err(unreachable)?;
-    let split = (response.windows(4))
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| UsageError(format!("{server} sent no HTTP response")))?;
-    let head = String::from_utf8_lossy(&response[..split]).to_string();
-    let mut content = response[split + 4..].to_vec();
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        content = dechunk(&content);
-    }
-    let status: u16 = (head.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let answer: Value = serde_json::from_slice(&content).map_err(|_| {
-        UsageError(format!(
-            "{server} answered {status} with no JSON: is it a shapewise server?"
-        ))
-    })?;
-    match status {
-        200..=299 => Ok(answer),
-        _ => Err(UsageError(format!(
-            "{server} refused the plan ({status}): {}",
-            answer["detail"].as_str().unwrap_or("no reason given")
+    let mut client =
+        ApiClient::new(server, token).map_err(|e| UsageError(format!("--server: {e}")))?;
+    client.read_timeout = Duration::from_secs(600);
+    match client.json::<Value>("POST", path, Some(body)) {
+        Ok(Some(answer)) => Ok(answer),
+        Ok(None) => Err(UsageError(format!("{server} sent an empty answer"))),
+        Err(ClientError::Refused { status, detail, .. }) => Err(UsageError(format!(
+            "{server} refused the plan ({status}): {detail}"
         ))),
+        Err(e) => Err(UsageError(e.to_string())),
     }
-}
-
-/// The body of a chunked HTTP/1.1 response.
-fn dechunk(mut data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(end) = data.windows(2).position(|w| w == b"\r\n") {
-        let size = std::str::from_utf8(&data[..end])
-            .ok()
-            .and_then(|s| usize::from_str_radix(s.split(';').next()?.trim(), 16).ok())
-            .unwrap_or(0);
-        if size == 0 || data.len() < end + 2 + size {
-            break;
-        }
-        out.extend_from_slice(&data[end + 2..end + 2 + size]);
-        data = &data[(end + 4 + size).min(data.len())..];
-    }
-    out
 }
 
 fn interval(value: &Value) -> String {

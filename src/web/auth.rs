@@ -85,6 +85,13 @@ pub const POLICY: &[(&str, &str, Access)] = &[
     ("POST", "/api/v1/analysis/savings", READ),
     ("POST", "/api/v1/analysis/transfer", READ),
     ("POST", "/api/v1/analysis/shape-tolerance", READ),
+    // Remote workers.
+    ("GET", "/api/v1/workers", READ),
+    ("POST", "/api/v1/workers", WRITE),
+    ("DELETE", "/api/v1/workers/{id}", WRITE),
+    ("POST", "/api/v1/workers/{id}/claim", WRITE),
+    ("POST", "/api/v1/workers/{id}/heartbeat", WRITE),
+    ("POST", "/api/v1/workers/{id}/finish", WRITE),
     // Tokens.
     ("GET", "/api/v1/whoami", READ),
     ("GET", "/api/v1/tokens", ADMIN),
@@ -113,6 +120,7 @@ pub const POLICY: &[(&str, &str, Access)] = &[
     ("POST", "/runs/{id}/cancel", WRITE),
     ("GET", "/compare", READ),
     ("GET", "/queue", READ),
+    ("GET", "/workers", READ),
     ("GET", "/sweeps", READ),
     ("GET", "/sweeps/new", READ),
     ("POST", "/sweeps/new", WRITE),

@@ -21,6 +21,7 @@ mod server;
 mod studies;
 mod sweeps;
 mod tokens;
+pub mod workers;
 
 pub use error::ApiError;
 pub use recommend::recommend_from_csv;
@@ -81,6 +82,10 @@ pub struct ServerSettings {
     pub data_roots: Vec<PathBuf>,
     /// Largest estimated peak memory of one training run or diagnostic model, in bytes.
     pub max_run_memory_bytes: u64,
+    /// Seconds a remote worker's claim lasts without a heartbeat.
+    pub lease_secs: f64,
+    /// Training workers inside the server process (`--workers`).
+    pub in_process_workers: usize,
 }
 
 impl Default for ServerSettings {
@@ -91,6 +96,8 @@ impl Default for ServerSettings {
             loopback_only: false,
             data_roots: Vec::new(),
             max_run_memory_bytes: crate::limits::default_max_run_memory_bytes(1),
+            lease_secs: DEFAULT_LEASE_SECS as f64,
+            in_process_workers: 1,
         }
     }
 }
@@ -132,7 +139,15 @@ pub struct ServeConfig {
     /// keep-alive connection stays open.
     #[arg(long, env = "SHAPEWISE_HEADER_TIMEOUT_SECS", default_value_t = server::DEFAULT_HEADER_TIMEOUT_SECS)]
     pub header_timeout_secs: u64,
+    /// Seconds a remote worker's claim on a run lasts without a heartbeat (workers beat every
+    /// quarter of it); a run whose lease lapses goes back to the queue, the attempt counted.
+    #[arg(long, env = "SHAPEWISE_LEASE_SECS", default_value_t = DEFAULT_LEASE_SECS,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub lease_secs: u64,
 }
+
+/// Default of `serve --lease-secs`.
+pub const DEFAULT_LEASE_SECS: u64 = 60;
 
 impl Default for ServeConfig {
     fn default() -> Self {
@@ -146,6 +161,7 @@ impl Default for ServeConfig {
             admin_token: None,
             max_connections: server::DEFAULT_MAX_CONNECTIONS,
             header_timeout_secs: server::DEFAULT_HEADER_TIMEOUT_SECS,
+            lease_secs: DEFAULT_LEASE_SECS,
         }
     }
 }
@@ -193,6 +209,8 @@ impl ServerSettings {
             loopback_only,
             data_roots,
             max_run_memory_bytes,
+            lease_secs: config.lease_secs as f64,
+            in_process_workers: config.workers,
         })
     }
 }
@@ -253,6 +271,7 @@ pub fn router(state: AppState) -> Router {
         .merge(pages::router())
         .merge(tokens::router())
         .merge(mlflow::router())
+        .merge(workers::router())
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::guard))
         .fallback(auth::not_found)
         .layer(middleware::from_fn_with_state(state.clone(), auth::screen))
@@ -342,7 +361,8 @@ pub async fn serve_on(
         config.workers
     );
     let jobs = Jobs::new(store.clone());
-    let workers = jobs.spawn_workers(config.workers);
+    let mut workers = jobs.spawn_workers(config.workers);
+    workers.push(jobs.spawn_lease_reaper(settings.lease_secs));
     let app = router(AppState::new(store, jobs, settings));
     let header_timeout = std::time::Duration::from_secs(config.header_timeout_secs.max(1));
     server::serve_connections(

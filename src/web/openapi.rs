@@ -97,6 +97,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
         super::diagnostics::api_doc(),
         super::studies::api_doc(),
         super::mlflow::api_doc(),
+        super::workers::api_doc(),
     ] {
         doc.merge(part);
     }

@@ -17,6 +17,7 @@ mod security;
 mod studies;
 mod training;
 mod verdicts;
+mod workers;
 
 use shapewise::data::DataSource;
 use shapewise::param::Parameterization;

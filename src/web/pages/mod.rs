@@ -48,6 +48,7 @@ pub fn router() -> Router<AppState> {
         .route("/runs/{id}/cancel", axum::routing::post(cancel_run))
         .route("/compare", get(compare))
         .route("/queue", get(queue))
+        .route("/workers", get(queue::workers_page))
         .route("/sweeps", get(sweeps_list))
         .route("/sweeps/new", get(new_sweep_form).post(new_sweep_submit))
         .route("/sweeps/{id}", get(sweep_page))

@@ -1,4 +1,4 @@
-//! `GET /queue`: queued and running runs.
+//! `GET /queue`: queued and running runs; `GET /workers`: the remote workers.
 
 use super::{Page, PageError, fmt_count, fmt_opt, fmt_time, render, shape};
 use crate::store::StoredStatus;
@@ -68,6 +68,69 @@ pub(super) async fn queue(State(state): State<AppState>) -> Result<Response, Pag
         page: Page::new("Queue", "queue"),
         rows,
         more: total - runs.len() as i64,
+    };
+    render(StatusCode::OK, &template)
+}
+
+struct WorkerRow {
+    name: String,
+    host: String,
+    device: String,
+    /// `live`, `stale` (not seen within the lease) or `left`.
+    state: &'static str,
+    run: Option<i64>,
+    throughput: String,
+    seen: String,
+    runs_done: i64,
+    registered: String,
+}
+
+#[derive(Template)]
+#[template(path = "workers.html")]
+struct WorkersTemplate {
+    page: Page,
+    rows: Vec<WorkerRow>,
+    lease_secs: f64,
+    in_process: usize,
+}
+
+/// Seconds as "3 s", "4 min", "2 h".
+fn ago(secs: f64) -> String {
+    match secs {
+        s if s < 120.0 => format!("{s:.0} s ago"),
+        s if s < 7200.0 => format!("{:.0} min ago", s / 60.0),
+        s => format!("{:.0} h ago", s / 3600.0),
+    }
+}
+
+pub(super) async fn workers_page(State(state): State<AppState>) -> Result<Response, PageError> {
+    let lease_secs = state.settings.lease_secs;
+    let rows = (state.store.workers().await?.into_iter())
+        .map(|w| crate::web::workers::worker_view(w, lease_secs))
+        .map(|view| {
+            let w = view.worker;
+            WorkerRow {
+                state: match (view.live, &w.left_at) {
+                    (_, Some(_)) => "left",
+                    (true, None) => "live",
+                    (false, None) => "stale",
+                },
+                name: w.name,
+                host: w.host,
+                device: w.device,
+                run: w.current_run_id,
+                throughput: fmt_opt(w.tokens_per_sec, fmt_count),
+                seen: ago(view.seconds_since_seen),
+                runs_done: w.runs_done,
+                registered: fmt_time(&w.registered_at),
+            }
+        })
+        .collect();
+    let template = WorkersTemplate {
+        page: Page::new("Workers", "workers"),
+        rows,
+        lease_secs,
+        in_process: state.settings.in_process_workers,
     };
     render(StatusCode::OK, &template)
 }

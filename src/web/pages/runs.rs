@@ -14,6 +14,7 @@ use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
+use serde_json::Value;
 
 struct Column {
     label: &'static str,
@@ -361,6 +362,8 @@ fn plan_view(config: &RunConfig) -> Result<PlanView, String> {
 #[template(path = "run.html")]
 struct RunTemplate {
     page: Page,
+    /// Why a queued run waits for nothing (no live worker of its device), else empty.
+    waiting: String,
     id: i64,
     title: String,
     status: String,
@@ -451,8 +454,15 @@ pub(super) async fn run_page(
             "Imported runs keep no full config, so no per-group plan is shown.".into(),
         ),
     };
+    let waiting = match (run.status, run.config.get("device").and_then(Value::as_str)) {
+        (StoredStatus::Queued | StoredStatus::Interrupted, Some(device)) => {
+            crate::web::workers::waiting_note(&state, device).await?
+        }
+        _ => None,
+    };
     let template = RunTemplate {
         page: Page::new(format!("Run {label}"), "runs"),
+        waiting: waiting.unwrap_or_default(),
         id,
         title: label,
         status: status_text(&run),
