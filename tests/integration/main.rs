@@ -6,6 +6,7 @@ mod api;
 mod cli;
 mod compose;
 mod coord;
+mod deploy;
 mod diagnostics;
 mod fits;
 mod mlflow;
