@@ -7,6 +7,8 @@
 //! `= batch * context / median`, and achieved GFLOP/s `= C_step / median / 1e9` with the training
 //! FLOPs of one step from [`crate::flops`].
 
+pub mod workers;
+
 use crate::data::DataSource;
 use crate::flops::FlopBreakdown;
 use crate::model::{Activation, Positions};

@@ -57,6 +57,9 @@ enum Command {
     Bench(BenchArgs),
     /// Train a server's queued runs on this machine: claim, train, stream metrics, repeat.
     Worker(WorkerArgs),
+    /// Measure a server's headroom: many simulated workers claiming and heartbeating with metric
+    /// batches at once (start the server with `--workers 0`; it queues one run per worker).
+    BenchWorkers(BenchWorkersArgs),
     /// Create, list and revoke the server's API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -496,6 +499,7 @@ pub fn run() -> ExitCode {
         Command::Token(command) => token_command(command),
         Command::Recommend(args) => recommend::recommend_command(args),
         Command::Worker(args) => worker_command(args),
+        Command::BenchWorkers(args) => bench_workers_command(args),
     };
     match result {
         Ok(code) => code,
@@ -524,6 +528,67 @@ struct WorkerArgs {
     /// Leave after this many runs (default: run until SIGTERM).
     #[arg(long)]
     max_runs: Option<u64>,
+}
+
+#[derive(Args, Debug)]
+struct BenchWorkersArgs {
+    /// The server, `http://HOST:PORT` (started with `--workers 0`).
+    #[arg(long, env = "SHAPEWISE_SERVER")]
+    server: String,
+    /// A writer's API token (with authentication on).
+    #[arg(long, env = "SHAPEWISE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Simulated workers.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    workers: u64,
+    /// Metric points per heartbeat (at most the server's 10,000).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    batch: u64,
+    /// Seconds of heartbeats.
+    #[arg(long, default_value_t = 20.0)]
+    seconds: f64,
+    /// Milliseconds each worker waits between heartbeats (0: as fast as the server answers).
+    #[arg(long, default_value_t = 0)]
+    interval_ms: u64,
+    /// One JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn bench_workers_command(args: BenchWorkersArgs) -> Result<ExitCode, UsageError> {
+    if !(args.seconds.is_finite() && args.seconds > 0.0 && args.seconds <= 3600.0) {
+        return Err(UsageError("--seconds must be in (0, 3600]".into()));
+    }
+    let options = crate::bench::workers::HeadroomOptions {
+        server: args.server,
+        token: args.token,
+        workers: args.workers as usize,
+        batch: args.batch as usize,
+        seconds: args.seconds,
+        interval: std::time::Duration::from_millis(args.interval_ms),
+    };
+    let r = crate::bench::workers::run_headroom(&options)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        println!(
+            "{} workers, {} points per heartbeat, {:.1} s\n\
+             ingest:     {:.0} metric points/s ({} heartbeats)\n\
+             heartbeat:  p50 {:.1} ms, p99 {:.1} ms\n\
+             claim:      p50 {:.1} ms, p99 {:.1} ms ({} claims)",
+            r.workers,
+            r.batch,
+            r.seconds,
+            r.points_per_sec,
+            r.heartbeats,
+            r.heartbeat_p50_ms,
+            r.heartbeat_p99_ms,
+            r.claim_p50_ms,
+            r.claim_p99_ms,
+            r.claims
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn worker_command(args: WorkerArgs) -> Result<ExitCode, UsageError> {

@@ -160,9 +160,10 @@ impl Store {
         Ok(())
     }
 
-    /// Renews the lease of `attempt` of run `run_id` held by `worker_id` for `lease_secs` and
-    /// stores the metric points it sends, in one transaction. Returns whether the run's
-    /// cancellation was requested (the worker stops at its next step).
+    /// Renews the lease of `attempt` of run `run_id` held by `worker_id` for `lease_secs`,
+    /// stores the metric points it sends and the worker's sign of life (and throughput, when
+    /// given), in one transaction. Returns whether the run's cancellation was requested (the
+    /// worker stops at its next step).
     pub async fn renew_lease(
         &self,
         worker_id: i64,
@@ -170,6 +171,7 @@ impl Store {
         attempt: i64,
         lease_secs: f64,
         points: &[MetricPoint],
+        tokens_per_sec: Option<f64>,
     ) -> Result<bool, LeaseError> {
         let (_turn, mut tx) = self.begin_write().await?;
         let now = unix_now();
@@ -191,11 +193,15 @@ impl Store {
             });
         };
         insert_metrics(&mut tx, run_id, points).await?;
-        sqlx::query("UPDATE workers SET last_seen = ? WHERE id = ?")
-            .bind(now)
-            .bind(worker_id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE workers SET last_seen = ?, tokens_per_sec = COALESCE(?, tokens_per_sec) \
+             WHERE id = ?",
+        )
+        .bind(now)
+        .bind(tokens_per_sec)
+        .bind(worker_id)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(cancel != 0)
     }

@@ -440,17 +440,14 @@ async fn heartbeat(
     let id = worker_id(path)?;
     let beat: Heartbeat = json_body(body)?;
     checked_points(&beat.points)?;
-    state
-        .store
-        .touch_worker(
-            id,
-            beat.tokens_per_sec.filter(|t| t.is_finite() && *t >= 0.0),
-        )
-        .await
-        .map_err(not_registered)?;
+    let tokens_per_sec = beat.tokens_per_sec.filter(|t| t.is_finite() && *t >= 0.0);
     let (run_id, attempt) = match (beat.run_id, beat.attempt) {
         (Some(run_id), Some(attempt)) => (run_id, attempt),
         (None, None) if beat.points.is_empty() => {
+            (state.store)
+                .touch_worker(id, tokens_per_sec)
+                .await
+                .map_err(not_registered)?;
             return Ok(Json(HeartbeatAnswer { cancel: false }));
         }
         _ => {
@@ -459,9 +456,10 @@ async fn heartbeat(
             ));
         }
     };
-    let cancel = state
-        .store
-        .renew_lease(id, run_id, attempt, state.settings.lease_secs, &beat.points)
+    // One write transaction: the lease, the points and the worker's last sign of life.
+    let lease = state.settings.lease_secs;
+    let cancel = (state.store)
+        .renew_lease(id, run_id, attempt, lease, &beat.points, tokens_per_sec)
         .await?;
     if !beat.points.is_empty() {
         state.jobs.publish_metrics(run_id, beat.points);
@@ -507,7 +505,7 @@ async fn finish(
     let lease = state.settings.lease_secs;
     state
         .store
-        .renew_lease(id, end.run_id, end.attempt, lease, &end.points)
+        .renew_lease(id, end.run_id, end.attempt, lease, &end.points, None)
         .await?;
     if !end.points.is_empty() {
         state.jobs.publish_metrics(end.run_id, end.points.clone());
