@@ -23,15 +23,14 @@ struct Server {
 
 impl Server {
     fn start(name: &str) -> Server {
+        Server::start_on(name, free_port())
+    }
+
+    fn start_on(name: &str, port: u16) -> Server {
         let dir =
             std::env::temp_dir().join(format!("shapewise-workers-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
         let process = Command::new(env!("CARGO_BIN_EXE_shapewise"))
             .args([
                 "serve",
@@ -115,15 +114,25 @@ impl Server {
     }
 
     fn spawn_worker(&self, name: &str, token: &str) -> Child {
-        Command::new(env!("CARGO_BIN_EXE_shapewise"))
-            .args([
-                "worker", "--server", &self.url, "--name", name, "--token", token,
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
+        spawn_worker(&self.url, name, token)
     }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn spawn_worker(url: &str, name: &str, token: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_shapewise"))
+        .args(["worker", "--server", url, "--name", name, "--token", token])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
 }
 
 impl Drop for Server {
@@ -267,4 +276,22 @@ fn a_refused_token_is_exit_code_2_with_the_reason() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("401"), "{stderr}");
     assert!(stderr.contains("--token"), "{stderr}");
+}
+
+#[test]
+fn a_worker_waits_for_an_unreachable_server_and_then_trains() {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut worker = Worker(spawn_worker(&url, "early", ADMIN));
+    // Nothing listens yet: the worker retries instead of exiting.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(worker.0.try_wait().unwrap().is_none(), "the worker gave up");
+    let server = Server::start_on("unreachable", port);
+    let run = server.queue_run(200, "cpu");
+    wait_for(
+        "the early worker to train the run",
+        Duration::from_secs(60),
+        || server.status(run) == "succeeded",
+    );
+    assert_eq!(server.worker("early")["runs_done"], 1);
 }
