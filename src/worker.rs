@@ -16,8 +16,8 @@ use crate::client::{ApiClient, ClientError};
 use crate::store::MetricPoint;
 use crate::train::{Flow, RunSummary, TrainEvent, Trainer, train_with};
 use crate::web::workers::{
-    Claimed, FinishRun, Heartbeat, HeartbeatAnswer, LeaveAnswer, RegisterWorker, Registered,
-    WorkerDevice,
+    Claimed, FinishRun, Heartbeat, HeartbeatAnswer, LeaveAnswer, MAX_POINTS_PER_BEAT,
+    RegisterWorker, Registered, WorkerDevice,
 };
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -238,7 +238,6 @@ fn train_claimed(
     };
     let beat = Duration::from_secs_f64(worker.heartbeat_secs.max(0.05));
     let path = format!("/api/v1/workers/{}/heartbeat", worker.id);
-    let mut lost = false;
     loop {
         let finished = {
             let until = Instant::now() + beat;
@@ -262,7 +261,7 @@ fn train_claimed(
         if finished {
             break;
         }
-        let points = std::mem::take(&mut progress.lock().unwrap_or_else(|e| e.into_inner()).points);
+        let points = next_batch(&mut progress.lock().unwrap_or_else(|e| e.into_inner()).points);
         let tokens_per_sec = throughput(&points);
         let beat_body = Heartbeat {
             run_id: Some(run_id),
@@ -278,14 +277,15 @@ fn train_claimed(
                 }
             }
             Ok(None) => {}
-            Err(ClientError::Refused {
-                status: 409,
-                detail,
-                ..
-            }) => {
-                tracing::warn!("run {run_id}: {detail}; dropping this attempt");
-                lost = true;
+            // The lease is lost (409), or the server forgot the worker (404): another attempt
+            // owns the run now. (408 and 429 are worth retrying, as is a 5xx.)
+            Err(ClientError::Refused { status, detail, .. })
+                if (400..500).contains(&status) && status != 408 && status != 429 =>
+            {
+                tracing::warn!("run {run_id}: {detail} ({status}); dropping this attempt");
                 halt.store(true, Ordering::Relaxed);
+                let _ = training.join();
+                return false;
             }
             Err(e) => {
                 tracing::warn!("run {run_id}: heartbeat failed ({e}); keeping the points");
@@ -297,14 +297,25 @@ fn train_claimed(
         }
     }
     let _ = training.join();
-    if lost {
-        return false;
-    }
     let (points, outcome) = {
         let mut held = progress.lock().unwrap_or_else(|e| e.into_inner());
         (std::mem::take(&mut held.points), held.outcome.take())
     };
     let outcome = outcome.unwrap_or_else(|| Err("training ended without a result".into()));
+    // Points beyond one request's limit go first, in heartbeats.
+    let mut points = points;
+    while points.len() > MAX_POINTS_PER_BEAT {
+        let beat_body = Heartbeat {
+            run_id: Some(run_id),
+            attempt: Some(attempt),
+            tokens_per_sec: None,
+            points: next_batch(&mut points),
+        };
+        if let Err(e) = client.send("POST", &path, Some(&beat_body)) {
+            tracing::warn!("run {run_id}: sending its last points failed: {e}");
+            return false;
+        }
+    }
     let end = FinishRun {
         run_id,
         attempt,
@@ -342,9 +353,46 @@ fn train_claimed(
     }
 }
 
+/// The oldest points, at most one request's worth ([`MAX_POINTS_PER_BEAT`]), taken from `held`.
+fn next_batch(held: &mut Vec<MetricPoint>) -> Vec<MetricPoint> {
+    let rest = held.split_off(held.len().min(MAX_POINTS_PER_BEAT));
+    std::mem::replace(held, rest)
+}
+
 /// Tokens per second of the latest point that records its wall time.
 fn throughput(points: &[MetricPoint]) -> Option<f64> {
     let last = points.iter().rev().find(|p| p.wall_secs.is_some())?;
     let secs = last.wall_secs?;
     (secs > 0.0).then(|| last.tokens as f64 / secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(step: i64) -> MetricPoint {
+        MetricPoint {
+            step,
+            tokens: step,
+            flops: 0.0,
+            train_loss: None,
+            val_loss: None,
+            lr: None,
+            wall_secs: Some(step as f64 / 100.0),
+        }
+    }
+
+    #[test]
+    fn held_points_go_out_oldest_first_in_batches_the_server_accepts() {
+        let mut held: Vec<MetricPoint> = (1..=25_000).map(point).collect();
+        let sizes: Vec<(usize, i64)> = std::iter::from_fn(|| {
+            let batch = next_batch(&mut held);
+            (!batch.is_empty()).then(|| (batch.len(), batch[0].step))
+        })
+        .collect();
+        assert_eq!(sizes, [(10_000, 1), (10_000, 10_001), (5_000, 20_001)]);
+        // Tokens per second from the last point with a wall time: 25,000 tokens in 250 s.
+        let all: Vec<MetricPoint> = (1..=25_000).map(point).collect();
+        assert_eq!(throughput(&all), Some(100.0));
+    }
 }
