@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 workers=${WORKERS:-50}
 batch=${BATCH:-1000}
 seconds=${SECONDS_EACH:-20}
-pace=${PACE_MS:-500}
+pace=${PACE_MS:-150}
 bin=${SHAPEWISE_BIN:-target/release/shapewise}
 [[ -x $bin ]] || cargo build --release --locked
 dir=$(mktemp -d)

@@ -547,7 +547,8 @@ struct BenchWorkersArgs {
     /// Seconds of heartbeats.
     #[arg(long, default_value_t = 20.0)]
     seconds: f64,
-    /// Milliseconds each worker waits between heartbeats (0: as fast as the server answers).
+    /// Milliseconds between the starts of each worker's heartbeats, phases spread evenly (0: as
+    /// fast as the server answers).
     #[arg(long, default_value_t = 0)]
     interval_ms: u64,
     /// One JSON object instead of the table.

@@ -9,10 +9,11 @@
 use crate::client::{ApiClient, ClientError};
 use crate::store::MetricPoint;
 use crate::web::workers::{
-    Claimed, Heartbeat, HeartbeatAnswer, RegisterWorker, Registered, WorkerDevice,
+    Claimed, FinishRun, Heartbeat, HeartbeatAnswer, RegisterWorker, Registered, WorkerDevice,
 };
 use serde::Serialize;
 use serde_json::json;
+use std::sync::{Barrier, OnceLock};
 use std::time::{Duration, Instant};
 
 /// What to simulate.
@@ -26,7 +27,8 @@ pub struct HeadroomOptions {
     pub batch: usize,
     /// How long the heartbeats run.
     pub seconds: f64,
-    /// Pause between a worker's heartbeats (zero: as fast as answered).
+    /// Time between the starts of a worker's heartbeats, the workers' phases spread evenly over
+    /// it (zero: each beats as soon as the last is answered).
     pub interval: Duration,
 }
 
@@ -59,14 +61,76 @@ fn quantile_ms(sorted_secs: &[f64], q: f64) -> f64 {
 /// and the points the server accepted.
 type WorkerSample = (f64, Vec<f64>, usize);
 
-/// One simulated worker: registers, claims, then heartbeats until `options.seconds` after
-/// `start`.
+/// When every simulated worker has claimed its run: the heartbeats start together then.
+struct StartLine {
+    barrier: Barrier,
+    start: OnceLock<Instant>,
+}
+
+impl StartLine {
+    fn wait(&self) -> Instant {
+        self.barrier.wait();
+        *self.start.get_or_init(Instant::now)
+    }
+}
+
+/// One simulated worker: registers and claims; once all have claimed, heartbeats for
+/// `options.seconds`.
 fn simulate(
     client: &ApiClient,
     index: usize,
     options: &HeadroomOptions,
-    start: Instant,
+    line: &StartLine,
 ) -> Result<WorkerSample, ClientError> {
+    let claimed = register_and_claim(client, index);
+    // Every thread reaches the line, even one that failed, so no other waits for it forever.
+    let start = line.wait();
+    let (worker, claimed, claim_secs) = claimed?;
+    let path = format!("/api/v1/workers/{}/heartbeat", worker.id);
+    let until = start + Duration::from_secs_f64(options.seconds);
+    let (mut latencies, mut points, mut step) = (Vec::new(), 0, 0i64);
+    // Paced workers beat on a fixed schedule, each at its own phase of the interval (workers
+    // that started together would otherwise beat in bursts).
+    let phase = options
+        .interval
+        .mul_f64(index as f64 / options.workers as f64);
+    let mut next = start + phase;
+    while Instant::now() < until {
+        if !options.interval.is_zero() {
+            std::thread::sleep(next.saturating_duration_since(Instant::now()));
+            next += options.interval;
+        }
+        beat(
+            client,
+            &path,
+            &claimed,
+            options.batch,
+            &mut step,
+            &mut latencies,
+        )?;
+        points += options.batch;
+    }
+    // End the run, so that a later benchmark on the same server claims fresh runs.
+    let end = FinishRun {
+        run_id: claimed.run_id,
+        attempt: claimed.attempt,
+        points: Vec::new(),
+        summary: None,
+        error: Some("simulated by shapewise bench-workers".into()),
+    };
+    let finish_path = format!("/api/v1/workers/{}/finish", worker.id);
+    client.send("POST", &finish_path, Some(&end))?;
+    let leave_path = format!("/api/v1/workers/{}", worker.id);
+    client.send("DELETE", &leave_path, None::<&()>)?;
+    Ok((claim_secs, latencies, points))
+}
+
+/// Registers simulated worker `index` and claims a run; returns the worker, its claim and the
+/// claim's latency in seconds.
+fn register_and_claim(
+    client: &ApiClient,
+    index: usize,
+) -> Result<(Registered, Claimed, f64), ClientError> {
     let registration = RegisterWorker {
         name: format!("bench-{index}"),
         host: crate::worker::host_name(),
@@ -80,45 +144,43 @@ fn simulate(
     let claimed: Claimed = client
         .json("POST", &claim_path, None::<&()>)?
         .ok_or_else(|| ClientError::Malformed("no queued run to claim".into()))?;
-    let claim_secs = began.elapsed().as_secs_f64();
-    let path = format!("/api/v1/workers/{}/heartbeat", worker.id);
-    let until = start + Duration::from_secs_f64(options.seconds);
-    let (mut latencies, mut points, mut step) = (Vec::new(), 0, 0i64);
-    while Instant::now() < until {
-        let batch: Vec<MetricPoint> = (0..options.batch)
-            .map(|_| {
-                step += 1;
-                MetricPoint {
-                    step,
-                    tokens: step * 1024,
-                    flops: step as f64 * 1e9,
-                    train_loss: Some(3.0 + 1.0 / step as f64),
-                    val_loss: None,
-                    lr: Some(1e-3),
-                    wall_secs: Some(step as f64 * 1e-3),
-                }
-            })
-            .collect();
-        let beat = Heartbeat {
-            run_id: Some(claimed.run_id),
-            attempt: Some(claimed.attempt),
-            tokens_per_sec: None,
-            points: batch,
-        };
-        let began = Instant::now();
-        client.json::<HeartbeatAnswer>("POST", &path, Some(&beat))?;
-        latencies.push(began.elapsed().as_secs_f64());
-        points += options.batch;
-        if !options.interval.is_zero() {
-            std::thread::sleep(options.interval);
-        }
-    }
-    client.send(
-        "DELETE",
-        &format!("/api/v1/workers/{}", worker.id),
-        None::<&()>,
-    )?;
-    Ok((claim_secs, latencies, points))
+    Ok((worker, claimed, began.elapsed().as_secs_f64()))
+}
+
+/// One heartbeat carrying `batch` new points; its latency is appended to `latencies`.
+fn beat(
+    client: &ApiClient,
+    path: &str,
+    claimed: &Claimed,
+    batch: usize,
+    step: &mut i64,
+    latencies: &mut Vec<f64>,
+) -> Result<(), ClientError> {
+    let points: Vec<MetricPoint> = (0..batch)
+        .map(|_| {
+            *step += 1;
+            let step = *step;
+            MetricPoint {
+                step,
+                tokens: step * 1024,
+                flops: step as f64 * 1e9,
+                train_loss: Some(3.0 + 1.0 / step as f64),
+                val_loss: None,
+                lr: Some(1e-3),
+                wall_secs: Some(step as f64 * 1e-3),
+            }
+        })
+        .collect();
+    let body = Heartbeat {
+        run_id: Some(claimed.run_id),
+        attempt: Some(claimed.attempt),
+        tokens_per_sec: None,
+        points,
+    };
+    let began = Instant::now();
+    client.json::<HeartbeatAnswer>("POST", path, Some(&body))?;
+    latencies.push(began.elapsed().as_secs_f64());
+    Ok(())
 }
 
 /// Queues one run per simulated worker, then runs them all at once.
@@ -135,12 +197,15 @@ pub fn run_headroom(options: &HeadroomOptions) -> Result<HeadroomResult, ClientE
         });
         client.send("POST", "/api/v1/runs", Some(&run))?;
     }
-    let start = Instant::now();
+    let line = StartLine {
+        barrier: Barrier::new(options.workers),
+        start: OnceLock::new(),
+    };
     let outcomes: Vec<Result<WorkerSample, ClientError>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..options.workers)
             .map(|i| {
-                let client = &client;
-                scope.spawn(move || simulate(client, i, options, start))
+                let (client, line) = (&client, &line);
+                scope.spawn(move || simulate(client, i, options, line))
             })
             .collect();
         (handles.into_iter())
@@ -151,7 +216,7 @@ pub fn run_headroom(options: &HeadroomOptions) -> Result<HeadroomResult, ClientE
             })
             .collect()
     });
-    let elapsed = start.elapsed().as_secs_f64();
+    let elapsed = (line.start.get()).map_or(0.0, |start| start.elapsed().as_secs_f64());
     let (mut claims, mut beats, mut points) = (Vec::new(), Vec::new(), 0);
     for outcome in outcomes {
         let (claim, latencies, accepted) = outcome?;

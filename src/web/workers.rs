@@ -10,7 +10,7 @@
 //! The same types serialize the worker's requests ([`crate::worker`]) and parse them here.
 
 use super::AppState;
-use super::body::json_body;
+use super::body::{json_body, typed_json_body};
 use super::error::ApiError;
 use crate::store::{LeaseError, MetricPoint, StoreError, StoredStatus, WorkerRecord, unix_now};
 use crate::train::{RunConfig, RunSummary};
@@ -438,7 +438,7 @@ async fn heartbeat(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<HeartbeatAnswer>, ApiError> {
     let id = worker_id(path)?;
-    let beat: Heartbeat = json_body(body)?;
+    let beat: Heartbeat = typed_json_body(body)?;
     checked_points(&beat.points)?;
     let tokens_per_sec = beat.tokens_per_sec.filter(|t| t.is_finite() && *t >= 0.0);
     let (run_id, attempt) = match (beat.run_id, beat.attempt) {
@@ -490,7 +490,7 @@ async fn finish(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Finished>, ApiError> {
     let id = worker_id(path)?;
-    let end: FinishRun = json_body(body)?;
+    let end: FinishRun = typed_json_body(body)?;
     checked_points(&end.points)?;
     let error: Option<String> = (end.error.as_ref()).map(|e| e.chars().take(10_000).collect());
     let outcome: Result<&RunSummary, &str> = match (&end.summary, &error) {
