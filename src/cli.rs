@@ -593,12 +593,7 @@ fn bench_workers_command(args: BenchWorkersArgs) -> Result<ExitCode, UsageError>
 }
 
 fn worker_command(args: WorkerArgs) -> Result<ExitCode, UsageError> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    init_logging();
     #[cfg(not(feature = "vulkan"))]
     if args.device == crate::web::workers::WorkerDevice::Gpu {
         return Err(UsageError(
@@ -644,13 +639,18 @@ fn worker_command(args: WorkerArgs) -> Result<ExitCode, UsageError> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn serve_command(config: ServeConfig) -> Result<ExitCode, UsageError> {
+/// Log lines on stdout, `info` and above unless `RUST_LOG` says otherwise.
+fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
+}
+
+fn serve_command(config: ServeConfig) -> Result<ExitCode, UsageError> {
+    init_logging();
     let runtime = tokio::runtime::Runtime::new()?;
     let result = runtime.block_on(crate::web::serve(config));
     // A training job runs on a blocking thread that only stops between steps; waiting for it

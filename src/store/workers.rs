@@ -133,31 +133,25 @@ impl Store {
         .await?)
     }
 
-    /// Records a sign of life of a registered worker (and its throughput, when given). A
-    /// worker that is unknown or has left is `NotFound`.
+    /// Records a sign of life of a registered worker (and its throughput, when given); returns
+    /// its device, or `None` when it is unknown or has left.
     pub async fn touch_worker(
         &self,
         id: i64,
         tokens_per_sec: Option<f64>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<String>, StoreError> {
         let (_turn, mut tx) = self.begin_write().await?;
-        let updated = sqlx::query(
+        let device = sqlx::query_scalar(
             "UPDATE workers SET last_seen = ?, tokens_per_sec = COALESCE(?, tokens_per_sec) \
-             WHERE id = ? AND left_at IS NULL",
+             WHERE id = ? AND left_at IS NULL RETURNING device",
         )
         .bind(unix_now())
         .bind(tokens_per_sec)
         .bind(id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        .fetch_optional(&mut *tx)
+        .await?;
         tx.commit().await?;
-        if updated == 0 {
-            return Err(StoreError::Invalid(format!(
-                "worker {id} is not registered (it left, or never registered): register again"
-            )));
-        }
-        Ok(())
+        Ok(device)
     }
 
     /// Renews the lease of `attempt` of run `run_id` held by `worker_id` for `lease_secs`,
@@ -206,12 +200,14 @@ impl Store {
         Ok(cancel != 0)
     }
 
-    /// Records how a worker's attempt ended (its lease checked as in [`Store::renew_lease`]).
+    /// Records how a worker's attempt ended, with its last metric points (its lease checked as
+    /// in [`Store::renew_lease`]), in one transaction.
     pub async fn finish_leased(
         &self,
         worker_id: i64,
         run_id: i64,
         attempt: i64,
+        points: &[MetricPoint],
         outcome: Result<&RunSummary, &str>,
     ) -> Result<(), LeaseError> {
         let (_turn, mut tx) = self.begin_write().await?;
@@ -231,6 +227,7 @@ impl Store {
                 attempt,
             });
         };
+        insert_metrics(&mut tx, run_id, points).await?;
         finish_in(&mut tx, job_id, run_id, outcome).await?;
         sqlx::query(
             "UPDATE workers SET last_seen = ?, runs_done = runs_done + 1, \

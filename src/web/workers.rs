@@ -12,7 +12,7 @@
 use super::AppState;
 use super::body::{json_body, typed_json_body};
 use super::error::ApiError;
-use crate::store::{LeaseError, MetricPoint, StoreError, StoredStatus, WorkerRecord, unix_now};
+use crate::store::{LeaseError, MetricPoint, StoredStatus, WorkerRecord, unix_now};
 use crate::train::{RunConfig, RunSummary};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
@@ -105,7 +105,7 @@ pub struct Claimed {
 
 /// A sign of life: with a claimed run (`run_id` and `attempt`), it renews the lease and stores
 /// the metric points trained since the last beat (at most 10,000). Unknown fields are refused.
-#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Heartbeat {
     pub run_id: Option<i64>,
@@ -180,12 +180,11 @@ fn worker_id(path: Result<Path<i64>, PathRejection>) -> Result<i64, ApiError> {
         .map_err(|_| ApiError::BadRequest("the worker id must be an integer".into()))
 }
 
-/// A worker that is not registered (never, or it left) is told so with 404.
-fn not_registered(e: StoreError) -> ApiError {
-    match e {
-        StoreError::Invalid(message) => ApiError::NotFound(message),
-        other => other.into(),
-    }
+/// The answer to a worker that is not registered (never, or it left).
+fn not_registered(id: i64) -> ApiError {
+    ApiError::NotFound(format!(
+        "worker {id} is not registered (it left, or never registered): register again"
+    ))
 }
 
 impl From<LeaseError> for ApiError {
@@ -205,9 +204,10 @@ pub(crate) async fn waiting_note(
     device: &str,
 ) -> Result<Option<String>, ApiError> {
     let settings = &state.settings;
-    let local = settings.in_process_workers > 0
-        && (crate::train::available_devices().iter()).any(|d| d.name() == device);
-    if local {
+    let built: Vec<&str> = (crate::train::available_devices().into_iter())
+        .map(|d| d.name())
+        .collect();
+    if settings.in_process_workers > 0 && built.contains(&device) {
         return Ok(None);
     }
     let live = state.store.live_devices(settings.lease_secs).await?;
@@ -217,12 +217,10 @@ pub(crate) async fn waiting_note(
     let server = if settings.in_process_workers == 0 {
         "this server trains nothing itself (--workers 0)".to_string()
     } else {
-        format!("this server's own workers train only {} runs", {
-            let names: Vec<&str> = (crate::train::available_devices().into_iter())
-                .map(|d| d.name())
-                .collect();
-            names.join(" and ")
-        })
+        format!(
+            "this server's own workers train only {} runs",
+            built.join(" and ")
+        )
     };
     Ok(Some(format!(
         "No live worker can take this run: it asks for the {device} device, {server}, and no \
@@ -385,24 +383,16 @@ async fn claim(
     path: Result<Path<i64>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let id = worker_id(path)?;
-    state
-        .store
-        .touch_worker(id, None)
-        .await
-        .map_err(not_registered)?;
-    let Some(worker) = state.store.worker(id).await? else {
-        return Err(ApiError::NotFound(format!("worker {id} not found")));
-    };
+    let device = (state.store.touch_worker(id, None).await?).ok_or_else(|| not_registered(id))?;
     let claimed = state
         .store
-        .claim(Some(id), &[&worker.device], Some(state.settings.lease_secs))
+        .claim(Some(id), &[&device], Some(state.settings.lease_secs))
         .await?;
     let Some(job) = claimed else {
         return Ok(StatusCode::NO_CONTENT.into_response());
     };
     tracing::info!(
-        "worker {id} '{}' claimed run {} (attempt {})",
-        worker.name,
+        "worker {id} claimed run {} (attempt {})",
         job.run_id,
         job.attempt
     );
@@ -444,10 +434,8 @@ async fn heartbeat(
     let (run_id, attempt) = match (beat.run_id, beat.attempt) {
         (Some(run_id), Some(attempt)) => (run_id, attempt),
         (None, None) if beat.points.is_empty() => {
-            (state.store)
-                .touch_worker(id, tokens_per_sec)
-                .await
-                .map_err(not_registered)?;
+            (state.store.touch_worker(id, tokens_per_sec).await?)
+                .ok_or_else(|| not_registered(id))?;
             return Ok(Json(HeartbeatAnswer { cancel: false }));
         }
         _ => {
@@ -502,18 +490,12 @@ async fn finish(
             ));
         }
     };
-    let lease = state.settings.lease_secs;
-    state
-        .store
-        .renew_lease(id, end.run_id, end.attempt, lease, &end.points, None)
+    (state.store)
+        .finish_leased(id, end.run_id, end.attempt, &end.points, outcome)
         .await?;
     if !end.points.is_empty() {
         state.jobs.publish_metrics(end.run_id, end.points.clone());
     }
-    state
-        .store
-        .finish_leased(id, end.run_id, end.attempt, outcome)
-        .await?;
     let status = match outcome {
         Ok(summary) => StoredStatus::from(summary.status),
         Err(_) => StoredStatus::Failed,

@@ -94,15 +94,6 @@ struct WorkersTemplate {
     in_process: usize,
 }
 
-/// Seconds as "3 s", "4 min", "2 h".
-fn ago(secs: f64) -> String {
-    match secs {
-        s if s < 120.0 => format!("{s:.0} s ago"),
-        s if s < 7200.0 => format!("{:.0} min ago", s / 60.0),
-        s => format!("{:.0} h ago", s / 3600.0),
-    }
-}
-
 pub(super) async fn workers_page(State(state): State<AppState>) -> Result<Response, PageError> {
     let lease_secs = state.settings.lease_secs;
     let rows = (state.store.workers().await?.into_iter())
@@ -120,7 +111,10 @@ pub(super) async fn workers_page(State(state): State<AppState>) -> Result<Respon
                 device: w.device,
                 run: w.current_run_id,
                 throughput: fmt_opt(w.tokens_per_sec, fmt_count),
-                seen: ago(view.seconds_since_seen),
+                seen: format!(
+                    "{} ago",
+                    crate::study::human_duration(view.seconds_since_seen)
+                ),
                 runs_done: w.runs_done,
                 registered: fmt_time(&w.registered_at),
             }
